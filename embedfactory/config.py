@@ -1,0 +1,146 @@
+"""Typed configuration, one object per concern.
+
+The same objects are the flow parameters, so the Prefect UI form, the CLI and the tests share one
+definition and one validation. Fields that only change how fast a run goes (concurrency, timeouts,
+retries of transport errors) are marked ``runtime`` and never enter a cache key.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TaskType = Literal["retrieval", "classification"]
+TASK_TYPES: tuple[str, ...] = TaskType.__args__
+
+EMBEDDED = "embedded"
+EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
+
+
+def runtime(default, **kwargs):
+    """A field that tunes speed only: excluded from fingerprints (see `fingerprint_fields`)."""
+    return Field(default, json_schema_extra={"runtime": True}, **kwargs)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def fingerprint_fields(self) -> dict:
+        """The fields that change what is produced (runtime knobs left out)."""
+        out = {}
+        for name, field in type(self).model_fields.items():
+            extra = field.json_schema_extra or {}
+            if isinstance(extra, dict) and extra.get("runtime"):
+                continue
+            value = getattr(self, name)
+            out[name] = value.fingerprint_fields() if isinstance(value, Strict) else value
+        return out
+
+
+class Endpoint(Strict):
+    """An OpenAI-compatible chat server: OpenAI, `vllm serve`, or the embedded llama.cpp server."""
+
+    base_url: str = runtime(
+        EMBEDDED,
+        description="Base URL of an OpenAI-compatible API (e.g. http://gpu-1:8000/v1), "
+        "or 'embedded' to start the shipped llama.cpp server with Qwen2.5-0.5B-Instruct on CPU.",
+    )
+    model: str = Field(
+        "qwen2.5-0.5b-instruct",
+        description="Model name sent with each request; with the sampling settings it identifies the "
+        "generator in cache keys (the URL serving it does not).",
+    )
+    api_key_env: str = runtime(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key (the key itself is never "
+        "a parameter, so it never reaches Parquet, logs or the Prefect UI).",
+    )
+    structured_output: Literal["json_schema", "json_object"] = runtime(
+        "json_schema",
+        description="How the JSON schema is sent: OpenAI/vLLM 'json_schema' response_format, or "
+        "llama.cpp's 'json_object' with an inline schema.",
+    )
+    concurrency: int = runtime(16, gt=0, description="Requests kept in flight per shard.")
+    timeout_s: float = runtime(300.0, gt=0, description="Timeout of one request, seconds.")
+    transport_retries: int = runtime(
+        4, ge=0, description="Retries of HTTP errors, 429s and timeouts (with backoff)."
+    )
+
+
+class Sampling(Strict):
+    temperature: float = Field(1.0, ge=0, le=2, description="SPEED samples at 1.0.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(768, gt=0, description="Cap on generated tokens per call.")
+
+
+class SynthConfig(Strict):
+    """Sizes and knobs of the synthesis stages (personas → tasks → examples → revised)."""
+
+    personas: int = Field(4, gt=0, description="Distinct personas to brainstorm from the seed list.")
+    tasks_per_persona: int = Field(1, gt=0, description="Tasks brainstormed per persona and task type.")
+    examples_per_task: int = Field(1, gt=0, description="Examples generated per task.")
+    task_types: list[TaskType] = Field(
+        default_factory=lambda: list(TASK_TYPES), min_length=1, description="Task types to generate."
+    )
+    personas_per_shard: int = Field(
+        8, gt=0, description="Personas per shard of the tasks stage (later stages keep the shards)."
+    )
+    max_num_words: int = Field(
+        100, ge=10, description="Cap on the num_words attribute (the reference draws up to 500; "
+        "long documents are slow on a CPU model).",
+    )
+    seed: int = Field(0, description="Seeds attribute draws and per-request sampling.")
+    max_attempts: int = Field(
+        3, gt=0, le=10, description="Attempts per prompt when the reply is not valid JSON for its "
+        "schema; after the last one the row is kept as rejected with the reason.",
+    )
+    revise: bool = Field(True, description="Run the revisor over every generated example.")
+    sampling: Sampling = Sampling()
+
+
+class FilterConfig(Strict):
+    """KaLM ranking-consistency filter."""
+
+    model: str = Field(
+        EMBEDDED_EMBEDDER,
+        description="Embedding model: 'embedded:all-MiniLM-L6-v2', a local sentence-transformers "
+        "folder, or a Hugging Face model id.",
+    )
+    topk: int = Field(
+        3, gt=0, description="Keep a sample only if its positive ranks within the top k documents of "
+        "its task type for its query.",
+    )
+    batch_size: int = runtime(64, gt=0)
+
+
+class TrainConfig(Strict):
+    """Contrastive fine-tuning with in-batch negatives (plus the generated hard negative)."""
+
+    base_model: str = Field(EMBEDDED_EMBEDDER, description="Model to fine-tune (same forms as the filter model).")
+    epochs: int = Field(1, gt=0)
+    batch_size: int = Field(16, gt=1)
+    learning_rate: float = Field(2e-5, gt=0)
+    temperature: float = Field(0.05, gt=0, description="Softmax temperature of InfoNCE.")
+    max_seq_length: int = Field(256, gt=8)
+    query_template: str = Field(
+        "Instruct: {instruction}\nQuery: {query}",
+        description="How an anchor is shown to the model; documents get no prefix.",
+    )
+    seed: int = 0
+
+
+class SynthParams(Strict):
+    """Everything a `synth` run needs; the flow's parameters."""
+
+    store: str = Field("./data", description="Local folder or s3://bucket/prefix.")
+    run_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Folder name under runs/; by default derived from the parameters, so the same "
+        "parameters resume the same run.",
+    )
+    dataset_name: str = Field("synth", pattern=r"^[A-Za-z0-9_.-]+$")
+    synth: SynthConfig = SynthConfig()
+    generator: Endpoint = Endpoint()
+    revisor: Endpoint | None = Field(None, description="Revisor endpoint; the generator's when unset.")
+    filter: FilterConfig = FilterConfig()
+    train: TrainConfig | None = Field(TrainConfig(), description="Fine-tune on the result; null to skip.")

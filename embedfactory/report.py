@@ -1,0 +1,37 @@
+"""Per-stage run summary: rows in and out, rejects, and what this run itself paid (LLM calls,
+tokens, seconds); shards reused from an earlier run count their rows but cost nothing now."""
+from __future__ import annotations
+
+from .store import ShardRecord
+
+COLUMNS = ["stage", "shards", "reused", "rows_in", "rows_out", "rejected", "dropped", "llm_calls",
+           "tokens", "seconds"]
+
+
+def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
+                  training: dict | None = None) -> list[dict]:
+    table = []
+    for stage, shards in records.items():
+        fresh = [r for r in shards if r.run_token == run_token]
+        table.append({
+            "stage": stage, "shards": len(shards), "reused": len(shards) - len(fresh),
+            "rows_in": sum(r.rows_in for r in shards), "rows_out": sum(r.rows for r in shards),
+            "rejected": sum(r.rejected for r in shards), "dropped": sum(r.dropped for r in shards),
+            "llm_calls": sum(r.llm_calls for r in fresh),
+            "tokens": sum(r.prompt_tokens + r.completion_tokens for r in fresh),
+            "seconds": round(sum(r.seconds for r in fresh), 1),
+        })
+    if training is not None:
+        fresh = training.get("run_token") == run_token
+        table.append({"stage": "train", "shards": 1, "reused": int(not fresh), "rows_in": training["rows"],
+                      "rows_out": training["rows"], "rejected": 0, "dropped": 0, "llm_calls": 0, "tokens": 0,
+                      "seconds": training["seconds"] if fresh else 0.0})
+    return table
+
+
+def format_table(table: list[dict]) -> str:
+    widths = {c: max(len(c), *(len(str(row[c])) for row in table)) for c in COLUMNS}
+    def line(cells) -> str:
+        return "  ".join(str(cells[c]).ljust(widths[c]) if c == "stage" else str(cells[c]).rjust(widths[c])
+                         for c in COLUMNS)
+    return "\n".join([line({c: c for c in COLUMNS}), *(line(row) for row in table)])

@@ -1,0 +1,97 @@
+"""Record types of every stage: the JSON the LLM must return (pydantic) and the Arrow rows written.
+
+Every LLM-made row keeps the raw exchange beside the parsed values (prompt name and version, model,
+raw reply, attempts, tokens), so a parsing bug can be fixed offline without paying for the call again.
+A reply that never parsed is a row with ``status='rejected'`` and a ``reject_reason``, never a null.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _strip(cls, value):
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                raise ValueError("empty string")
+        return value
+
+
+# ---- what the LLM returns -------------------------------------------------------------------
+class PersonaList(Output):
+    personas: list[str] = Field(min_length=1)
+
+
+class TaskList(Output):
+    tasks: list[str] = Field(min_length=1)
+
+
+class RetrievalExample(Output):
+    user_query: str
+    positive_document: str
+    hard_negative_document: str
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.positive_document == self.hard_negative_document:
+            raise ValueError("hard_negative_document repeats positive_document")
+        return self
+
+
+class ClassificationExample(Output):
+    input_text: str
+    label: str
+    misleading_label: str
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.label.casefold() == self.misleading_label.casefold():
+            raise ValueError("misleading_label equals label")
+        return self
+
+
+def revision_of(example: type[Output]) -> type[Output]:
+    """The revisor's reply for one example type: a judgement and the rewritten example."""
+    return create_model(f"{example.__name__}Revision", __base__=Output, reason=str, revision=example)
+
+
+# ---- what is written ------------------------------------------------------------------------
+EXCHANGE = [
+    ("status", pa.string()),          # ok | rejected
+    ("reject_reason", pa.string()),
+    ("model", pa.string()),
+    ("prompt_name", pa.string()),
+    ("prompt_version", pa.string()),
+    ("raw_response", pa.string()),
+    ("attempts", pa.int32()),
+    ("llm_calls", pa.int32()),
+    ("prompt_tokens", pa.int32()),
+    ("completion_tokens", pa.int32()),
+]
+TRAINING = [
+    ("anchor", pa.string()),
+    ("positive", pa.string()),
+    ("negative", pa.string()),        # null where the task type has no negative
+]
+LINEAGE = [("persona_id", pa.string()), ("task_id", pa.string()), ("example_id", pa.string())]
+
+PERSONAS = pa.schema([("persona_id", pa.string()), ("persona", pa.string()),
+                      ("seed_persona", pa.string()), *EXCHANGE])
+TASKS = pa.schema([("task_id", pa.string()), ("persona_id", pa.string()), ("persona", pa.string()),
+                   ("task_type", pa.string()), ("task", pa.string()), *EXCHANGE])
+EXAMPLES = pa.schema([*LINEAGE, ("task_type", pa.string()), ("task", pa.string()),
+                      ("attributes", pa.string()), *TRAINING, ("fields", pa.string()), *EXCHANGE])
+REVISED = pa.schema([*LINEAGE, ("task_type", pa.string()), ("task", pa.string()),
+                     ("attributes", pa.string()), *TRAINING, ("fields", pa.string()),
+                     ("original_fields", pa.string()), ("revision_status", pa.string()),
+                     ("revision_reason", pa.string()), *EXCHANGE])
+VERDICT_COLUMNS = [("kept", pa.bool_()), ("rank", pa.int32()), ("positive_score", pa.float32()),
+                   ("kth_score", pa.float32()), ("drop_reason", pa.string())]
+VERDICTS = pa.schema([*REVISED, *VERDICT_COLUMNS])
+DATASET = pa.schema([*TRAINING, ("instruction", pa.string()), ("task_type", pa.string()), *LINEAGE])

@@ -1,0 +1,50 @@
+"""What every LLM stage shares: its shard output and the exchange columns of a row."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import prompts
+from ..llm.client import Reply, Usage
+
+
+@dataclass
+class ShardOutput:
+    rows: list[dict]
+    rows_in: int
+    usage: Usage = field(default_factory=Usage)
+    dropped: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> int:
+        """Rows the next stage reads: valid ones that no filter dropped."""
+        return sum(r.get("status") == "ok" for r in self.rows) - self.dropped
+
+    @property
+    def rejected(self) -> int:
+        """Replies that never parsed (a failed revision keeps its original and still passes)."""
+        return sum(r.get("status") == "rejected" or r.get("revision_status") == "rejected"
+                   for r in self.rows)
+
+
+def exchange(reply: Reply, model: str, prompt_name: str) -> dict:
+    """The EXCHANGE columns (schemas.py) for a row made from `reply`."""
+    return {
+        "status": "ok" if reply.ok else "rejected",
+        "reject_reason": reply.error if not reply.ok else None,
+        "model": model,
+        "prompt_name": prompt_name,
+        "prompt_version": prompts.version(prompt_name),
+        "raw_response": reply.raw,
+        "attempts": reply.attempts,
+        "llm_calls": reply.calls,
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+    }
+
+
+def usage_of(replies: list[Reply]) -> Usage:
+    usage = Usage()
+    for reply in replies:
+        usage.add(reply)
+    return usage

@@ -1,0 +1,1 @@
+"""Embedding training: contrastive loss, batching, trainer and sentence-transformers export."""

@@ -1,0 +1,36 @@
+"""A training job against the store: dataset in, model folder and report out, done once per
+(dataset checksum, training config, trainer code)."""
+from __future__ import annotations
+
+import tempfile
+
+from ..config import TrainConfig
+from ..ids import stable_hash
+from ..pipeline import code_version
+from ..publish import read_dataset
+from ..store import Store
+from . import loss, trainer
+
+
+def train_fingerprint(card: dict, cfg: TrainConfig) -> str:
+    return stable_hash(card["sha256"], cfg.fingerprint_fields(), code_version(trainer), code_version(loss))
+
+
+def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_token: str,
+                     progress=None) -> dict:
+    """Fine-tune `cfg.base_model` on a published dataset; reuse the result if already trained."""
+    store = Store(store_uri)
+    card = store.read_json(f"{dataset_path}/card.json")
+    fp = train_fingerprint(card, cfg)
+    out = store.path("models", card["name"], f"{card['version']}-{fp[:10]}")
+    report_path = f"{out}/train_report.json"
+    if store.exists(report_path) and (done := store.read_json(report_path))["fingerprint"] == fp:
+        return done
+    rows = read_dataset(store, dataset_path).to_pylist()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = trainer.train_contrastive(rows, cfg, tmp, progress)
+        store.upload_dir(tmp, f"{out}/model")
+    report.update(fingerprint=fp, run_token=run_token, model_path=f"{out}/model",
+                  dataset={"path": dataset_path, "sha256": card["sha256"]}, config=cfg.model_dump())
+    store.write_json(report_path, report)  # written last: the job's commit
+    return report

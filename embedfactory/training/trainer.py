@@ -1,0 +1,64 @@
+"""Fine-tune a sentence-transformers model on a published training set.
+
+Anchors get the instruction prefix (`TrainConfig.query_template`); positives and negatives go in
+bare. The loss curve is returned so flows can report it.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable
+
+import torch
+
+from ..config import TrainConfig
+from ..models import embedding_model_path
+from .loss import in_batch_infonce
+
+
+def query_text(row: dict, template: str) -> str:
+    return template.format(instruction=row["instruction"], query=row["anchor"])
+
+
+def batches(rows: list[dict], size: int, seed: int) -> list[list[dict]]:
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    return [[rows[i] for i in order[s:s + size]] for s in range(0, len(order), size)
+            if len(order[s:s + size]) > 1]  # a lone row has no in-batch negative
+
+
+def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
+                      progress: Callable[[int, int, float], None] | None = None) -> dict:
+    """Train and save to `output_dir`; returns the per-step losses and timing."""
+    from sentence_transformers import SentenceTransformer
+
+    if len(rows) < 2:
+        raise ValueError(f"training needs at least 2 rows, got {len(rows)}")
+    torch.manual_seed(cfg.seed)
+    model = SentenceTransformer(embedding_model_path(cfg.base_model), device="cpu")
+    model.max_seq_length = cfg.max_seq_length
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+    plan = [b for epoch in range(cfg.epochs) for b in batches(rows, cfg.batch_size, cfg.seed + epoch)]
+    losses, started = [], time.monotonic()
+    model.train()
+    for step, batch in enumerate(plan, start=1):
+        negatives = [r["negative"] for r in batch if r["negative"] is not None]
+        doc_texts = [r["positive"] for r in batch] + negatives
+        anchors = _embed(model, [query_text(r, cfg.query_template) for r in batch])
+        docs = _embed(model, doc_texts)
+        loss = in_batch_infonce(anchors, docs, doc_texts, cfg.temperature)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(round(loss.item(), 5))
+        if progress:
+            progress(step, len(plan), losses[-1])
+    model.save(output_dir)
+    return {"losses": losses, "steps": len(plan), "rows": len(rows),
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def _embed(model, texts: list[str]) -> torch.Tensor:
+    features = model.preprocess(texts)
+    features = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in features.items()}
+    return model(features)["sentence_embedding"]

@@ -1,0 +1,1 @@
+"""Prefect flows: `synth` (personas → training set), `train`."""

@@ -1,0 +1,81 @@
+"""Flow `synth`: personas → tasks → examples → revised → verdicts → published set (→ model)."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import uuid
+
+from prefect import flow
+from pydantic import ValidationError
+
+from embedfactory import pipeline
+from embedfactory.config import Endpoint, SynthParams, TrainConfig
+from embedfactory.llm.server import serving
+from embedfactory.store import Store
+from tasks.common import result_storage
+from tasks.publishing import publish_run, summarize
+from tasks.synthesis import run_stage_shard
+from tasks.training import train_model
+
+
+@flow(name="synth", log_prints=True)
+def synth(params: SynthParams = SynthParams()) -> dict:
+    """Synthesize an embedding training set and, unless `params.train` is null, fine-tune on it.
+
+    Re-running with the same parameters resumes the same run and regenerates nothing finished."""
+    Store(params.store).check_writable()
+    run_id = params.run_id or pipeline.default_run_id(params)
+    with contextlib.ExitStack() as servers:
+        generator, generator_url = servers.enter_context(serving(params.generator))
+        revisor, revisor_url = (generator, generator_url) if params.revisor is None else \
+            servers.enter_context(serving(params.revisor))
+        ctx = pipeline.RunContext(params=params, run_id=run_id, run_token=uuid.uuid4().hex,
+                                  generator=generator, generator_url=generator_url,
+                                  revisor=revisor, revisor_url=revisor_url)
+        shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
+        personas = shard("personas", ctx, "00000", [])
+        chains = {"tasks": [], "examples": [], "revised": []}
+        for key in pipeline.persona_chunks(params):  # each shard flows on without waiting for others
+            upstream = [personas]
+            for stage in chains:
+                upstream = [shard.submit(stage, ctx, key, upstream)]
+                chains[stage].append(upstream[0])
+        revised = [f.result() for f in chains["revised"]]
+        verdicts = shard("verdicts", ctx, "00000", revised)
+    records = {"personas": [personas], **{s: [f.result() for f in fs] for s, fs in chains.items()},
+               "verdicts": [verdicts]}
+    dataset = publish_run(ctx, records)
+    training = (train_model(params.store, dataset["path"], params.train, ctx.run_token)
+                if params.train else None)
+    table = summarize(ctx, records, training)
+    return {"run_id": run_id, "dataset": dataset, "training": training, "summary": table}
+
+
+def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
+    cli = argparse.ArgumentParser(description="Run flow `synth` (see SynthParams for every field).")
+    cli.add_argument("--store", default="./data")
+    cli.add_argument("--run-id")
+    cli.add_argument("--personas", type=int, default=4)
+    cli.add_argument("--tasks-per-persona", type=int, default=1)
+    cli.add_argument("--examples-per-task", type=int, default=1)
+    cli.add_argument("--task-types", default="retrieval,classification")
+    cli.add_argument("--base-url", default="embedded", help="OpenAI-compatible URL, or 'embedded'")
+    cli.add_argument("--model", default=Endpoint().model)
+    cli.add_argument("--no-revise", action="store_true")
+    cli.add_argument("--no-train", action="store_true")
+    args = cli.parse_args(argv)
+    return SynthParams(
+        store=args.store, run_id=args.run_id,
+        synth={"personas": args.personas, "tasks_per_persona": args.tasks_per_persona,
+               "examples_per_task": args.examples_per_task, "task_types": args.task_types.split(","),
+               "revise": not args.no_revise},
+        generator={"base_url": args.base_url, "model": args.model},
+        train=None if args.no_train else TrainConfig())
+
+
+if __name__ == "__main__":
+    try:
+        cli_params = _params_from_cli()
+    except ValidationError as exc:  # bad sizes or task types: say so before anything starts
+        raise SystemExit(f"invalid parameters:\n{exc}") from None
+    synth(cli_params)

@@ -1,0 +1,29 @@
+"""Prefect tasks that close a run: stage manifests, the published dataset, the summary."""
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+
+from embedfactory import pipeline, report
+from embedfactory.publish import publish
+from embedfactory.store import ShardRecord, Store
+
+
+@task(task_run_name="publish-{ctx.params.dataset_name}")
+def publish_run(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]]) -> dict:
+    for stage in pipeline.SYNTH_STAGES:
+        ctx.stage_dir(stage.name).write_manifest(records[stage.name], stage.inputs(ctx.params))
+    params = ctx.params
+    return publish(Store(params.store), ctx.stage_dir("verdicts"), params.dataset_name, ctx.run_id,
+                   card={"run_id": ctx.run_id, "params": params.model_dump(mode="json")})
+
+
+@task
+def summarize(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]],
+              training: dict | None) -> list[dict]:
+    table = report.stage_summary(records, ctx.run_token, training)
+    Store(ctx.params.store).write_json(
+        Store(ctx.params.store).path("runs", ctx.run_id, "summary.json"), table)
+    create_table_artifact(table, key="synth-summary", description=f"Per-stage summary of {ctx.run_id}")
+    print(report.format_table(table))
+    return table

@@ -1,0 +1,37 @@
+import numpy as np
+
+from embedfactory.filtering import ranking_consistency
+
+VECTORS = {  # 2-d unit vectors: queries q*, documents d*
+    "qa": [1, 0], "qb": [0, 1], "qc": [0.7071, 0.7071],
+    "da": [0.9950, 0.0998], "db": [0.0998, 0.9950], "dc": [0.7071, 0.7071], "dx": [-1, 0],
+}
+
+
+def embed(texts):
+    return np.array([VECTORS[t] for t in texts], dtype=np.float32)
+
+
+def test_a_positive_outside_the_top_k_is_dropped_with_rank_and_reason():
+    rows = [
+        {"anchor": "qa", "positive": "da", "negative": "dx"},
+        {"anchor": "qb", "positive": "db", "negative": None},
+        {"anchor": "qa", "positive": "dx", "negative": None},  # planted: its "positive" is the opposite
+    ]
+    verdicts = ranking_consistency(rows, embed, topk=2)
+    assert [v["kept"] for v in verdicts] == [True, True, False]
+    assert verdicts[0]["rank"] == 1 and verdicts[2]["rank"] == 3
+    assert "ranked 3 of 3" in verdicts[2]["drop_reason"]
+    assert np.isclose(verdicts[0]["positive_score"], 0.995, atol=1e-3)
+
+
+def test_top_k_larger_than_the_corpus_keeps_everything():
+    rows = [{"anchor": "qc", "positive": "dx", "negative": "da"}]
+    [verdict] = ranking_consistency(rows, embed, topk=50)
+    assert verdict["kept"] and verdict["rank"] == 2
+
+
+def test_blocks_do_not_change_the_result():
+    rows = [{"anchor": q, "positive": d, "negative": None}
+            for q, d in [("qa", "db"), ("qb", "db"), ("qc", "da"), ("qa", "da")]]
+    assert ranking_consistency(rows, embed, 1, block=1) == ranking_consistency(rows, embed, 1, block=100)

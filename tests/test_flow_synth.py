@@ -1,0 +1,73 @@
+"""The real `synth` flow: real Prefect API, real llama.cpp server with the shipped 0.5B model, real
+MiniLM. Tiny sizes; the second run must reuse every shard and make no LLM call."""
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from embedfactory.config import Endpoint, SynthParams, TrainConfig
+from embedfactory.store import StoreError
+from flows.synth import synth
+
+STAGES = ["personas", "tasks", "examples", "revised", "verdicts"]
+DATASET_COLUMNS = ["anchor", "positive", "negative", "instruction", "task_type",
+                   "persona_id", "task_id", "example_id"]
+
+
+def tiny(store, endpoint: Endpoint, **synth) -> SynthParams:
+    return SynthParams(store=str(store), generator=endpoint,
+                       synth={"personas": 2, "max_num_words": 50, **synth},
+                       train=TrainConfig(batch_size=4))
+
+
+@pytest.mark.slow
+def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect_api, llm_server):
+    endpoint, url = llm_server
+    params = tiny(tmp_path, endpoint.model_copy(update={"base_url": url}))
+    first = synth(params)
+
+    run_dir = tmp_path / "runs" / first["run_id"]
+    for stage in STAGES:
+        manifest = json.loads((run_dir / stage / "_manifest.json").read_text())
+        assert manifest["shards"] and list((run_dir / stage).glob("part-*.parquet"))
+    summary = {row["stage"]: row for row in first["summary"]}
+    assert summary["personas"]["rows_out"] == 2
+    assert summary["tasks"]["rows_in"] == 2 and summary["tasks"]["llm_calls"] >= 4
+    assert summary["examples"]["rows_in"] == summary["tasks"]["rows_out"]
+    assert all(summary[s]["reused"] == 0 for s in STAGES)
+
+    verdicts = pq.read_table(run_dir / "verdicts" / "part-00000.parquet").to_pylist()
+    assert all(v["rank"] >= 1 for v in verdicts)
+    assert all((v["drop_reason"] is None) == v["kept"] for v in verdicts)
+
+    dataset = pq.read_table(Path(first["dataset"]["path"]) / "part-00000.parquet")
+    assert dataset.column_names == DATASET_COLUMNS
+    assert dataset.num_rows == sum(v["kept"] for v in verdicts) > 0
+    rows = dataset.to_pylist()
+    assert all(r["persona_id"] and r["task_id"] and r["example_id"] and r["instruction"] for r in rows)
+    assert all((r["negative"] is None) or r["negative"] != r["positive"] for r in rows)
+
+    training = first["training"]
+    assert len(training["losses"]) == training["steps"] >= 1
+    from sentence_transformers import SentenceTransformer
+    assert SentenceTransformer(training["model_path"]).encode(["x"]).shape == (1, 384)
+
+    second = synth(params)
+    assert second["run_id"] == first["run_id"]
+    for row in second["summary"]:
+        assert row["llm_calls"] == 0 and row["reused"] == row["shards"], row
+    assert second["dataset"]["sha256"] == first["dataset"]["sha256"]
+
+
+def test_unreachable_endpoint_fails_before_anything_is_generated(tmp_path, prefect_api):
+    params = tiny(tmp_path, Endpoint(base_url="http://127.0.0.1:9/v1", timeout_s=2))
+    with pytest.raises(ConnectionError, match="not reachable"):
+        synth(params)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unwritable_store_fails_before_any_model_starts(tmp_path, prefect_api):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="not writable"):
+        synth(tiny(tmp_path / "file" / "store", Endpoint()))

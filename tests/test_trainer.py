@@ -1,0 +1,41 @@
+import math
+
+import pytest
+import torch
+
+from embedfactory.config import TrainConfig
+from embedfactory.models import embedding_model_path
+from embedfactory.training.trainer import batches, train_contrastive
+
+ROWS = [
+    {"anchor": "how do I reset my card PIN", "positive": "Resetting a card PIN at an ATM or in the app.",
+     "negative": "Ordering a replacement card.", "instruction": "Find the help article for a banking question"},
+    {"anchor": "wing lift at low speed", "positive": "Lift coefficients of wings at low Reynolds numbers.",
+     "negative": "Drag of bodies in supersonic flow.", "instruction": "Find aerodynamics papers for a query"},
+    {"anchor": "I was charged twice", "positive": "duplicate charge", "negative": "card arrival",
+     "instruction": "Classify a banking message by intent"},
+    {"anchor": "where is my new card", "positive": "card arrival", "negative": None,
+     "instruction": "Classify a banking message by intent"},
+]
+
+
+def test_batches_cover_every_row_once_and_skip_lone_rows():
+    plan = batches(list(range(9)), 4, seed=0)
+    assert sorted(x for b in plan for x in b) == sorted(set(x for b in plan for x in b))
+    assert [len(b) for b in plan] == [4, 4]  # the ninth row alone would have no negative
+
+
+@pytest.mark.slow
+def test_fine_tuning_changes_weights_lowers_loss_and_saves_a_loadable_model(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    before = SentenceTransformer(embedding_model_path("embedded:all-MiniLM-L6-v2"))
+    cfg = TrainConfig(epochs=6, batch_size=4, learning_rate=1e-4)
+    report = train_contrastive(ROWS, cfg, str(tmp_path / "model"))
+    losses = report["losses"]
+    assert len(losses) == 6 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-2:]) < sum(losses[:2])
+    after = SentenceTransformer(str(tmp_path / "model"))
+    changed = [not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters())]
+    assert sum(changed) > len(changed) // 2
+    assert after.encode(["hello"]).shape == (1, 384)
