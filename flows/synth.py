@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from embedfactory import pipeline
 from embedfactory.config import Endpoint, SynthParams, TrainConfig
 from embedfactory.llm.server import serving
+from embedfactory.report import format_table
 from embedfactory.store import Store
 from tasks.common import result_storage
 from tasks.publishing import publish_run, summarize
@@ -78,4 +79,9 @@ if __name__ == "__main__":
         cli_params = _params_from_cli()
     except ValidationError as exc:  # bad sizes or task types: say so before anything starts
         raise SystemExit(f"invalid parameters:\n{exc}") from None
-    synth(cli_params)
+    result = synth(cli_params)
+    print(f"\nrun {result['run_id']}\n{format_table(result['summary'])}\n"
+          f"dataset: {result['dataset']['path']} ({result['dataset']['rows']} rows)")
+    if result["training"]:
+        losses = result["training"]["losses"]
+        print(f"model:   {result['training']['model_path']} (loss {losses[0]} -> {losses[-1]})")

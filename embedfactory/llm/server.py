@@ -80,9 +80,11 @@ def serving(endpoint: Endpoint):
         check_reachable(endpoint.base_url, endpoint)
         yield endpoint, endpoint.base_url
         return
-    from ..models import embedded_generator_gguf
+    from ..models import local_gguf
 
-    # llama.cpp takes the schema inline in a json_object response_format.
-    endpoint = endpoint.model_copy(update={"structured_output": "json_object"})
-    with LlamaCppServer(embedded_generator_gguf(), alias=endpoint.model) as server:
+    # llama.cpp takes the schema inline in a json_object response_format, and serves one request at
+    # a time: a deep queue would only turn waiting into timeouts.
+    endpoint = endpoint.model_copy(update={"structured_output": "json_object",
+                                           "concurrency": min(endpoint.concurrency, 2)})
+    with LlamaCppServer(local_gguf(), alias=endpoint.model) as server:
         yield endpoint, server.base_url
