@@ -43,10 +43,10 @@ class Endpoint(Strict):
     base_url: str = runtime(
         EMBEDDED,
         description="Base URL of an OpenAI-compatible API (e.g. http://gpu-1:8000/v1), "
-        "or 'embedded' to start the shipped llama.cpp server with Qwen2.5-0.5B-Instruct on CPU.",
+        "or 'embedded' to start the shipped llama.cpp server with Qwen2.5-Coder-0.5B-Instruct on CPU.",
     )
     model: str = Field(
-        "qwen2.5-0.5b-instruct",
+        "qwen2.5-coder-0.5b-instruct",
         description="Model name sent with each request; with the sampling settings it identifies the "
         "generator in cache keys (the URL serving it does not).",
     )
@@ -107,8 +107,8 @@ class FilterConfig(Strict):
         "folder, or a Hugging Face model id.",
     )
     topk: int = Field(
-        3, gt=0, description="Keep a sample only if its positive ranks within the top k documents of "
-        "its task type for its query.",
+        3, gt=0, description="Keep a sample only if its positive ranks within the top k of all "
+        "documents of the run (positives and negatives) for its query.",
     )
     batch_size: int = runtime(64, gt=0)
 

@@ -25,7 +25,18 @@ def publish(store: Store, verdicts: StageDir, name: str, version: str, card: dic
                "columns": DATASET.names,
                "by_task_type": {c["values"]: c["counts"] for c in counts}, **card}
     store.write_json(f"{path}/card.json", summary)
+    store.write_json(store.path("datasets", name, "latest.json"), {"version": version})
     return {"path": path, **summary}
+
+
+def resolve_dataset(store: Store, name: str, version: str | None = None) -> str:
+    """The folder of a published dataset; the most recently published version by default."""
+    if version is None:
+        pointer = store.path("datasets", name, "latest.json")
+        if not store.exists(pointer):
+            raise FileNotFoundError(f"no published dataset {name!r} in store {store.uri!r}")
+        version = store.read_json(pointer)["version"]
+    return dataset_dir(store, name, version)
 
 
 def read_dataset(store: Store, path: str) -> pa.Table:

@@ -7,7 +7,10 @@ A reply that never parsed is a row with ``status='rejected'`` and a ``reject_rea
 from __future__ import annotations
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator,
+                      model_validator)
 
 
 class Output(BaseModel):
@@ -24,12 +27,23 @@ class Output(BaseModel):
 
 
 # ---- what the LLM returns -------------------------------------------------------------------
-class PersonaList(Output):
-    personas: list[str] = Field(min_length=1)
+def sentence(prefix: str, max_chars: int = 300):
+    """One line of text that starts with `prefix`: also a decoding constraint for grammar-guided
+    servers, which keeps a small model from wandering off the form or running on."""
+    return Annotated[str, StringConstraints(pattern=rf'^{prefix} [^"\\\n]{{8,{max_chars}}}$')]
 
 
-class TaskList(Output):
-    tasks: list[str] = Field(min_length=1)
+def listing(name: str, field: str, item, count: int) -> type[Output]:
+    """A reply {field: [item, ...]} with 1 to `count` items."""
+    return create_model(name, __base__=Output, **{field: (list[item], Field(min_length=1, max_length=count))})
+
+
+def persona_list(count: int) -> type[Output]:
+    return listing("PersonaList", "personas", sentence("An?"), count)
+
+
+def task_list(count: int, prefix: str) -> type[Output]:
+    return listing("TaskList", "tasks", sentence(prefix), count)
 
 
 class RetrievalExample(Output):

@@ -46,6 +46,7 @@ class TaskSpec:
     name: str
     output: type[Output]
     attributes: Callable[[random.Random, int], dict]
+    task_prefix: str  # every brainstormed task sentence starts with it (see its brainstorm template)
     guidelines: int  # how many guideline lines its generation template has (their order is shuffled)
     columns: Callable[[Output], tuple[str, str, str | None]]  # -> anchor, positive, negative
 
@@ -60,9 +61,10 @@ class TaskSpec:
 
 TASK_SPECS: dict[str, TaskSpec] = {
     "retrieval": TaskSpec(
-        "retrieval", RetrievalExample, _retrieval_attributes, guidelines=5,
+        "retrieval", RetrievalExample, _retrieval_attributes, task_prefix="Given", guidelines=5,
         columns=lambda o: (o.user_query, o.positive_document, o.hard_negative_document)),
     "classification": TaskSpec(
-        "classification", ClassificationExample, _classification_attributes, guidelines=4,
+        "classification", ClassificationExample, _classification_attributes, task_prefix="Classify",
+        guidelines=4,
         columns=lambda o: (o.input_text, o.label, o.misleading_label)),
 }

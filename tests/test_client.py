@@ -73,3 +73,13 @@ def test_replies_come_back_in_request_order_under_concurrency():
 def test_unreachable_endpoint_fails_with_the_url():
     with pytest.raises(ConnectionError, match="127.0.0.1:9"):
         check_reachable("http://127.0.0.1:9/v1", Endpoint(), timeout_s=2)
+
+
+def test_brainstorm_schema_holds_the_task_form_and_the_count():
+    from embedfactory.schemas import task_list
+
+    model = task_list(2, "Given")
+    assert "schema" in parse_reply('{"tasks": ["What is your name?"]}', model)[1]
+    three = '{"tasks": ["Given a, find b in c", "Given d, find e in f", "Given g, find h in i"]}'
+    assert "schema" in parse_reply(three, model)[1]
+    assert parse_reply('{"tasks": ["Given a symptom, find its causes"]}', model)[0] is not None

@@ -53,6 +53,10 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     from sentence_transformers import SentenceTransformer
     assert SentenceTransformer(training["model_path"]).encode(["x"]).shape == (1, 384)
 
+    from flows.train import train  # the standalone flow finds the latest dataset, reuses the model
+    again = train(store=str(tmp_path), config=params.train)
+    assert again["model_path"] == training["model_path"] and again["run_token"] == training["run_token"]
+
     second = synth(params)
     assert second["run_id"] == first["run_id"]
     for row in second["summary"]:
@@ -71,3 +75,10 @@ def test_unwritable_store_fails_before_any_model_starts(tmp_path, prefect_api):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="not writable"):
         synth(tiny(tmp_path / "file" / "store", Endpoint()))
+
+
+def test_train_flow_refuses_a_store_without_a_dataset(tmp_path, prefect_api):
+    from flows.train import train
+
+    with pytest.raises(FileNotFoundError, match="no published dataset 'synth'"):
+        train(store=str(tmp_path))

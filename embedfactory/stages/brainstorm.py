@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import prompts
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
-from ..schemas import TaskList
+from ..schemas import task_list
 from ..task_types import TASK_SPECS
 from .common import ShardOutput, exchange, usage_of
 
@@ -18,7 +18,7 @@ def brainstorm_tasks(client: ChatClient, personas: list[dict], task_types: list[
             {"role": "system", "content": prompts.render("persona_system", persona=p["persona"])},
             {"role": "user", "content": prompts.render(TASK_SPECS[t].brainstorm_prompt, count=per_persona)},
         ],
-        output=TaskList, seed=seed_of(seed, "tasks", p["persona_id"], t)) for p, t in jobs]
+        output=task_list(per_persona, TASK_SPECS[t].task_prefix), seed=seed_of(seed, "tasks", p["persona_id"], t)) for p, t in jobs]
     replies = client.run_sync(requests, progress)
     rows = []
     for (persona, task_type), reply in zip(jobs, replies):

@@ -8,7 +8,7 @@ from importlib import resources
 from .. import prompts
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
-from ..schemas import PersonaList
+from ..schemas import persona_list
 from .common import ShardOutput, exchange, usage_of
 
 PROMPT = "persona_expand"
@@ -41,7 +41,7 @@ def expand_personas(client: ChatClient, count: int, seed: int, progress=None) ->
         picks = [seeds[(round_no * calls + i) % len(seeds)] for i in range(calls)]
         requests = [Request(
             messages=[{"role": "user", "content": _prompt(p)}],
-            output=PersonaList, seed=seed_of(seed, "personas", round_no, i)) for i, p in enumerate(picks)]
+            output=persona_list(PER_CALL), seed=seed_of(seed, "personas", round_no, i)) for i, p in enumerate(picks)]
         round_replies = client.run_sync(requests, progress)
         replies += round_replies
         for seed_persona, reply in zip(picks, round_replies):
