@@ -16,12 +16,13 @@ from typing import Callable
 import pyarrow as pa
 from pydantic import BaseModel
 
-from . import filtering, prompts, schemas
+from . import filtering, prompts, schemas, task_types
 from .config import Endpoint, SynthParams
 from .ids import stable_hash
+from .llm import client
 from .llm.client import ChatClient
 from .models import load_embedder
-from .stages import brainstorm, generate, personas, revise
+from .stages import brainstorm, common, generate, personas, revise
 from .stages.common import ShardOutput
 from .store import ShardRecord, StageDir, Store
 from .task_types import TASK_SPECS
@@ -65,16 +66,20 @@ class Stage:
     upstream: str | None
     inputs: Callable[[SynthParams], dict]  # the parameters that shape this stage's rows
     produce: Callable[[RunContext, str, list[dict], Progress | None], ShardOutput]
-    code: object  # the module whose source versions the stage
+    code: tuple  # the modules whose source versions the stage
+
+
+# What every LLM stage's rows also depend on: output schemas, task types, the client's repair loop.
+LLM_CODE = (schemas, task_types, client, common)
 
 
 @lru_cache(maxsize=None)
-def code_version(module) -> str:
-    return stable_hash(inspect.getsource(module), length=12)
+def code_version(*modules) -> str:
+    return stable_hash(*(inspect.getsource(m) for m in modules), length=12)
 
 
 def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord]) -> str:
-    return stable_hash(stage.name, key, code_version(stage.code), stage.inputs(ctx.params),
+    return stable_hash(stage.name, key, code_version(*stage.code), stage.inputs(ctx.params),
                        sorted(u.sha256 for u in upstream))
 
 
@@ -148,25 +153,26 @@ def _verdicts(ctx, key, rows, progress):
 PERSONAS = Stage(
     "personas", schemas.PERSONAS, None,
     lambda p: {"count": p.synth.personas, **_llm_inputs(p, p.generator, [personas.PROMPT])},
-    _personas, personas)
+    _personas, (personas, *LLM_CODE))
 TASKS = Stage(
     "tasks", schemas.TASKS, "personas",
     lambda p: {"task_types": p.synth.task_types, "per_persona": p.synth.tasks_per_persona,
                "personas_per_shard": p.synth.personas_per_shard,
                **_llm_inputs(p, p.generator, ["persona_system"] + [
                    TASK_SPECS[t].brainstorm_prompt for t in p.synth.task_types])},
-    _tasks, brainstorm)
+    _tasks, (brainstorm, *LLM_CODE))
 EXAMPLES = Stage(
     "examples", schemas.EXAMPLES, "tasks",
     lambda p: {"per_task": p.synth.examples_per_task, "max_num_words": p.synth.max_num_words,
                **_llm_inputs(p, p.generator, [TASK_SPECS[t].generate_prompt for t in p.synth.task_types])},
-    _examples, generate)
+    _examples, (generate, *LLM_CODE))
 REVISED = Stage(
     "revised", schemas.REVISED, "examples",
     lambda p: {"revise": p.synth.revise,
                **(_llm_inputs(p, p.revisor or p.generator, [revise.PROMPT]) if p.synth.revise else {})},
-    _revised, revise)
+    _revised, (revise, *LLM_CODE))
 VERDICTS = Stage(
-    "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), _verdicts, filtering)
+    "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), _verdicts,
+    (filtering,))
 
 SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, VERDICTS]

@@ -22,8 +22,8 @@ def publish_run(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]])
 def summarize(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]],
               training: dict | None) -> list[dict]:
     table = report.stage_summary(records, ctx.run_token, training)
-    Store(ctx.params.store).write_json(
-        Store(ctx.params.store).path("runs", ctx.run_id, "summary.json"), table)
+    store = Store(ctx.params.store)
+    store.write_json(store.path("runs", ctx.run_id, "summary.json"), table)
     create_table_artifact(table, key="synth-summary", description=f"Per-stage summary of {ctx.run_id}")
     print(report.format_table(table))
     return table

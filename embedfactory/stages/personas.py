@@ -12,7 +12,7 @@ from ..schemas import persona_list
 from .common import ShardOutput, exchange, usage_of
 
 PROMPT = "persona_expand"
-PER_CALL = 4
+PER_CALL = 2  # few per call, each call from another seed: more spread than many from one
 MAX_ROUNDS = 4
 
 
@@ -38,7 +38,7 @@ def expand_personas(client: ChatClient, count: int, seed: int, progress=None) ->
         if missing <= 0:
             break
         calls = math.ceil(missing / PER_CALL)
-        picks = [seeds[(round_no * calls + i) % len(seeds)] for i in range(calls)]
+        picks = [seeds[(seed + len(replies) + i) % len(seeds)] for i in range(calls)]
         requests = [Request(
             messages=[{"role": "user", "content": _prompt(p)}],
             output=persona_list(PER_CALL), seed=seed_of(seed, "personas", round_no, i)) for i, p in enumerate(picks)]

@@ -13,7 +13,7 @@ from . import loss, trainer
 
 
 def train_fingerprint(card: dict, cfg: TrainConfig) -> str:
-    return stable_hash(card["sha256"], cfg.fingerprint_fields(), code_version(trainer), code_version(loss))
+    return stable_hash(card["sha256"], cfg.fingerprint_fields(), code_version(trainer, loss))
 
 
 def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_token: str,
