@@ -82,3 +82,20 @@ def test_train_flow_refuses_a_store_without_a_dataset(tmp_path, prefect_api):
 
     with pytest.raises(FileNotFoundError, match="no published dataset 'synth'"):
         train(store=str(tmp_path))
+
+
+def test_invalid_parameters_fail_before_the_flow_runs(tmp_path, prefect_api):
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError, match="personas"):
+        synth(params={"store": str(tmp_path), "synth": {"personas": 0}})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_names_the_bad_parameter():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "flows.synth", "--task-types", "retrieval,poetry"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode != 0 and "invalid parameters" in done.stderr and "poetry" in done.stderr

@@ -29,6 +29,7 @@ def normalized(text: str) -> str:
 def expand_personas(client: ChatClient, count: int, seed: int, progress=None) -> ShardOutput:
     """Ask for personas in rounds until `count` distinct ones exist or MAX_ROUNDS have passed."""
     seeds = seed_personas()
+    known = {normalized(s) for s in seeds}  # a copy of a seed is not a new persona
     kept: dict[str, dict] = {}
     rejected: list[dict] = []
     replies = []
@@ -51,7 +52,7 @@ def expand_personas(client: ChatClient, count: int, seed: int, progress=None) ->
                 continue
             for persona in reply.value.personas:
                 key = normalized(persona)
-                if key in kept or not key:
+                if key in kept or key in known or not key:
                     duplicates += 1
                     continue
                 kept[key] = {"persona_id": stable_hash("persona", persona), "persona": persona,

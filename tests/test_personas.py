@@ -1,0 +1,27 @@
+import json
+
+from embedfactory.config import Endpoint
+from embedfactory.llm.client import ChatClient
+from embedfactory.stages.personas import expand_personas, seed_personas
+from fake_llm import FakeChatServer
+
+
+def personas(*texts):
+    return json.dumps({"personas": list(texts)})
+
+
+def test_expansion_removes_duplicates_and_seed_copies_and_asks_again_for_the_rest():
+    script = [
+        personas("A cook who bakes bread daily", "A  Cook who bakes bread, daily!"),  # near-identical
+        personas(seed_personas()[1]),                                             # a seed copied
+        "not json", "{}", "[]",                                                   # rejected after 3 tries
+        personas("A pilot who flies cargo at night", "A poet who writes about rivers"),
+    ]
+    with FakeChatServer(script) as server:
+        client = ChatClient(Endpoint(base_url=server.base_url, model="fake", concurrency=1), server.base_url)
+        out = expand_personas(client, count=3, seed=0)
+    kept = [r["persona"] for r in out.rows if r["status"] == "ok"]
+    assert kept == ["A cook who bakes bread daily", "A pilot who flies cargo at night",
+                    "A poet who writes about rivers"]
+    assert out.rejected == 1 and out.extra["duplicates_removed"] == 2
+    assert out.usage.calls == len(server.requests) == 6
