@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticUndefined
 
-TaskType = Literal["retrieval", "classification"]
-TASK_TYPES: tuple[str, ...] = TaskType.__args__
+TaskType = Literal["retrieval", "classification", "short-short", "long-long", "sts", "bitext"]
 
 EMBEDDED = "embedded"
 EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
 
 
-def runtime(default, **kwargs):
-    """A field that tunes speed only: excluded from fingerprints (see `fingerprint_fields`)."""
+def runtime(default=PydanticUndefined, **kwargs):
+    """A field that does not change the data (speed, reporting): excluded from fingerprints."""
     return Field(default, json_schema_extra={"runtime": True}, **kwargs)
 
 
@@ -73,14 +73,28 @@ class Sampling(Strict):
     max_tokens: int = Field(768, gt=0, description="Cap on generated tokens per call.")
 
 
+class Price(Strict):
+    """What a model's tokens cost, for the run report (USD per million tokens)."""
+
+    input_per_million: float = Field(0.0, ge=0)
+    output_per_million: float = Field(0.0, ge=0)
+
+
 class SynthConfig(Strict):
     """Sizes and knobs of the synthesis stages (personas → tasks → examples → revised)."""
 
     personas: int = Field(4, gt=0, description="Distinct personas to brainstorm from the seed list.")
     tasks_per_persona: int = Field(1, gt=0, description="Tasks brainstormed per persona and task type.")
     examples_per_task: int = Field(1, gt=0, description="Examples generated per task.")
-    task_types: list[TaskType] = Field(
-        default_factory=lambda: list(TASK_TYPES), min_length=1, description="Task types to generate."
+    task_mix: dict[TaskType, float] = Field(
+        default_factory=lambda: {"classification": 7, "sts": 7, "retrieval": 7,
+                                 "short-short": 1, "long-long": 1},
+        description="Relative share of each task type among the brainstormed tasks (SPEED: "
+        "classification : STS : retrieval : matching = 7 : 7 : 7 : 2). Types left out get none.",
+    )
+    languages: list[str] = Field(
+        default_factory=lambda: ["English"], min_length=1,
+        description="Languages drawn (uniformly) for the `language` attribute; bitext draws its own pairs.",
     )
     personas_per_shard: int = Field(
         8, gt=0, description="Personas per shard of the tasks stage (later stages keep the shards)."
@@ -97,6 +111,13 @@ class SynthConfig(Strict):
     revise: bool = Field(True, description="Run the revisor over every generated example.")
     sampling: Sampling = Sampling()
 
+    @field_validator("task_mix")
+    @classmethod
+    def _some_weight(cls, mix: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in mix.values()) or not any(w > 0 for w in mix.values()):
+            raise ValueError("task_mix needs non-negative weights, at least one of them positive")
+        return {t: w for t, w in mix.items() if w > 0}
+
 
 class FilterConfig(Strict):
     """KaLM ranking-consistency filter."""
@@ -109,6 +130,13 @@ class FilterConfig(Strict):
     topk: int = Field(
         3, gt=0, description="Keep a sample only if its positive ranks within the top k of all "
         "documents of the run (positives and negatives) for its query.",
+    )
+    near_duplicate_threshold: float = Field(
+        0.8, gt=0, le=1, description="MinHash Jaccard estimate above which two examples (anchor and "
+        "positive together) count as duplicates; exact copies after normalization always do.",
+    )
+    dedupe_against_published: bool = Field(
+        True, description="Also drop examples that repeat datasets already published in the store.",
     )
     batch_size: int = runtime(64, gt=0)
 
@@ -144,3 +172,6 @@ class SynthParams(Strict):
     revisor: Endpoint | None = Field(None, description="Revisor endpoint; the generator's when unset.")
     filter: FilterConfig = FilterConfig()
     train: TrainConfig | None = Field(TrainConfig(), description="Fine-tune on the result; null to skip.")
+    prices: dict[str, Price] = runtime(
+        default_factory=dict, description="Token prices by model name, for the cost column of the report."
+    )

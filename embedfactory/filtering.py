@@ -36,7 +36,7 @@ def ranking_consistency(rows: list[dict], embed: Embed, topk: int, block: int = 
             verdicts.append({
                 "kept": bool(kept), "rank": rank, "positive_score": positive,
                 "kth_score": float(kth[offset]),
-                "drop_reason": None if kept else f"positive ranked {rank} of {len(corpus)} (top-k {k})",
+                "drop_reason": None if kept else f"ranking: positive ranked {rank} of {len(corpus)} (top-k {k})",
             })
     return verdicts
 

@@ -16,7 +16,7 @@ from typing import Callable
 import pyarrow as pa
 from pydantic import BaseModel
 
-from . import filtering, prompts, schemas, task_types
+from . import dedupe, filtering, prompts, publish, quality, schemas, task_types
 from .config import Endpoint, SynthParams
 from .ids import stable_hash
 from .llm import client
@@ -67,6 +67,7 @@ class Stage:
     inputs: Callable[[SynthParams], dict]  # the parameters that shape this stage's rows
     produce: Callable[[RunContext, str, list[dict], Progress | None], ShardOutput]
     code: tuple  # the modules whose source versions the stage
+    external: Callable[[RunContext], object] | None = None  # inputs from outside the run
 
 
 # What every LLM stage's rows also depend on: output schemas, task types, the client's repair loop.
@@ -80,7 +81,7 @@ def code_version(*modules) -> str:
 
 def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord]) -> str:
     return stable_hash(stage.name, key, code_version(*stage.code), stage.inputs(ctx.params),
-                       sorted(u.sha256 for u in upstream))
+                       sorted(u.sha256 for u in upstream), stage.external(ctx) if stage.external else None)
 
 
 def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
@@ -103,6 +104,17 @@ def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecor
     return out_dir.commit(pa.Table.from_pylist(out.rows, schema=stage.schema), record)
 
 
+def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
+    """The run's data-quality report (see quality.py), over all its shards."""
+    rows = {s.name: ctx.stage_dir(s.name).read([r.key for r in records[s.name]], ok_only=False).to_pylist()
+            for s in SYNTH_STAGES}
+    generator = ctx.generator.model
+    models = {"personas": generator, "tasks": generator, "examples": generator,
+              "revised": ctx.revisor.model, "verdicts": ctx.params.filter.model}
+    usage = quality.usage_table(records, models, ctx.params.prices)
+    return quality.quality_report(rows, records, usage)
+
+
 # ---- the stages ------------------------------------------------------------------------------
 def _llm_inputs(params: SynthParams, endpoint: Endpoint, prompt_names: list[str]) -> dict:
     synth = params.synth
@@ -123,18 +135,17 @@ def _personas(ctx, key, rows, progress):
 
 
 def _tasks(ctx, key, rows, progress):
-    size = ctx.params.synth.personas_per_shard
-    start = int(key) * size
-    chunk = rows[start:start + size]
     synth = ctx.params.synth
-    return brainstorm.brainstorm_tasks(ctx.client("generator"), chunk, synth.task_types,
-                                       synth.tasks_per_persona, synth.seed, progress)
+    start, end = int(key) * synth.personas_per_shard, (int(key) + 1) * synth.personas_per_shard
+    types = brainstorm.assign_task_types(len(rows), synth.tasks_per_persona, synth.task_mix, synth.seed)
+    return brainstorm.brainstorm_tasks(ctx.client("generator"), rows[start:end], types[start:end],
+                                       synth.seed, progress)
 
 
 def _examples(ctx, key, rows, progress):
     synth = ctx.params.synth
     return generate.generate_examples(ctx.client("generator"), rows, synth.examples_per_task,
-                                      synth.seed, synth.max_num_words, progress)
+                                      synth.seed, synth.max_num_words, synth.languages, progress)
 
 
 def _revised(ctx, key, rows, progress):
@@ -143,11 +154,30 @@ def _revised(ctx, key, rows, progress):
     return revise.revise_examples(ctx.client("revisor"), rows, ctx.params.synth.seed, progress)
 
 
+def _published(ctx: RunContext) -> list[dict]:
+    """Datasets the verdicts dedupe against: all published ones but this run's own."""
+    if not ctx.params.filter.dedupe_against_published:
+        return []
+    return publish.published_cards(Store(ctx.params.store), exclude_version=ctx.run_id)
+
+
 def _verdicts(ctx, key, rows, progress):
-    embed = filtering.encoder(load_embedder(ctx.params.filter.model))
-    verdicts = filtering.ranking_consistency(rows, embed, ctx.params.filter.topk)
-    out = [{**row, **v} for row, v in zip(rows, verdicts)]
-    return ShardOutput(rows=out, rows_in=len(rows), dropped=sum(not v["kept"] for v in verdicts))
+    cfg, store = ctx.params.filter, Store(ctx.params.store)
+    published = [
+        (f"published {card['name']}/{card['version']}", row) for card in _published(ctx)
+        for row in publish.read_dataset(store, publish.dataset_dir(store, card["name"], card["version"]))
+        .select(["anchor", "positive"]).to_pylist()]
+    duplicates = dedupe.find_duplicates(rows, published, cfg.near_duplicate_threshold)
+    verdicts = filtering.ranking_consistency(rows, filtering.encoder(load_embedder(cfg.model)), cfg.topk)
+    out = []
+    for row, verdict, duplicate in zip(rows, verdicts, duplicates):
+        if duplicate:
+            verdict = {**verdict, "kept": False, "drop_reason": duplicate}
+        out.append({**row, **verdict})
+    extra = {"duplicates_exact": sum(bool(d) and d.startswith("exact") for d in duplicates),
+             "duplicates_near": sum(bool(d) and d.startswith("near") for d in duplicates),
+             "duplicates_of_published": sum(bool(d) and ": published " in d for d in duplicates)}
+    return ShardOutput(rows=out, rows_in=len(rows), dropped=sum(not r["kept"] for r in out), extra=extra)
 
 
 PERSONAS = Stage(
@@ -156,15 +186,17 @@ PERSONAS = Stage(
     _personas, (personas, *LLM_CODE))
 TASKS = Stage(
     "tasks", schemas.TASKS, "personas",
-    lambda p: {"task_types": p.synth.task_types, "per_persona": p.synth.tasks_per_persona,
+    lambda p: {"task_mix": p.synth.task_mix, "per_persona": p.synth.tasks_per_persona,
                "personas_per_shard": p.synth.personas_per_shard,
                **_llm_inputs(p, p.generator, ["persona_system"] + [
-                   TASK_SPECS[t].brainstorm_prompt for t in p.synth.task_types])},
+                   TASK_SPECS[t].brainstorm_prompt for t in p.synth.task_mix
+                   if TASK_SPECS[t].brainstorm_prompt])},
     _tasks, (brainstorm, *LLM_CODE))
 EXAMPLES = Stage(
     "examples", schemas.EXAMPLES, "tasks",
     lambda p: {"per_task": p.synth.examples_per_task, "max_num_words": p.synth.max_num_words,
-               **_llm_inputs(p, p.generator, [TASK_SPECS[t].generate_prompt for t in p.synth.task_types])},
+               "languages": p.synth.languages,
+               **_llm_inputs(p, p.generator, [TASK_SPECS[t].generate_prompt for t in p.synth.task_mix])},
     _examples, (generate, *LLM_CODE))
 REVISED = Stage(
     "revised", schemas.REVISED, "examples",
@@ -173,6 +205,6 @@ REVISED = Stage(
     _revised, (revise, *LLM_CODE))
 VERDICTS = Stage(
     "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), _verdicts,
-    (filtering,))
+    (filtering, dedupe), external=lambda ctx: [c["sha256"] for c in _published(ctx)])
 
 SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, VERDICTS]

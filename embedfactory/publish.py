@@ -39,5 +39,15 @@ def resolve_dataset(store: Store, name: str, version: str | None = None) -> str:
     return dataset_dir(store, name, version)
 
 
+def published_cards(store: Store, exclude_version: str | None = None) -> list[dict]:
+    """Cards of every dataset published in the store (but `exclude_version`), oldest name first."""
+    root = store.path("datasets")
+    if not store.exists(root):
+        return []
+    cards = [store.read_json(p) for p in store.list(root, recursive=True) if p.endswith("/card.json")]
+    return sorted((c for c in cards if c["version"] != exclude_version),
+                  key=lambda c: (c["name"], c["version"]))
+
+
 def read_dataset(store: Store, path: str) -> pa.Table:
     return store.read_table(f"{path}/part-00000.parquet")

@@ -70,6 +70,25 @@ class ClassificationExample(Output):
         return self
 
 
+class MatchingExample(Output):
+    input: str
+    positive_document: str
+
+
+class TripleExample(Output):
+    """STS and bitext: S2 close to S1 in meaning (or its translation), S3 far from it."""
+
+    S1: str
+    S2: str
+    S3: str
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if len({self.S1, self.S2, self.S3}) < 3:
+            raise ValueError("S1, S2 and S3 must differ")
+        return self
+
+
 def revision_of(example: type[Output]) -> type[Output]:
     """The revisor's reply for one example type: a judgement and the rewritten example."""
     return create_model(f"{example.__name__}Revision", __base__=Output, reason=str, revision=example)

@@ -103,8 +103,8 @@ class Store:
         with self.fs.open_input_file(path) as f:
             return pq.read_table(f)
 
-    def list(self, path: str) -> list[str]:
-        infos = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    def list(self, path: str, recursive: bool = False) -> list[str]:
+        infos = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
         return sorted(i.path for i in infos if i.type == pafs.FileType.File)
 
     def upload_dir(self, local_dir: str | Path, path: str) -> None:

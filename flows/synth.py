@@ -59,7 +59,8 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
     cli.add_argument("--personas", type=int, default=4)
     cli.add_argument("--tasks-per-persona", type=int, default=1)
     cli.add_argument("--examples-per-task", type=int, default=1)
-    cli.add_argument("--task-types", default="retrieval,classification")
+    cli.add_argument("--task-mix", help="weights per task type, e.g. retrieval=7,classification=7,sts=7 "
+                     "(default: SPEED's mix)")
     cli.add_argument("--base-url", default="embedded", help="OpenAI-compatible URL, or 'embedded'")
     cli.add_argument("--model", default=Endpoint().model)
     cli.add_argument("--no-revise", action="store_true")
@@ -68,10 +69,15 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
     return SynthParams(
         store=args.store, run_id=args.run_id,
         synth={"personas": args.personas, "tasks_per_persona": args.tasks_per_persona,
-               "examples_per_task": args.examples_per_task, "task_types": args.task_types.split(","),
-               "revise": not args.no_revise},
+               "examples_per_task": args.examples_per_task, "revise": not args.no_revise,
+               **({"task_mix": _weights(args.task_mix)} if args.task_mix else {})},
         generator={"base_url": args.base_url, "model": args.model},
         train=None if args.no_train else TrainConfig())
+
+
+def _weights(text: str) -> dict[str, str]:
+    pairs = [item.partition("=") for item in text.split(",")]
+    return {name.strip(): weight or "1" for name, _, weight in pairs}
 
 
 if __name__ == "__main__":

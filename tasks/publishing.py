@@ -1,10 +1,11 @@
-"""Prefect tasks that close a run: stage manifests, the published dataset, the summary."""
+"""Prefect tasks that close a run: stage manifests, the published dataset and its quality report,
+the summary."""
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from embedfactory import pipeline, report
+from embedfactory import pipeline, quality, report
 from embedfactory.publish import publish
 from embedfactory.store import ShardRecord, Store
 
@@ -13,9 +14,14 @@ from embedfactory.store import ShardRecord, Store
 def publish_run(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]]) -> dict:
     for stage in pipeline.SYNTH_STAGES:
         ctx.stage_dir(stage.name).write_manifest(records[stage.name], stage.inputs(ctx.params))
-    params = ctx.params
-    return publish(Store(params.store), ctx.stage_dir("verdicts"), params.dataset_name, ctx.run_id,
-                   card={"run_id": ctx.run_id, "params": params.model_dump(mode="json")})
+    params, store = ctx.params, Store(ctx.params.store)
+    dataset = publish(store, ctx.stage_dir("verdicts"), params.dataset_name, ctx.run_id,
+                      card={"run_id": ctx.run_id, "params": params.model_dump(mode="json")})
+    quality_report = pipeline.run_quality(ctx, records)
+    store.write_json(f"{dataset['path']}/quality.json", quality_report)
+    create_markdown_artifact(quality.to_markdown(quality_report), key="synth-quality",
+                             description=f"Data quality of {ctx.run_id}")
+    return {**dataset, "quality": quality_report}
 
 
 @task

@@ -1,17 +1,33 @@
-"""A scripted OpenAI-compatible server on loopback, for fault injection only: it answers chat
-completions from a list of canned replies (or HTTP errors) and counts the requests."""
+"""A fake OpenAI-compatible server on loopback, for fault injection only.
+
+It answers chat completions either from a script of canned replies, or by making up a valid reply
+for the JSON schema the request names; faults (HTTP 500, 429 with Retry-After, timeouts, truncated
+and invalid JSON) are injected at set rates from a seeded generator. It counts what it did, so tests
+can check that every paid reply was counted once.
+"""
 from __future__ import annotations
 
+import itertools
 import json
+import random
+import re
 import threading
+import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULTS = ("http_500", "http_429", "timeout", "truncated", "invalid_json")
 
 
 class FakeChatServer:
-    def __init__(self, script: list):
-        """script items: a string (the reply content) or an int (an HTTP status to fail with)."""
-        self.script, self.requests = list(script), []
-        self._lock = threading.Lock()
+    def __init__(self, script: list | None = None, fault_rates: dict[str, float] | None = None,
+                 seed: int = 0, stall_s: float = 2.0):
+        """script items: a string (the reply content) or an int (an HTTP status to fail with).
+        Without a script, replies are made up from the request's schema."""
+        self.script, self.requests = list(script or []), []
+        self.fault_rates, self.stall_s = fault_rates or {}, stall_s
+        self.counts: Counter = Counter()
+        self._rng, self._lock, self._ids = random.Random(seed), threading.Lock(), itertools.count()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -23,27 +39,59 @@ class FakeChatServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with owner._lock:
-                    owner.requests.append(body)
-                    item = owner.script.pop(0) if owner.script else "{}"
-                if isinstance(item, int):
-                    return self._send(item, {"error": {"message": "injected"}})
+                status, content, finish, headers = owner._answer(body)
+                if status == "stall":
+                    time.sleep(owner.stall_s)  # the client has given up by now
+                    status = 504
+                if status != 200:
+                    return self._send(status, {"error": {"message": "injected"}}, headers)
                 self._send(200, {
                     "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": item}}],
+                    "choices": [{"index": 0, "finish_reason": finish,
+                                 "message": {"role": "assistant", "content": content}}],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
 
-            def _send(self, status, payload):
+            def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def _answer(self, body: dict):
+        with self._lock:
+            self.requests.append(body)
+            if self.script:
+                item = self.script.pop(0)
+                if isinstance(item, int):
+                    return item, None, None, {}
+                self.counts["answered"] += 1
+                return 200, item, "stop", {}
+            fault = next((f for f in FAULTS if self._rng.random() < self.fault_rates.get(f, 0)), None)
+            self.counts[fault or "answered"] += 1
+            if fault in ("truncated", "invalid_json") or fault is None:
+                self.counts["paid"] += 1  # a completed reply the client receives and must count
+            content = json.dumps(fake_value(_schema(body), self._ids))
+        if fault == "http_500":
+            return 500, None, None, {}
+        if fault == "http_429":
+            return 429, None, None, {"Retry-After": "0.05"}
+        if fault == "timeout":
+            return "stall", None, None, {}
+        if fault == "truncated":
+            return 200, content[: len(content) // 2], "length", {}
+        if fault == "invalid_json":
+            return 200, content.replace('":', '"', 1), "stop", {}
+        return 200, content, "stop", {}
 
     def __enter__(self):
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -52,3 +100,23 @@ class FakeChatServer:
     def __exit__(self, *exc):
         self._server.shutdown()
         self._server.server_close()
+
+
+def _schema(body: dict) -> dict:
+    fmt = body.get("response_format") or {}
+    return fmt.get("json_schema", {}).get("schema") or fmt.get("schema") or {}
+
+
+def fake_value(schema: dict, ids, defs: dict | None = None):
+    """A value valid for the (pydantic-made) JSON schema, every string unique."""
+    defs = defs if defs is not None else schema.get("$defs", {})
+    if "$ref" in schema:
+        return fake_value(defs[schema["$ref"].rsplit("/", 1)[1]], ids, defs)
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: fake_value(sub, ids, defs) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [fake_value(schema["items"], ids, defs) for _ in range(schema.get("maxItems", 2))]
+    prefix = re.match(r"\^(\w+)\?? ", schema.get("pattern", ""))
+    words = " ".join(f"w{next(ids)}" for _ in range(6))
+    return f"{prefix.group(1) if prefix else 'text'} {words}"

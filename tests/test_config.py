@@ -7,7 +7,8 @@ from embedfactory.pipeline import default_run_id
 
 @pytest.mark.parametrize("field,value", [
     ("personas", 0), ("personas", -3), ("tasks_per_persona", 0), ("examples_per_task", -1),
-    ("task_types", ["retrieval", "poetry"]), ("task_types", []), ("max_attempts", 0),
+    ("task_mix", {"retrieval": 1, "poetry": 1}), ("task_mix", {}), ("task_mix", {"sts": -1, "retrieval": 2}),
+    ("task_mix", {"sts": 0}), ("languages", []), ("max_attempts", 0),
 ])
 def test_bad_sizes_and_task_types_are_rejected_with_the_field_named(field, value):
     with pytest.raises(ValidationError) as err:

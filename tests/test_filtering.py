@@ -21,7 +21,7 @@ def test_a_positive_outside_the_top_k_is_dropped_with_rank_and_reason():
     verdicts = ranking_consistency(rows, embed, topk=2)
     assert [v["kept"] for v in verdicts] == [True, True, False]
     assert verdicts[0]["rank"] == 1 and verdicts[2]["rank"] == 3
-    assert "ranked 3 of 3" in verdicts[2]["drop_reason"]
+    assert verdicts[2]["drop_reason"].startswith("ranking: positive ranked 3 of 3")
     assert np.isclose(verdicts[0]["positive_score"], 0.995, atol=1e-3)
 
 

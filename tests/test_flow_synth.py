@@ -17,7 +17,9 @@ DATASET_COLUMNS = ["anchor", "positive", "negative", "instruction", "task_type",
 
 def tiny(store, endpoint: Endpoint, **synth) -> SynthParams:
     return SynthParams(store=str(store), generator=endpoint,
-                       synth={"personas": 2, "max_num_words": 50, **synth},
+                       synth={"personas": 2, "tasks_per_persona": 2, "max_num_words": 50,
+                              "task_mix": {"retrieval": 1, "classification": 1, "sts": 1, "short-short": 1},
+                              **synth},
                        train=TrainConfig(batch_size=4))
 
 
@@ -33,7 +35,7 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
         assert manifest["shards"] and list((run_dir / stage).glob("part-*.parquet"))
     summary = {row["stage"]: row for row in first["summary"]}
     assert summary["personas"]["rows_out"] == 2
-    assert summary["tasks"]["rows_in"] == 2 and summary["tasks"]["llm_calls"] >= 4
+    assert summary["tasks"]["rows_in"] == 2 and summary["tasks"]["llm_calls"] >= 2
     assert summary["examples"]["rows_in"] == summary["tasks"]["rows_out"]
     assert all(summary[s]["reused"] == 0 for s in STAGES)
 
@@ -47,6 +49,7 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     rows = dataset.to_pylist()
     assert all(r["persona_id"] and r["task_id"] and r["example_id"] and r["instruction"] for r in rows)
     assert all((r["negative"] is None) or r["negative"] != r["positive"] for r in rows)
+    assert {r["task_type"] for r in rows} <= {"retrieval", "classification", "sts", "short-short"}
 
     training = first["training"]
     assert len(training["losses"]) == training["steps"] >= 1
@@ -96,6 +99,6 @@ def test_cli_names_the_bad_parameter():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "flows.synth", "--task-types", "retrieval,poetry"],
+    done = subprocess.run([sys.executable, "-m", "flows.synth", "--task-mix", "retrieval=2,poetry=1"],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode != 0 and "invalid parameters" in done.stderr and "poetry" in done.stderr

@@ -7,7 +7,8 @@ import pytest
 from embedfactory import prompts
 from embedfactory.stages.generate import draw_attributes
 from embedfactory.stages.personas import normalized, seed_personas
-from embedfactory.task_types import QUERY_TYPE, TASK_SPECS
+from embedfactory.stages.brainstorm import assign_task_types
+from embedfactory.task_types import QUERY_TYPE, TASK_SPECS, Draw
 
 
 @pytest.mark.parametrize("name", sorted(TASK_SPECS))
@@ -15,7 +16,7 @@ def test_generation_prompt_carries_task_and_every_attribute(name):
     task = {"task_id": "t1", "task_type": name, "task": "Classify bird calls by species"}
     attributes, order = draw_attributes(task, 0, seed=7, max_words=500)
     text = prompts.render(TASK_SPECS[name].generate_prompt, task=task["task"], order=order, **attributes)
-    assert task["task"] in text
+    assert (task["task"] in text) == (TASK_SPECS[name].fixed_task is None)  # fixed tasks: no slot
     for value in attributes.values():
         assert str(value) in text
     assert text.count("\n- ") >= TASK_SPECS[name].guidelines  # every guideline line rendered once
@@ -47,8 +48,26 @@ def test_query_type_follows_the_reference_weights():
 
 
 def test_num_words_respects_the_cap():
-    rng = random.Random(0)
-    assert {TASK_SPECS["retrieval"].attributes(rng, 100)["num_words"] for _ in range(50)} == {50, 100}
+    draw = Draw(random.Random(0), 100, ["English"])
+    assert {TASK_SPECS["retrieval"].attributes(draw)["num_words"] for _ in range(50)} == {50, 100}
+
+
+def test_bitext_pairs_two_different_languages():
+    for i in range(30):
+        attributes, _ = draw_attributes({"task_id": f"t{i}", "task_type": "bitext"}, 0, 0, 500)
+        assert attributes["source_language"] != attributes["target_language"]
+
+
+@pytest.mark.parametrize("personas,per_persona", [(4, 1), (7, 3), (1, 23)])
+def test_task_mix_is_apportioned_exactly(personas, per_persona):
+    mix = {"classification": 7, "sts": 7, "retrieval": 7, "short-short": 1, "long-long": 1}
+    types = assign_task_types(personas, per_persona, mix, seed=0)
+    assert [len(t) for t in types] == [per_persona] * personas
+    counts = collections.Counter(t for ts in types for t in ts)
+    total = personas * per_persona
+    for name, weight in mix.items():
+        assert abs(counts[name] - total * weight / 23) < 1
+    assert types == assign_task_types(personas, per_persona, mix, seed=0)
 
 
 def test_seed_personas_ship_and_normalise():

@@ -1,33 +1,62 @@
-"""Task brainstorm (E5 step 1, KaLM personas): per persona and task type, the LLM proposes tasks
-while speaking as that persona (the persona is the system prompt)."""
+"""Task brainstorm (E5 step 1, KaLM personas): each persona gets its share of the task mix; for
+each brainstormed type the LLM proposes tasks while speaking as that persona (the persona is the
+system prompt). Types without a brainstorm step (STS, bitext) get their fixed task, with no call."""
 from __future__ import annotations
+
+import random
+from collections import Counter
 
 from .. import prompts
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
 from ..schemas import task_list
 from ..task_types import TASK_SPECS
-from .common import ShardOutput, exchange, usage_of
+from .common import ShardOutput, exchange, no_exchange, usage_of
 
 
-def brainstorm_tasks(client: ChatClient, personas: list[dict], task_types: list[str],
-                     per_persona: int, seed: int, progress=None) -> ShardOutput:
-    jobs = [(p, t) for p in personas for t in task_types]
+def assign_task_types(personas: int, per_persona: int, mix: dict[str, float], seed: int) -> list[list[str]]:
+    """Task types for each persona: counts follow `mix` exactly (largest remainder), spread at random."""
+    total, weight = personas * per_persona, sum(mix.values())
+    quotas = {t: total * w / weight for t, w in mix.items()}
+    counts = {t: int(q) for t, q in quotas.items()}
+    by_remainder = sorted(mix, key=lambda t: (counts[t] - quotas[t], list(mix).index(t)))
+    for t in by_remainder[:total - sum(counts.values())]:
+        counts[t] += 1
+    flat = [t for t, n in counts.items() for _ in range(n)]
+    random.Random(seed_of(seed, "task-mix")).shuffle(flat)
+    return [flat[i * per_persona:(i + 1) * per_persona] for i in range(personas)]
+
+
+def brainstorm_tasks(client: ChatClient, personas: list[dict], types: list[list[str]], seed: int,
+                     progress=None) -> ShardOutput:
+    """`types[i]` lists the task types persona i gets (see `assign_task_types`)."""
+    rows, jobs = [], []
+    for persona, wanted in zip(personas, types):
+        for task_type, count in Counter(wanted).items():
+            spec = TASK_SPECS[task_type]
+            if spec.fixed_task is not None:
+                rows += [_row(persona, task_type, spec.fixed_task, i, no_exchange()) for i in range(count)]
+            else:
+                jobs.append((persona, task_type, count))
     requests = [Request(
         messages=[
             {"role": "system", "content": prompts.render("persona_system", persona=p["persona"])},
-            {"role": "user", "content": prompts.render(TASK_SPECS[t].brainstorm_prompt, count=per_persona)},
+            {"role": "user", "content": prompts.render(TASK_SPECS[t].brainstorm_prompt, count=n)},
         ],
-        output=task_list(per_persona, TASK_SPECS[t].task_prefix), seed=seed_of(seed, "tasks", p["persona_id"], t)) for p, t in jobs]
+        output=task_list(n, TASK_SPECS[t].task_prefix),
+        seed=seed_of(seed, "tasks", p["persona_id"], t)) for p, t, n in jobs]
     replies = client.run_sync(requests, progress)
-    rows = []
-    for (persona, task_type), reply in zip(jobs, replies):
-        base = {"persona_id": persona["persona_id"], "persona": persona["persona"], "task_type": task_type,
-                **exchange(reply, client.endpoint.model, TASK_SPECS[task_type].brainstorm_prompt)}
+    for (persona, task_type, count), reply in zip(jobs, replies):
+        meta = exchange(reply, client.endpoint.model, TASK_SPECS[task_type].brainstorm_prompt)
         if not reply.ok:
-            rows.append({**base, "task_id": None, "task": None})
+            rows.append(_row(persona, task_type, None, 0, meta))
             continue
-        for task in dict.fromkeys(reply.value.tasks[:per_persona]):  # exact repeats dropped
-            rows.append({**base, "task_id": stable_hash("task", persona["persona_id"], task_type, task),
-                         "task": task})
+        for i, task in enumerate(dict.fromkeys(reply.value.tasks)):  # exact repeats dropped
+            rows.append(_row(persona, task_type, task, i, meta))
     return ShardOutput(rows=rows, rows_in=len(personas), usage=usage_of(replies))
+
+
+def _row(persona: dict, task_type: str, task: str | None, index: int, meta: dict) -> dict:
+    task_id = stable_hash("task", persona["persona_id"], task_type, task, index) if task else None
+    return {"task_id": task_id, "persona_id": persona["persona_id"], "persona": persona["persona"],
+            "task_type": task_type, "task": task, **meta}

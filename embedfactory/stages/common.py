@@ -43,6 +43,13 @@ def exchange(reply: Reply, model: str, prompt_name: str) -> dict:
     }
 
 
+def no_exchange() -> dict:
+    """The EXCHANGE columns of a row made without an LLM call."""
+    return {"status": "ok", "reject_reason": None, "model": None, "prompt_name": None,
+            "prompt_version": None, "raw_response": None, "attempts": 0, "llm_calls": 0,
+            "prompt_tokens": 0, "completion_tokens": 0}
+
+
 def usage_of(replies: list[Reply]) -> Usage:
     usage = Usage()
     for reply in replies:

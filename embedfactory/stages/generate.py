@@ -7,26 +7,27 @@ import random
 from .. import prompts
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
-from ..task_types import TASK_SPECS
+from ..task_types import TASK_SPECS, Draw
 from .common import ShardOutput, exchange, usage_of
 
 
-def draw_attributes(task: dict, index: int, seed: int, max_words: int) -> tuple[dict, list[int]]:
+def draw_attributes(task: dict, index: int, seed: int, max_words: int,
+                    languages: list[str] = ("English",)) -> tuple[dict, list[int]]:
     """Attributes and guideline order for the index-th example of a task, reproducible by lineage."""
     spec = TASK_SPECS[task["task_type"]]
     rng = random.Random(seed_of(seed, "attributes", task["task_id"], index))
-    attributes = spec.attributes(rng, max_words)
+    attributes = spec.attributes(Draw(rng, max_words, list(languages)))
     order = list(range(spec.guidelines))
     rng.shuffle(order)
     return attributes, order
 
 
 def generate_examples(client: ChatClient, tasks: list[dict], per_task: int, seed: int,
-                      max_words: int, progress=None) -> ShardOutput:
+                      max_words: int, languages: list[str], progress=None) -> ShardOutput:
     jobs = []
     for task in tasks:
         for index in range(per_task):
-            attributes, order = draw_attributes(task, index, seed, max_words)
+            attributes, order = draw_attributes(task, index, seed, max_words, languages)
             jobs.append((task, index, attributes, order))
     requests = [Request(
         messages=[{"role": "user", "content": prompts.render(

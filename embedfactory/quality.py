@@ -1,0 +1,89 @@
+"""The data-quality report of a run: what was made, what was thrown away and why, what it cost.
+
+Read from the stage shards (rejected and dropped rows included), so it can be rebuilt offline.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from .config import Price
+from .store import ShardRecord
+
+
+def _reason_class(reason: str) -> str:
+    """'schema: tasks.0: String should match pattern ...' -> 'schema: tasks.0'."""
+    head, _, rest = reason.partition(": ")
+    return f"{head}: {rest.split(':')[0]}" if head == "schema" else head
+
+
+def _lengths(texts: list[str | None]) -> dict:
+    words = np.array([len(t.split()) for t in texts if t])
+    if not len(words):
+        return {"count": 0}
+    return {"count": int(len(words)), "min": int(words.min()), "p50": float(np.median(words)),
+            "p90": float(np.percentile(words, 90)), "max": int(words.max())}
+
+
+def usage_table(records: dict[str, list[ShardRecord]], models: dict[str, str],
+                prices: dict[str, Price]) -> list[dict]:
+    """Calls, tokens and cost per stage and model, over every shard of the run."""
+    out = []
+    for stage, shards in records.items():
+        calls = sum(r.llm_calls for r in shards)
+        if not calls:
+            continue
+        model = models[stage]
+        prompt, completion = (sum(r.prompt_tokens for r in shards), sum(r.completion_tokens for r in shards))
+        price = prices.get(model)
+        cost = (prompt * price.input_per_million + completion * price.output_per_million) / 1e6 if price else 0.0
+        out.append({"stage": stage, "model": model, "calls": calls, "prompt_tokens": prompt,
+                    "completion_tokens": completion, "cost_usd": round(cost, 6)})
+    return out
+
+
+def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[ShardRecord]],
+                   usage: list[dict]) -> dict:
+    verdicts = stage_rows["verdicts"]
+    kept = [r for r in verdicts if r["kept"]]
+    attributes: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for row in kept:
+        for name, value in json.loads(row["attributes"]).items():
+            attributes[row["task_type"]][name][str(value)] += 1
+    drops = Counter(r["drop_reason"].partition(":")[0] for r in verdicts if not r["kept"])
+    revisions = Counter(r["revision_status"] for r in stage_rows["revised"] if r["status"] == "ok")
+    judged = revisions["revised"] + revisions["unchanged"]
+    duplicates = Counter()
+    for shard in records["verdicts"]:
+        duplicates.update({k: v for k, v in shard.extra.items() if k.startswith("duplicates")})
+    return {
+        "rows": {stage: {"ok": sum(r["status"] == "ok" for r in rows),
+                         "rejected": sum(r["status"] == "rejected" for r in rows)}
+                 for stage, rows in stage_rows.items()},
+        "kept": len(kept),
+        "by_task_type": {"examples": dict(Counter(r["task_type"] for r in stage_rows["examples"])),
+                         "kept": dict(Counter(r["task_type"] for r in kept))},
+        "attributes": {t: {a: dict(c) for a, c in by.items()} for t, by in attributes.items()},
+        "lengths_in_words": {c: _lengths([r[c] for r in kept]) for c in ("anchor", "positive", "negative")},
+        "rejection_reasons": {stage: dict(Counter(_reason_class(r["reject_reason"]) for r in rows
+                                                  if r["status"] == "rejected" and r["reject_reason"]))
+                              for stage, rows in stage_rows.items()},
+        "revisor": {**dict(revisions), "change_rate": round(revisions["revised"] / judged, 3) if judged else None},
+        "filter_drops": dict(drops),
+        "duplicates": {**dict(duplicates),
+                       "rate": round(sum(duplicates.values()) / len(verdicts), 3) if verdicts else 0.0},
+        "llm_usage": usage,
+    }
+
+
+def to_markdown(report: dict) -> str:
+    lines = ["# Data quality", "", f"kept rows: {report['kept']}", "", "| stage | ok | rejected |", "|---|---|---|"]
+    lines += [f"| {s} | {c['ok']} | {c['rejected']} |" for s, c in report["rows"].items()]
+    lines += ["", "| stage | model | calls | prompt tokens | completion tokens | cost (USD) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {u['stage']} | {u['model']} | {u['calls']} | {u['prompt_tokens']} | {u['completion_tokens']} "
+              f"| {u['cost_usd']} |" for u in report["llm_usage"]]
+    for title in ("by_task_type", "rejection_reasons", "filter_drops", "duplicates", "revisor", "lengths_in_words"):
+        lines += ["", f"## {title.replace('_', ' ')}", "", "```json", json.dumps(report[title], indent=1), "```"]
+    return "\n".join(lines)

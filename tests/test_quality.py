@@ -1,0 +1,38 @@
+import json
+
+from embedfactory.config import Price
+from embedfactory.quality import quality_report, to_markdown, usage_table
+from embedfactory.store import ShardRecord
+
+
+def verdict(i, kept, task_type="retrieval", drop_reason=None, revision="revised"):
+    return {"task_type": task_type, "status": "ok", "reject_reason": None, "kept": kept,
+            "drop_reason": drop_reason, "revision_status": revision, "anchor": "a b c",
+            "positive": "one two three four", "negative": None if task_type == "sts" else "x y",
+            "attributes": json.dumps({"difficulty": "PhD" if i % 2 else "college"})}
+
+
+def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
+    examples = [verdict(0, True), {"task_type": "sts", "status": "rejected",
+                                   "reject_reason": "schema: S2: Field required"}]
+    revised = [verdict(0, True), verdict(1, True, revision="unchanged"), verdict(2, True, revision="rejected")]
+    verdicts = [verdict(0, True), verdict(1, True, "sts"),
+                verdict(2, False, drop_reason="ranking: positive ranked 9 of 40 (top-k 3)"),
+                verdict(3, False, drop_reason="exact duplicate: e0")]
+    rows = {"examples": examples, "revised": revised, "verdicts": verdicts}
+    records = {"examples": [ShardRecord("0", "f", 1, llm_calls=3, prompt_tokens=1000, completion_tokens=500)],
+               "revised": [ShardRecord("0", "f", 3)],
+               "verdicts": [ShardRecord("0", "f", 2, extra={"duplicates_exact": 1, "duplicates_near": 0})]}
+    usage = usage_table(records, {"examples": "gpt-x", "revised": "gpt-x", "verdicts": "m"},
+                        {"gpt-x": Price(input_per_million=2.0, output_per_million=8.0)})
+    report = quality_report(rows, records, usage)
+    assert usage == [{"stage": "examples", "model": "gpt-x", "calls": 3, "prompt_tokens": 1000,
+                      "completion_tokens": 500, "cost_usd": 0.006}]
+    assert report["kept"] == 2 and report["by_task_type"]["kept"] == {"retrieval": 1, "sts": 1}
+    assert report["rejection_reasons"]["examples"] == {"schema: S2": 1}
+    assert report["filter_drops"] == {"ranking": 1, "exact duplicate": 1}
+    assert report["duplicates"] == {"duplicates_exact": 1, "duplicates_near": 0, "rate": 0.25}
+    assert report["revisor"]["change_rate"] == 0.5
+    assert report["attributes"]["retrieval"]["difficulty"] == {"college": 1}
+    assert report["lengths_in_words"]["positive"]["p50"] == 4
+    assert "| examples | gpt-x | 3 |" in to_markdown(report)
