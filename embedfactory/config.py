@@ -55,6 +55,10 @@ class Endpoint(Strict):
         description="Name of the environment variable holding the API key (the key itself is never "
         "a parameter, so it never reaches Parquet, logs or the Prefect UI).",
     )
+    api_key_secret: str | None = runtime(
+        None, description="Name of a Prefect Secret block holding the API key; when set, the flow loads "
+        "it into the environment variable `api_key_env` for its own process only.",
+    )
     structured_output: Literal["json_schema", "json_object"] = runtime(
         "json_schema",
         description="How the JSON schema is sent: OpenAI/vLLM 'json_schema' response_format, or "
@@ -83,7 +87,17 @@ class Price(Strict):
 class SynthConfig(Strict):
     """Sizes and knobs of the synthesis stages (personas → tasks → examples → revised)."""
 
-    personas: int = Field(4, gt=0, description="Distinct personas to brainstorm from the seed list.")
+    personas: int = Field(4, gt=0, description="Distinct personas to use.")
+    persona_source: str | None = Field(
+        None, description="null: the LLM expands the shipped seed personas; else a Parquet or JSON-lines "
+        "file, a `datasets` folder or a Hugging Face dataset id with a `persona` column to sample from.",
+    )
+    topic_source: str | None = Field(
+        "shipped", description="Category paths that condition the task brainstorm (SPEED): 'shipped' "
+        "for the built-in taxonomy, a text file with one path per line, or null for no topics.",
+    )
+    tasks_per_topic: int = Field(1, gt=0, description="Tasks asked per brainstorm prompt, each prompt "
+                                 "with its own topic (SPEED found 1 better than 3 or 5).")
     tasks_per_persona: int = Field(1, gt=0, description="Tasks brainstormed per persona and task type.")
     examples_per_task: int = Field(1, gt=0, description="Examples generated per task.")
     task_mix: dict[TaskType, float] = Field(

@@ -16,7 +16,7 @@ from typing import Callable
 import pyarrow as pa
 from pydantic import BaseModel
 
-from . import dedupe, filtering, prompts, publish, quality, schemas, task_types
+from . import dedupe, filtering, prompts, publish, quality, schemas, sources, task_types
 from .config import Endpoint, SynthParams
 from .ids import stable_hash
 from .llm import client
@@ -49,6 +49,14 @@ class RunContext(BaseModel):
 
     def stage_dir(self, stage: str) -> StageDir:
         return StageDir(Store(self.params.store), self.run_id, stage)
+
+
+def check_sources(params: SynthParams) -> None:
+    """Load the persona and topic sources once, so a bad path fails before any model starts."""
+    if params.synth.persona_source:
+        sources.load_personas(params.synth.persona_source)
+    if params.synth.topic_source:
+        sources.load_topics(params.synth.topic_source)
 
 
 def default_run_id(params: SynthParams) -> str:
@@ -130,16 +138,20 @@ def persona_chunks(params: SynthParams) -> list[str]:
 
 
 def _personas(ctx, key, rows, progress):
-    return personas.expand_personas(ctx.client("generator"), ctx.params.synth.personas,
-                                    ctx.params.synth.seed, progress)
+    synth = ctx.params.synth
+    if synth.persona_source:
+        return personas.sample_personas(sources.load_personas(synth.persona_source), synth.personas,
+                                        synth.seed, synth.persona_source)
+    return personas.expand_personas(ctx.client("generator"), synth.personas, synth.seed, progress)
 
 
 def _tasks(ctx, key, rows, progress):
     synth = ctx.params.synth
     start, end = int(key) * synth.personas_per_shard, (int(key) + 1) * synth.personas_per_shard
     types = brainstorm.assign_task_types(len(rows), synth.tasks_per_persona, synth.task_mix, synth.seed)
+    topics = sources.load_topics(synth.topic_source) if synth.topic_source else None
     return brainstorm.brainstorm_tasks(ctx.client("generator"), rows[start:end], types[start:end],
-                                       synth.seed, progress)
+                                       synth.seed, topics, synth.tasks_per_topic, progress)
 
 
 def _examples(ctx, key, rows, progress):
@@ -182,16 +194,18 @@ def _verdicts(ctx, key, rows, progress):
 
 PERSONAS = Stage(
     "personas", schemas.PERSONAS, None,
-    lambda p: {"count": p.synth.personas, **_llm_inputs(p, p.generator, [personas.PROMPT])},
-    _personas, (personas, *LLM_CODE))
+    lambda p: {"count": p.synth.personas, "source": sources.source_version(p.synth.persona_source),
+               **_llm_inputs(p, p.generator, [personas.PROMPT])},
+    _personas, (personas, sources, *LLM_CODE))
 TASKS = Stage(
     "tasks", schemas.TASKS, "personas",
     lambda p: {"task_mix": p.synth.task_mix, "per_persona": p.synth.tasks_per_persona,
-               "personas_per_shard": p.synth.personas_per_shard,
-               **_llm_inputs(p, p.generator, ["persona_system"] + [
+               "personas_per_shard": p.synth.personas_per_shard, "per_topic": p.synth.tasks_per_topic,
+               "topics": sources.source_version(p.synth.topic_source),
+               **_llm_inputs(p, p.generator, ["persona_system", "topic"] + [
                    TASK_SPECS[t].brainstorm_prompt for t in p.synth.task_mix
                    if TASK_SPECS[t].brainstorm_prompt])},
-    _tasks, (brainstorm, *LLM_CODE))
+    _tasks, (brainstorm, sources, *LLM_CODE))
 EXAMPLES = Stage(
     "examples", schemas.EXAMPLES, "tasks",
     lambda p: {"per_task": p.synth.examples_per_task, "max_num_words": p.synth.max_num_words,

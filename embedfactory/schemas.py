@@ -114,10 +114,10 @@ TRAINING = [
 ]
 LINEAGE = [("persona_id", pa.string()), ("task_id", pa.string()), ("example_id", pa.string())]
 
-PERSONAS = pa.schema([("persona_id", pa.string()), ("persona", pa.string()),
+PERSONAS = pa.schema([("persona_id", pa.string()), ("persona", pa.string()), ("source", pa.string()),
                       ("seed_persona", pa.string()), *EXCHANGE])
 TASKS = pa.schema([("task_id", pa.string()), ("persona_id", pa.string()), ("persona", pa.string()),
-                   ("task_type", pa.string()), ("task", pa.string()), *EXCHANGE])
+                   ("task_type", pa.string()), ("topic", pa.string()), ("task", pa.string()), *EXCHANGE])
 EXAMPLES = pa.schema([*LINEAGE, ("task_type", pa.string()), ("task", pa.string()),
                       ("attributes", pa.string()), *TRAINING, ("fields", pa.string()), *EXCHANGE])
 REVISED = pa.schema([*LINEAGE, ("task_type", pa.string()), ("task", pa.string()),

@@ -13,7 +13,7 @@ from embedfactory.config import Endpoint, SynthParams, TrainConfig
 from embedfactory.llm.server import serving
 from embedfactory.report import format_table
 from embedfactory.store import Store
-from tasks.common import result_storage
+from tasks.common import load_api_keys, result_storage
 from tasks.publishing import publish_run, summarize
 from tasks.synthesis import run_stage_shard
 from tasks.training import train_model
@@ -25,6 +25,8 @@ def synth(params: SynthParams = SynthParams()) -> dict:
 
     Re-running with the same parameters resumes the same run and regenerates nothing finished."""
     Store(params.store).check_writable()
+    pipeline.check_sources(params)
+    load_api_keys(params.generator, params.revisor)
     run_id = params.run_id or pipeline.default_run_id(params)
     with contextlib.ExitStack() as servers:
         generator, generator_url = servers.enter_context(serving(params.generator))

@@ -3,6 +3,7 @@ persisted inside the store (so the cache lives and dies with the data), and prog
 from __future__ import annotations
 
 import logging
+import os
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -25,6 +26,16 @@ def result_storage(store_uri: str):
     block = LocalFileSystem(basepath=store.path("_prefect", "results"))
     block.save(f"embedfactory-results-{stable_hash(block.basepath, length=12)}", overwrite=True)
     return block
+
+
+def load_api_keys(*endpoints) -> None:
+    """Put keys kept in Prefect Secret blocks where the client reads them: the process environment.
+    Keys never travel as parameters, so they never reach the UI, the store or the cache keys."""
+    from prefect.blocks.system import Secret
+
+    for endpoint in endpoints:
+        if endpoint is not None and endpoint.api_key_secret:
+            os.environ[endpoint.api_key_env] = Secret.load(endpoint.api_key_secret).get()
 
 
 def cache_key(*parts) -> str:

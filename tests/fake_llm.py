@@ -27,6 +27,7 @@ class FakeChatServer:
         self.script, self.requests = list(script or []), []
         self.fault_rates, self.stall_s = fault_rates or {}, stall_s
         self.counts: Counter = Counter()
+        self.auth: set[str | None] = set()  # Authorization headers seen
         self._rng, self._lock, self._ids = random.Random(seed), threading.Lock(), itertools.count()
         owner = self
 
@@ -39,6 +40,7 @@ class FakeChatServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.auth.add(self.headers.get("Authorization"))
                 status, content, finish, headers = owner._answer(body)
                 if status == "stall":
                     time.sleep(owner.stall_s)  # the client has given up by now

@@ -102,3 +102,10 @@ def test_cli_names_the_bad_parameter():
     done = subprocess.run([sys.executable, "-m", "flows.synth", "--task-mix", "retrieval=2,poetry=1"],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode != 0 and "invalid parameters" in done.stderr and "poetry" in done.stderr
+
+
+def test_missing_persona_source_fails_before_any_model_starts(tmp_path, prefect_api):
+    with pytest.raises(FileNotFoundError, match="nobody.parquet"):
+        synth(tiny(tmp_path, Endpoint(base_url="http://127.0.0.1:9/v1"),
+                   persona_source=str(tmp_path / "nobody.parquet")))
+    assert not (tmp_path / "runs").exists()

@@ -2,7 +2,8 @@ import json
 
 from embedfactory.config import Endpoint
 from embedfactory.llm.client import ChatClient
-from embedfactory.stages.personas import expand_personas, seed_personas
+from embedfactory.sources import seed_personas
+from embedfactory.stages.personas import expand_personas
 from fake_llm import FakeChatServer
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from embedfactory import prompts
 from embedfactory.stages.generate import draw_attributes
-from embedfactory.stages.personas import normalized, seed_personas
+from embedfactory.sources import seed_personas
+from embedfactory.stages.personas import normalized
 from embedfactory.stages.brainstorm import assign_task_types
 from embedfactory.task_types import QUERY_TYPE, TASK_SPECS, Draw
 

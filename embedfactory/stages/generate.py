@@ -22,8 +22,9 @@ def draw_attributes(task: dict, index: int, seed: int, max_words: int,
     return attributes, order
 
 
-def generate_examples(client: ChatClient, tasks: list[dict], per_task: int, seed: int,
-                      max_words: int, languages: list[str], progress=None) -> ShardOutput:
+def example_requests(tasks: list[dict], per_task: int, seed: int, max_words: int,
+                     languages: list[str]) -> tuple[list[tuple], list[Request]]:
+    """The generation prompts: one per task and example index, with its attribute draw."""
     jobs = []
     for task in tasks:
         for index in range(per_task):
@@ -34,6 +35,12 @@ def generate_examples(client: ChatClient, tasks: list[dict], per_task: int, seed
             TASK_SPECS[t["task_type"]].generate_prompt, task=t["task"], order=order, **attrs)}],
         output=TASK_SPECS[t["task_type"]].output,
         seed=seed_of(seed, "examples", t["task_id"], i)) for t, i, attrs, order in jobs]
+    return jobs, requests
+
+
+def generate_examples(client: ChatClient, tasks: list[dict], per_task: int, seed: int,
+                      max_words: int, languages: list[str], progress=None) -> ShardOutput:
+    jobs, requests = example_requests(tasks, per_task, seed, max_words, languages)
     replies = client.run_sync(requests, progress)
     rows = []
     for (task, index, attributes, _), reply in zip(jobs, replies):

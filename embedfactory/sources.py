@@ -1,0 +1,65 @@
+"""Where personas and topics come from: shipped lists or the user's own files.
+
+Personas (KaLM): the shipped seed list (expanded by the LLM), or a user file (Parquet, JSON lines,
+a `datasets.save_to_disk` folder, or a Hugging Face dataset id) with a `persona` column.
+Topics (SPEED): category paths, broad to narrow, truncated to `MAX_DEPTH` levels.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+MAX_DEPTH = 4
+SHIPPED = "shipped"
+
+
+def _shipped(name: str) -> str:
+    return resources.files("embedfactory.data").joinpath(name).read_text("utf-8")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def seed_personas() -> list[str]:
+    return _lines(_shipped("seed_personas.txt"))
+
+
+def load_topics(source: str = SHIPPED) -> list[str]:
+    """Distinct category paths, each cut to MAX_DEPTH levels."""
+    text = _shipped("topics.txt") if source == SHIPPED else Path(source).read_text("utf-8")
+    paths = ["/".join(p.strip("/").split("/")[:MAX_DEPTH]) for p in _lines(text)]
+    if not paths:
+        raise ValueError(f"topic source {source!r} holds no category paths")
+    return list(dict.fromkeys(paths))
+
+
+def load_personas(source: str) -> list[str]:
+    """The `persona` column of a user-supplied file or dataset, blanks and repeats removed."""
+    path = Path(source)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    elif path.suffix in (".jsonl", ".json"):
+        rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    else:
+        import datasets
+
+        data = datasets.load_from_disk(source) if path.is_dir() else datasets.load_dataset(source, split="train")
+        rows = data.to_list()
+    if rows and "persona" not in rows[0]:
+        raise ValueError(f"persona source {source!r} has no 'persona' column (columns: {sorted(rows[0])})")
+    personas = list(dict.fromkeys(str(r["persona"]).strip() for r in rows if r.get("persona")))
+    if not personas:
+        raise ValueError(f"persona source {source!r} holds no personas")
+    return personas
+
+
+def source_version(source: str | None) -> str | None:
+    """What identifies a source's content in fingerprints: a file's checksum, else its name."""
+    if source is None or source == SHIPPED or not Path(source).is_file():
+        return source
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()

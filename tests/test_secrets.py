@@ -1,0 +1,28 @@
+"""API keys come from the environment or a Prefect Secret block, reach the server, and are never
+written anywhere in the store."""
+import pytest
+from prefect.blocks.system import Secret
+
+from embedfactory.config import Endpoint, SynthParams
+from fake_llm import FakeChatServer
+from flows.synth import synth
+
+KEY = "sk-test-4f9d1c77-never-store-me"
+
+
+def files_containing(root, needle: str) -> list:
+    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_key_from_a_secret_block_is_sent_and_never_stored(tmp_path, prefect_api, monkeypatch):
+    monkeypatch.delenv("FACTORY_TEST_KEY", raising=False)
+    Secret(value=KEY).save("factory-test-key", overwrite=True)
+    with FakeChatServer() as server:
+        endpoint = Endpoint(base_url=server.base_url, model="fake", api_key_env="FACTORY_TEST_KEY",
+                            api_key_secret="factory-test-key")
+        synth(SynthParams(store=str(tmp_path), generator=endpoint, train=None,
+                          synth={"personas": 2, "task_mix": {"retrieval": 1}}))
+    assert server.auth == {f"Bearer {KEY}"}
+    assert (tmp_path / "runs").exists() and files_containing(tmp_path, KEY) == []
+    assert files_containing(tmp_path, "factory-test-key")  # the block's name is fine to keep

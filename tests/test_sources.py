@@ -1,0 +1,68 @@
+import json
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from embedfactory.config import Endpoint
+from embedfactory.llm.client import ChatClient
+from embedfactory.sources import MAX_DEPTH, load_personas, load_topics
+from embedfactory.stages.brainstorm import brainstorm_tasks
+from embedfactory.stages.personas import sample_personas
+from fake_llm import FakeChatServer
+
+
+def test_shipped_topics_are_cut_to_four_levels_and_distinct():
+    topics = load_topics()
+    assert len(topics) >= 30 and len(set(topics)) == len(topics)
+    assert max(t.count("/") + 1 for t in topics) == MAX_DEPTH
+    assert "Science/Physics/Aerodynamics/Wing_Design" in topics
+
+
+def test_user_topics_file(tmp_path):
+    (tmp_path / "t.txt").write_text("# comment\nA/B/C/D/E/F\nA/B/C/D\n\nX/Y\n")
+    assert load_topics(str(tmp_path / "t.txt")) == ["A/B/C/D", "X/Y"]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no category paths"):
+        load_topics(str(tmp_path / "empty.txt"))
+
+
+@pytest.mark.parametrize("kind", ["parquet", "jsonl", "datasets"])
+def test_personas_load_from_user_sources(tmp_path, kind):
+    people = ["A beekeeper in Crete", "A tram driver in Lisbon", "A beekeeper in Crete", ""]
+    path = tmp_path / f"p.{kind}"
+    if kind == "parquet":
+        pq.write_table(pa.table({"persona": people, "other": [1, 2, 3, 4]}), path)
+    elif kind == "jsonl":
+        path.write_text("\n".join(json.dumps({"persona": p}) for p in people))
+    else:
+        datasets.Dataset.from_dict({"persona": people}).save_to_disk(str(path))
+    assert load_personas(str(path)) == ["A beekeeper in Crete", "A tram driver in Lisbon"]
+
+
+def test_a_source_without_a_persona_column_names_its_columns(tmp_path):
+    pq.write_table(pa.table({"text": ["x"]}), tmp_path / "p.parquet")
+    with pytest.raises(ValueError, match="columns: \\['text'\\]"):
+        load_personas(str(tmp_path / "p.parquet"))
+
+
+def test_sampled_personas_make_no_calls_and_are_reproducible():
+    people = [f"A person number {i}" for i in range(20)]
+    first = sample_personas(people, 5, seed=1, source="file.parquet")
+    assert len(first.rows) == 5 and first.usage.calls == 0
+    assert [r["persona"] for r in first.rows] == [r["persona"] for r in sample_personas(people, 5, 1, "file.parquet").rows]
+
+
+def test_each_brainstorm_prompt_gets_its_own_topic():
+    persona = {"persona_id": "p1", "persona": "A ferry engineer"}
+    with FakeChatServer() as server:
+        client = ChatClient(Endpoint(base_url=server.base_url, model="fake"), server.base_url)
+        out = brainstorm_tasks(client, [persona], [["retrieval"] * 3 + ["sts"]], seed=0,
+                               topics=["Science/Oceanography", "Business/Logistics"], per_topic=1)
+    assert len(server.requests) == 3  # sts has a fixed task: no call
+    assert all("Keep every task inside this topic" in r["messages"][1]["content"] for r in server.requests)
+    retrieval = [r for r in out.rows if r["task_type"] == "retrieval"]
+    assert len(retrieval) == 3 and all(r["topic"] in {"Science/Oceanography", "Business/Logistics"}
+                                       for r in retrieval)
+    assert [r["task"] for r in out.rows if r["task_type"] == "sts"] == ["Retrieve semantically similar text."]
