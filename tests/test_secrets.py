@@ -1,6 +1,7 @@
 """API keys come from the environment or a Prefect Secret block, reach the server, and are never
 written anywhere in the store."""
 import pytest
+from prefect import get_client
 from prefect.blocks.system import Secret
 
 from embedfactory.config import Endpoint, SynthParams
@@ -26,3 +27,10 @@ def test_a_key_from_a_secret_block_is_sent_and_never_stored(tmp_path, prefect_ap
     assert server.auth == {f"Bearer {KEY}"}
     assert (tmp_path / "runs").exists() and files_containing(tmp_path, KEY) == []
     assert files_containing(tmp_path, "factory-test-key")  # the block's name is fine to keep
+    with get_client(sync_client=True) as client:
+        logs, artifacts = client.read_logs(limit=200), client.read_artifacts(limit=200)
+        runs = client.read_flow_runs(limit=50)
+    assert logs and artifacts and runs
+    assert not [log for log in logs if KEY in log.message]
+    assert not [a for a in artifacts if KEY in str(a.data) or KEY in str(a.description)]
+    assert not [r for r in runs if KEY in str(r.parameters)]
