@@ -44,6 +44,9 @@ def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect
     assert {e["reject_reason"].split(":")[0] for e in rejected} <= {"invalid JSON", "truncated", "schema"}
     assert summary["examples"]["rejected"] == len(rejected)
     assert summary["examples"]["rows_out"] == len(ok_examples)
+    failed_revisions = sum(r["revision_status"] == "rejected" for r in revised)
+    assert summary["revised"]["rejected"] == failed_revisions and summary["verdicts"]["rejected"] == 0
+    assert summary["revised"]["rows_out"] == len(revised)  # a failed revision keeps its original
 
     # every reply the server completed was counted once, transport faults not at all
     assert sum(r["llm_calls"] for r in result["summary"]) == server.counts["paid"]

@@ -13,6 +13,7 @@ class ShardOutput:
     rows_in: int
     usage: Usage = field(default_factory=Usage)
     dropped: int = 0
+    failed_revisions: int = 0  # revisor replies that never parsed (their originals pass on)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -22,9 +23,8 @@ class ShardOutput:
 
     @property
     def rejected(self) -> int:
-        """Replies that never parsed (a failed revision keeps its original and still passes)."""
-        return sum(r.get("status") == "rejected" or r.get("revision_status") == "rejected"
-                   for r in self.rows)
+        """Replies of this stage that never parsed."""
+        return sum(r.get("status") == "rejected" for r in self.rows) + self.failed_revisions
 
 
 def exchange(reply: Reply, model: str, prompt_name: str) -> dict:

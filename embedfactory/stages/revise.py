@@ -37,7 +37,8 @@ def revise_examples(client: ChatClient, examples: list[dict], seed: int, progres
             row["revision_status"] = "rejected"
             row["revision_reason"] = None
         rows.append(row)
-    return ShardOutput(rows=rows, rows_in=len(examples), usage=usage_of(replies))
+    return ShardOutput(rows=rows, rows_in=len(examples), usage=usage_of(replies),
+                       failed_revisions=sum(not r.ok for r in replies))
 
 
 def skip_revision(examples: list[dict]) -> ShardOutput:
