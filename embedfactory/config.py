@@ -141,10 +141,21 @@ class FilterConfig(Strict):
         description="Embedding model: 'embedded:all-MiniLM-L6-v2', a local sentence-transformers "
         "folder, or a Hugging Face model id.",
     )
-    topk: int = Field(
-        3, gt=0, description="Keep a sample only if its positive ranks within the top k of all "
-        "documents of the run (positives and negatives) for its query.",
+    topk: int | None = Field(
+        None, gt=0, description="Keep a sample only if its positive ranks within the top k of all "
+        "documents of the run (positives and negatives) for its query. Default: 0.5% of the corpus, "
+        "at least 3 and at most 50 (KaLM's value, reached at 10,000 documents).",
     )
+    mined_negatives: int = Field(7, ge=0, description="Hard negatives to mine per sample (0: none), "
+                                 "beside the generated one.")
+    mine_range: tuple[int, int] = Field((30, 100), description="Rank window [min, max) of the "
+                                        "candidates (own positive and negative skipped).")
+    mine_relative_margin: float = Field(
+        0.05, ge=0, lt=1, description="Discard candidates scoring above (1 - margin) x the positive's "
+        "score (NV-Retriever's TopK-PercPos with 95%); they are counted as likely false negatives.",
+    )
+    mine_absolute_margin: float | None = Field(
+        None, description="Also discard candidates scoring above positive - margin.")
     near_duplicate_threshold: float = Field(
         0.8, gt=0, le=1, description="MinHash Jaccard estimate above which two examples (anchor and "
         "positive together) count as duplicates; exact copies after normalization always do.",
@@ -153,6 +164,13 @@ class FilterConfig(Strict):
         True, description="Also drop examples that repeat datasets already published in the store.",
     )
     batch_size: int = runtime(64, gt=0)
+
+    @field_validator("mine_range")
+    @classmethod
+    def _window(cls, window: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= window[0] < window[1]:
+            raise ValueError("mine_range must be [min, max) with 0 <= min < max")
+        return window
 
 
 class TrainConfig(Strict):

@@ -1,44 +1,92 @@
-"""Ranking-consistency filter (KaLM-Embedding, arXiv 2501.01028).
+"""Ranking-consistency filter (KaLM-Embedding, arXiv 2501.01028) and positive-aware hard-negative
+mining (NV-Retriever's TopK-PercPos, arXiv 2407.15831), from one exact search.
 
 Every query is searched against the whole corpus of the run (all positives and negatives, each text
-once). A sample is kept only when its positive scores at least as high as the k-th best document, i.e.
-it ranks within the top k. Rank, positive score and k-th score are stored on every row either way, and
-dropped rows say why.
+once). A sample is kept only when its positive scores at least as high as the k-th best document,
+i.e. it ranks within the top k. Rank, positive score and k-th score are stored on every row either
+way, and dropped rows say why.
+
+Mining takes candidates from a rank window of the same search (the row's own positive and generated
+negative skipped), drops any that score above `(1 - relative_margin)` of the positive's score or
+within `absolute_margin` of it, counts those as likely false negatives, and keeps the best
+`negatives` of the rest.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
+
+from .search import auto_topk, search
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised rows
 
 
-def ranking_consistency(rows: list[dict], embed: Embed, topk: int, block: int = 4096) -> list[dict]:
-    """Return the verdict columns (kept, rank, positive_score, kth_score, drop_reason) per row."""
-    corpus = list(dict.fromkeys(
-        text for r in rows for text in (r["positive"], r["negative"]) if text is not None))
+@dataclass(frozen=True)
+class Mining:
+    negatives: int = 7
+    range_min: int = 30
+    range_max: int = 100
+    relative_margin: float = 0.05
+    absolute_margin: float | None = None
+
+
+def corpus_of(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(t for r in rows for t in (r["positive"], r["negative"]) if t is not None))
+
+
+def ranking_consistency(rows: list[dict], embed: Embed, topk: int | None, mining: Mining | None = None,
+                        block: int = 1024) -> list[dict]:
+    """The verdict columns per row: kept, rank, positive_score, kth_score, drop_reason, and with
+    `mining` also mined_negatives and false_negative_suspects. `topk=None` picks `auto_topk`."""
     if not rows:
         return []
+    corpus = corpus_of(rows)
     index = {text: i for i, text in enumerate(corpus)}
-    docs = embed(corpus)
-    queries = embed([r["anchor"] for r in rows])
-    k = min(topk, len(corpus))
+    docs = torch.from_numpy(embed(corpus))
+    queries = torch.from_numpy(embed([r["anchor"] for r in rows]))
+    k = min(topk or auto_topk(len(corpus)), len(corpus))
+    depth = max(k, mining.range_max + 2) if mining else k  # +2: the row's own positive and negative
+    found = search(queries, docs, torch.tensor([index[r["positive"]] for r in rows]), depth, query_block=block)
     verdicts = []
-    for start in range(0, len(rows), block):  # memory bounded by block x corpus
-        scores = queries[start:start + block] @ docs.T
-        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
-        for offset, row_scores in enumerate(scores):
-            i = start + offset
-            positive = float(row_scores[index[rows[i]["positive"]]])
-            rank = 1 + int((row_scores > positive).sum())
-            kept = positive >= kth[offset]
-            verdicts.append({
-                "kept": bool(kept), "rank": rank, "positive_score": positive,
-                "kth_score": float(kth[offset]),
-                "drop_reason": None if kept else f"ranking: positive ranked {rank} of {len(corpus)} (top-k {k})",
-            })
+    for i, row in enumerate(rows):
+        rank, positive = int(found.rank[i]), float(found.positive[i])
+        kept = rank <= k
+        verdict = {"kept": kept, "rank": rank, "positive_score": positive,
+                   "kth_score": float(found.scores[i, k - 1]),
+                   "drop_reason": None if kept else f"ranking: positive ranked {rank} of {len(corpus)} (top-k {k})"}
+        if mining:
+            skip = {index[row["positive"]]} | ({index[row["negative"]]} if row["negative"] is not None else set())
+            picked, suspects = pick_negatives(found.scores[i].tolist(), found.indices[i].tolist(),
+                                              positive, skip, mining)
+            verdict.update(mined_negatives=[corpus[j] for j in picked], false_negative_suspects=suspects)
+        verdicts.append(verdict)
     return verdicts
+
+
+def pick_negatives(scores: list[float], indices: list[int], positive: float, skip: set[int],
+                   cfg: Mining) -> tuple[list[int], int]:
+    """Negatives from ranks [range_min, range_max) of the candidates (skipped ones not counted),
+    and how many candidates in that window sat too close to the positive to be trusted."""
+    ceiling = positive - cfg.relative_margin * abs(positive)
+    if cfg.absolute_margin is not None:
+        ceiling = min(ceiling, positive - cfg.absolute_margin)
+    picked, suspects, rank = [], 0, -1
+    for score, j in zip(scores, indices):
+        if j in skip:
+            continue
+        rank += 1
+        if rank < cfg.range_min:
+            continue
+        if rank >= cfg.range_max or len(picked) == cfg.negatives:
+            break
+        if score > ceiling:
+            suspects += 1
+        else:
+            picked.append(j)
+    return picked, suspects
 
 
 def encoder(model) -> Embed:

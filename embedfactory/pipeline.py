@@ -16,7 +16,7 @@ from typing import Callable
 import pyarrow as pa
 from pydantic import BaseModel
 
-from . import dedupe, filtering, prompts, publish, quality, schemas, sources, task_types
+from . import dedupe, filtering, prompts, publish, quality, schemas, search, sources, task_types
 from .config import Endpoint, SynthParams
 from .ids import stable_hash
 from .llm import client
@@ -180,7 +180,9 @@ def _verdicts(ctx, key, rows, progress):
         for row in publish.read_dataset(store, publish.dataset_dir(store, card["name"], card["version"]))
         .select(["anchor", "positive"]).to_pylist()]
     duplicates = dedupe.find_duplicates(rows, published, cfg.near_duplicate_threshold)
-    verdicts = filtering.ranking_consistency(rows, filtering.encoder(load_embedder(cfg.model)), cfg.topk)
+    mining = filtering.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
+                              cfg.mine_absolute_margin) if cfg.mined_negatives else None
+    verdicts = filtering.ranking_consistency(rows, filtering.encoder(load_embedder(cfg.model)), cfg.topk, mining)
     out = []
     for row, verdict, duplicate in zip(rows, verdicts, duplicates):
         if duplicate:
@@ -219,6 +221,6 @@ REVISED = Stage(
     _revised, (revise, *LLM_CODE))
 VERDICTS = Stage(
     "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), _verdicts,
-    (filtering, dedupe), external=lambda ctx: [c["sha256"] for c in _published(ctx)])
+    (filtering, search, dedupe), external=lambda ctx: [c["sha256"] for c in _published(ctx)])
 
 SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, VERDICTS]

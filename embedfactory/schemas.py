@@ -125,6 +125,8 @@ REVISED = pa.schema([*LINEAGE, ("task_type", pa.string()), ("task", pa.string())
                      ("original_fields", pa.string()), ("revision_status", pa.string()),
                      ("revision_reason", pa.string()), *EXCHANGE])
 VERDICT_COLUMNS = [("kept", pa.bool_()), ("rank", pa.int32()), ("positive_score", pa.float32()),
-                   ("kth_score", pa.float32()), ("drop_reason", pa.string())]
+                   ("kth_score", pa.float32()), ("drop_reason", pa.string()),
+                   ("mined_negatives", pa.list_(pa.string())), ("false_negative_suspects", pa.int32())]
 VERDICTS = pa.schema([*REVISED, *VERDICT_COLUMNS])
-DATASET = pa.schema([*TRAINING, ("instruction", pa.string()), ("task_type", pa.string()), *LINEAGE])
+DATASET = pa.schema([*TRAINING, ("instruction", pa.string()), ("task_type", pa.string()), *LINEAGE,
+                     ("mined_negatives", pa.list_(pa.string()))])

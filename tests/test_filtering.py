@@ -35,3 +35,17 @@ def test_blocks_do_not_change_the_result():
     rows = [{"anchor": q, "positive": d, "negative": None}
             for q, d in [("qa", "db"), ("qb", "db"), ("qc", "da"), ("qa", "da")]]
     assert ranking_consistency(rows, embed, 1, block=1) == ranking_consistency(rows, embed, 1, block=100)
+
+
+def test_mining_returns_corpus_texts_and_never_the_rows_own():
+    from embedfactory.filtering import Mining
+
+    rows = [{"anchor": "qa", "positive": "da", "negative": "dx"},
+            {"anchor": "qb", "positive": "db", "negative": None},
+            {"anchor": "qc", "positive": "dc", "negative": None}]
+    verdicts = ranking_consistency(rows, embed, topk=3,
+                                   mining=Mining(negatives=2, range_min=0, range_max=5, relative_margin=0.05))
+    assert verdicts[0]["mined_negatives"] == ["dc", "db"]       # da and dx are its own
+    assert "db" not in verdicts[1]["mined_negatives"]
+    assert verdicts[2]["false_negative_suspects"] == 0
+    assert all(v["kept"] for v in verdicts)

@@ -12,7 +12,7 @@ from flows.synth import synth
 
 STAGES = ["personas", "tasks", "examples", "revised", "verdicts"]
 DATASET_COLUMNS = ["anchor", "positive", "negative", "instruction", "task_type",
-                   "persona_id", "task_id", "example_id"]
+                   "persona_id", "task_id", "example_id", "mined_negatives"]
 
 
 def tiny(store, endpoint: Endpoint, **synth) -> SynthParams:
