@@ -45,8 +45,11 @@ def ranking_consistency(rows: list[dict], embed: Embed, topk: int | None, mining
         return []
     corpus = corpus_of(rows)
     index = {text: i for i, text in enumerate(corpus)}
-    docs = torch.from_numpy(embed(corpus))
-    queries = torch.from_numpy(embed([r["anchor"] for r in rows]))
+    texts = list(dict.fromkeys(corpus + [r["anchor"] for r in rows]))  # each text embedded once
+    vectors = torch.from_numpy(embed(texts))
+    docs = vectors[:len(corpus)]
+    where = {text: i for i, text in enumerate(texts)}
+    queries = vectors[[where[r["anchor"]] for r in rows]]
     k = min(topk or auto_topk(len(corpus)), len(corpus))
     depth = max(k, mining.range_max + 2) if mining else k  # +2: the row's own positive and negative
     found = search(queries, docs, torch.tensor([index[r["positive"]] for r in rows]), depth, query_block=block)
