@@ -63,14 +63,14 @@ class Deduper:
         return None
 
 
-def find_duplicates(rows: list[dict], published: list[tuple[str, dict]], threshold: float) -> list[str | None]:
-    """Per row, None to keep it or why it repeats an earlier row or a published one.
+def find_duplicates(rows: list[dict], earlier: list[tuple[str, dict]], threshold: float) -> list[str | None]:
+    """Per row, None to keep it or why it repeats an earlier row or one of `earlier`.
 
-    `published` holds (label, row) pairs from earlier datasets; rows are checked in order, so the
-    first of a group of duplicates is the one kept."""
+    `earlier` holds (unique label, row) pairs that come first: rows of earlier shards of the run,
+    rows of published datasets. Rows are checked in order, so the first copy is the one kept."""
     seen = Deduper(threshold)
-    for i, (label, row) in enumerate(published):
-        seen.add(f"{label}#{i}", identity_text(row))
+    for label, row in earlier:
+        seen.add(label, identity_text(row))
     reasons = []
     for row in rows:
         text = identity_text(row)

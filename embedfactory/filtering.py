@@ -39,21 +39,29 @@ def corpus_of(rows: list[dict]) -> list[str]:
 
 def ranking_consistency(rows: list[dict], embed: Embed, topk: int | None, mining: Mining | None = None,
                         block: int = 1024) -> list[dict]:
-    """The verdict columns per row: kept, rank, positive_score, kth_score, drop_reason, and with
-    `mining` also mined_negatives and false_negative_suspects. `topk=None` picks `auto_topk`."""
+    """The verdict columns per row, the corpus being the rows' own positives and negatives (see
+    `verdicts`); each text is embedded once."""
     if not rows:
         return []
     corpus = corpus_of(rows)
-    index = {text: i for i, text in enumerate(corpus)}
-    texts = list(dict.fromkeys(corpus + [r["anchor"] for r in rows]))  # each text embedded once
+    texts = list(dict.fromkeys(corpus + [r["anchor"] for r in rows]))
     vectors = torch.from_numpy(embed(texts))
-    docs = vectors[:len(corpus)]
     where = {text: i for i, text in enumerate(texts)}
-    queries = vectors[[where[r["anchor"]] for r in rows]]
+    return verdicts(rows, vectors[[where[r["anchor"]] for r in rows]], corpus, vectors[:len(corpus)],
+                    topk, mining, block)
+
+
+def verdicts(rows: list[dict], queries: torch.Tensor, corpus: list[str], docs: torch.Tensor,
+             topk: int | None, mining: Mining | None = None, block: int = 1024) -> list[dict]:
+    """The verdict columns per row: kept, rank, positive_score, kth_score, drop_reason, and with
+    `mining` also mined_negatives and false_negative_suspects. `queries` are the rows' anchors
+    embedded, `docs` the corpus embedded (every row's positive among them); `topk=None` picks
+    `auto_topk`."""
+    index = {text: i for i, text in enumerate(corpus)}
     k = min(topk or auto_topk(len(corpus)), len(corpus))
     depth = max(k, mining.range_max + 2) if mining else k  # +2: the row's own positive and negative
     found = search(queries, docs, torch.tensor([index[r["positive"]] for r in rows]), depth, query_block=block)
-    verdicts = []
+    out = []
     for i, row in enumerate(rows):
         rank, positive = int(found.rank[i]), float(found.positive[i])
         kept = rank <= k
@@ -65,8 +73,8 @@ def ranking_consistency(rows: list[dict], embed: Embed, topk: int | None, mining
             picked, suspects = pick_negatives(found.scores[i].tolist(), found.indices[i].tolist(),
                                               positive, skip, mining)
             verdict.update(mined_negatives=[corpus[j] for j in picked], false_negative_suspects=suspects)
-        verdicts.append(verdict)
-    return verdicts
+        out.append(verdict)
+    return out
 
 
 def pick_negatives(scores: list[float], indices: list[int], positive: float, skip: set[int],

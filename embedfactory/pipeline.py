@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
+import torch
 from pydantic import BaseModel
 
 from . import dedupe, filtering, prompts, publish, quality, schemas, search, sources, task_types
@@ -73,7 +75,7 @@ class Stage:
     schema: pa.Schema
     upstream: str | None
     inputs: Callable[[SynthParams], dict]  # the parameters that shape this stage's rows
-    produce: Callable[[RunContext, str, list[dict], Progress | None], ShardOutput]
+    produce: Callable[..., ShardOutput]  # (ctx, key, rows, side, progress)
     code: tuple  # the modules whose source versions the stage
     external: Callable[[RunContext], object] | None = None  # inputs from outside the run
 
@@ -87,24 +89,28 @@ def code_version(*modules) -> str:
     return stable_hash(*(inspect.getsource(m) for m in modules), length=12)
 
 
-def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord]) -> str:
+def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
+                side: list[ShardRecord] = ()) -> str:
     return stable_hash(stage.name, key, code_version(*stage.code), stage.inputs(ctx.params),
-                       sorted(u.sha256 for u in upstream), stage.external(ctx) if stage.external else None)
+                       sorted(u.sha256 for u in upstream), sorted(s.sha256 for s in side),
+                       stage.external(ctx) if stage.external else None)
 
 
 def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
-              progress: Progress | None = None) -> ShardRecord:
-    """Produce and commit one shard unless it is already committed with the same fingerprint."""
+              side: list[ShardRecord] = (), progress: Progress | None = None) -> ShardRecord:
+    """Produce and commit one shard unless it is already committed with the same fingerprint.
+    `upstream`: the shards whose rows are the input; `side`: shards it also consults (their
+    checksums enter the fingerprint; the stage reads them itself)."""
     out_dir = ctx.stage_dir(stage.name)
-    fp = fingerprint(stage, ctx, key, upstream)
+    fp = fingerprint(stage, ctx, key, upstream, side)
     if (done := out_dir.committed(key, fp)) is not None:
         return done
     rows = (ctx.stage_dir(stage.upstream).read([u.key for u in upstream]).to_pylist()
             if stage.upstream else [])
     started = time.monotonic()
-    out = stage.produce(ctx, key, rows, progress)
+    out = stage.produce(ctx, key, rows, list(side), progress)
     record = ShardRecord(
-        key=key, fingerprint=fp, rows=out.passed,
+        key=key, fingerprint=fp, rows=out.passed, stage=stage.name,
         rejected=out.rejected, dropped=out.dropped,
         rows_in=out.rows_in, llm_calls=out.usage.calls, prompt_tokens=out.usage.prompt_tokens,
         completion_tokens=out.usage.completion_tokens, seconds=round(time.monotonic() - started, 2),
@@ -115,10 +121,10 @@ def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecor
 def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
     """The run's data-quality report (see quality.py), over all its shards."""
     rows = {s.name: ctx.stage_dir(s.name).read([r.key for r in records[s.name]], ok_only=False).to_pylist()
-            for s in SYNTH_STAGES}
+            for s in SYNTH_STAGES if s is not CORPUS}  # corpus rows are embeddings, not examples
     generator = ctx.generator.model
     models = {"personas": generator, "tasks": generator, "examples": generator,
-              "revised": ctx.revisor.model, "verdicts": ctx.params.filter.model}
+              "revised": ctx.revisor.model, "corpus": ctx.params.filter.model, "verdicts": ctx.params.filter.model}
     usage = quality.usage_table(records, models, ctx.params.prices)
     return quality.quality_report(rows, records, usage)
 
@@ -137,7 +143,7 @@ def persona_chunks(params: SynthParams) -> list[str]:
     return [f"{i:05d}" for i in range((n + size - 1) // size)]
 
 
-def _personas(ctx, key, rows, progress):
+def _personas(ctx, key, rows, side, progress):
     synth = ctx.params.synth
     if synth.persona_source:
         return personas.sample_personas(sources.load_personas(synth.persona_source), synth.personas,
@@ -145,7 +151,7 @@ def _personas(ctx, key, rows, progress):
     return personas.expand_personas(ctx.client("generator"), synth.personas, synth.seed, progress)
 
 
-def _tasks(ctx, key, rows, progress):
+def _tasks(ctx, key, rows, side, progress):
     synth = ctx.params.synth
     start, end = int(key) * synth.personas_per_shard, (int(key) + 1) * synth.personas_per_shard
     types = brainstorm.assign_task_types(len(rows), synth.tasks_per_persona, synth.task_mix, synth.seed)
@@ -154,13 +160,13 @@ def _tasks(ctx, key, rows, progress):
                                        synth.seed, topics, synth.tasks_per_topic, progress)
 
 
-def _examples(ctx, key, rows, progress):
+def _examples(ctx, key, rows, side, progress):
     synth = ctx.params.synth
     return generate.generate_examples(ctx.client("generator"), rows, synth.examples_per_task,
                                       synth.seed, synth.max_num_words, synth.languages, progress)
 
 
-def _revised(ctx, key, rows, progress):
+def _revised(ctx, key, rows, side, progress):
     if not ctx.params.synth.revise:
         return revise.skip_revision(rows)
     return revise.revise_examples(ctx.client("revisor"), rows, ctx.params.synth.seed, progress)
@@ -173,16 +179,41 @@ def _published(ctx: RunContext) -> list[dict]:
     return publish.published_cards(Store(ctx.params.store), exclude_version=ctx.run_id)
 
 
-def _verdicts(ctx, key, rows, progress):
-    cfg, store = ctx.params.filter, Store(ctx.params.store)
-    published = [
-        (f"published {card['name']}/{card['version']}", row) for card in _published(ctx)
-        for row in publish.read_dataset(store, publish.dataset_dir(store, card["name"], card["version"]))
-        .select(["anchor", "positive"]).to_pylist()]
-    duplicates = dedupe.find_duplicates(rows, published, cfg.near_duplicate_threshold)
+def _corpus(ctx, key, rows, side, progress):
+    """Embed the shard's documents once; every verdict shard searches all corpus shards."""
+    texts = filtering.corpus_of(rows)
+    vectors = filtering.encoder(load_embedder(ctx.params.filter.model))(texts) if texts else []
+    return ShardOutput(rows=[{"text": t, "embedding": v.tolist()} for t, v in zip(texts, vectors)],
+                       rows_in=len(rows))
+
+
+def _earlier_rows(ctx: RunContext, side: list[ShardRecord]) -> list[tuple[str, dict]]:
+    """What a verdict shard dedupes against: published datasets, then the run's earlier shards."""
+    store, earlier = Store(ctx.params.store), []
+    for card in _published(ctx):
+        table = publish.read_dataset(store, publish.dataset_dir(store, card["name"], card["version"]))
+        earlier += [(f"published {card['name']}/{card['version']}#{i}", row)
+                    for i, row in enumerate(table.select(["anchor", "positive"]).to_pylist())]
+    keys = [s.key for s in side if s.stage == "revised"]
+    if keys:
+        earlier += [(r["example_id"], r) for r in ctx.stage_dir("revised").read(keys).to_pylist()]
+    return earlier
+
+
+def _verdicts(ctx, key, rows, side, progress):
+    cfg = ctx.params.filter
+    duplicates = dedupe.find_duplicates(rows, _earlier_rows(ctx, side), cfg.near_duplicate_threshold)
+    corpus = ctx.stage_dir("corpus").read([s.key for s in side if s.stage == "corpus"])
+    texts, first = [], {}
+    for i, text in enumerate(corpus["text"].to_pylist()):  # a text in several shards counts once
+        if text not in first:
+            first[text] = i
+            texts.append(text)
+    docs = torch.tensor(np.stack(corpus["embedding"].to_numpy(zero_copy_only=False)[list(first.values())]))
+    queries = torch.from_numpy(filtering.encoder(load_embedder(cfg.model))([r["anchor"] for r in rows]))
     mining = filtering.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
                               cfg.mine_absolute_margin) if cfg.mined_negatives else None
-    verdicts = filtering.ranking_consistency(rows, filtering.encoder(load_embedder(cfg.model)), cfg.topk, mining)
+    verdicts = filtering.verdicts(rows, queries, texts, docs, cfg.topk, mining)
     out = []
     for row, verdict, duplicate in zip(rows, verdicts, duplicates):
         if duplicate:
@@ -219,8 +250,10 @@ REVISED = Stage(
     lambda p: {"revise": p.synth.revise,
                **(_llm_inputs(p, p.revisor or p.generator, [revise.PROMPT]) if p.synth.revise else {})},
     _revised, (revise, *LLM_CODE))
+CORPUS = Stage(
+    "corpus", schemas.CORPUS, "revised", lambda p: {"model": p.filter.model}, _corpus, (filtering,))
 VERDICTS = Stage(
     "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), _verdicts,
     (filtering, search, dedupe), external=lambda ctx: [c["sha256"] for c in _published(ctx)])
 
-SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, VERDICTS]
+SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, CORPUS, VERDICTS]

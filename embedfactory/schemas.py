@@ -128,5 +128,6 @@ VERDICT_COLUMNS = [("kept", pa.bool_()), ("rank", pa.int32()), ("positive_score"
                    ("kth_score", pa.float32()), ("drop_reason", pa.string()),
                    ("mined_negatives", pa.list_(pa.string())), ("false_negative_suspects", pa.int32())]
 VERDICTS = pa.schema([*REVISED, *VERDICT_COLUMNS])
+CORPUS = pa.schema([("text", pa.string()), ("embedding", pa.list_(pa.float32()))])
 DATASET = pa.schema([*TRAINING, ("instruction", pa.string()), ("task_type", pa.string()), *LINEAGE,
                      ("mined_negatives", pa.list_(pa.string()))])

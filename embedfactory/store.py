@@ -128,6 +128,7 @@ class ShardRecord:
     key: str
     fingerprint: str
     rows: int
+    stage: str = ""
     rejected: int = 0  # malformed replies kept as rejected rows
     dropped: int = 0  # valid rows a filter turned away (kept in the shard with the reason)
     rows_in: int = 0

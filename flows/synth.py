@@ -44,9 +44,13 @@ def synth(params: SynthParams = SynthParams()) -> dict:
                 upstream = [shard.submit(stage, ctx, key, upstream)]
                 chains[stage].append(upstream[0])
         revised = [f.result() for f in chains["revised"]]
-        verdicts = shard("verdicts", ctx, "00000", revised)
+        keys = pipeline.persona_chunks(params)
+        corpus = [f.result() for f in [shard.submit("corpus", ctx, k, [r]) for k, r in zip(keys, revised)]]
+        # each verdict shard searches the whole corpus and dedupes against the shards before it
+        verdicts = [shard.submit("verdicts", ctx, k, [r], side=corpus + revised[:i])
+                    for i, (k, r) in enumerate(zip(keys, revised))]
     records = {"personas": [personas], **{s: [f.result() for f in fs] for s, fs in chains.items()},
-               "verdicts": [verdicts]}
+               "corpus": corpus, "verdicts": [f.result() for f in verdicts]}
     dataset = publish_run(ctx, records)
     training = (train_model(params.store, dataset["path"], params.train, ctx.run_token)
                 if params.train else None)

@@ -15,7 +15,7 @@ def test_exact_near_and_published_duplicates_are_named_and_first_copies_kept():
         row(3, "what eats krill", "Baleen whales, penguins and seals feed on krill."),
         row(4, "best sourdough starter", "Feed the starter flour and water daily."),  # repeats a published row
     ]
-    published = [("published synth/v1", {"anchor": "best sourdough starter",
+    published = [("published synth/v1#0", {"anchor": "best sourdough starter",
                                          "positive": "Feed the starter flour and water daily!"})]
     reasons = find_duplicates(rows, published, threshold=0.7)
     assert reasons[0] is None and reasons[3] is None

@@ -19,7 +19,7 @@ class ShardOutput:
     @property
     def passed(self) -> int:
         """Rows the next stage reads: valid ones that no filter dropped."""
-        return sum(r.get("status") == "ok" for r in self.rows) - self.dropped
+        return sum(r.get("status", "ok") == "ok" for r in self.rows) - self.dropped
 
     @property
     def rejected(self) -> int:

@@ -1,0 +1,46 @@
+"""Verdicts sharded across tasks: each shard searches the corpus of every shard (embedded once by
+the corpus stage) and drops rows that repeat an earlier shard."""
+import json
+
+import pyarrow as pa
+import pytest
+
+from embedfactory import pipeline, schemas
+from embedfactory.config import Endpoint, SynthParams
+from embedfactory.store import ShardRecord
+
+ROWS = [
+    [("how do tides work", "Tides are driven by the moon's gravity pulling on the oceans.", "A tide pool is home to crabs."),
+     ("best way to store flour", "Keep flour in an airtight container in a cool, dry place.", None)],
+    [("how do tides work", "Tides are driven by the moon's gravity pulling on the oceans.", None),  # repeats shard 0
+     ("what do bees eat", "Bees feed on nectar for energy and pollen for protein.", "Wasps hunt other insects.")],
+]
+
+
+def revised_rows(shard: int) -> list[dict]:
+    return [{"example_id": f"e{shard}{i}", "task_id": "t", "persona_id": "p", "task_type": "retrieval",
+             "task": "Given a question, find the answer", "attributes": json.dumps({}), "anchor": a,
+             "positive": p, "negative": n, "fields": "{}", "original_fields": "{}", "status": "ok",
+             "revision_status": "skipped"} for i, (a, p, n) in enumerate(ROWS[shard])]
+
+
+@pytest.mark.slow
+def test_each_verdict_shard_searches_all_shards_and_dedupes_against_earlier_ones(tmp_path):
+    ctx = pipeline.RunContext(params=SynthParams(store=str(tmp_path), filter={"topk": 1, "mined_negatives": 1,
+                                                                             "mine_range": (0, 5)}),
+                              run_id="r", run_token="t", generator_url="-", revisor_url="-",
+                              generator=Endpoint(), revisor=Endpoint())
+    revised = [ctx.stage_dir("revised").commit(pa.Table.from_pylist(revised_rows(i), schema=schemas.REVISED),
+                                               ShardRecord(key=f"0000{i}", fingerprint="f", rows=2, stage="revised"))
+               for i in range(2)]
+    corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, r.key, [r]) for r in revised]
+    assert [c.rows for c in corpus] == [3, 3]  # each shard embeds its own documents
+    second = pipeline.run_shard(pipeline.VERDICTS, ctx, "00001", [revised[1]], side=corpus + revised[:1])
+    rows = ctx.stage_dir("verdicts").read(["00001"]).to_pylist()
+    assert rows[0]["drop_reason"] == "exact duplicate: e00" and not rows[0]["kept"]
+    assert rows[1]["kept"] and rows[1]["rank"] == 1
+    mined = rows[1]["mined_negatives"]
+    assert len(mined) == 1 and mined[0] not in (ROWS[1][1][1], ROWS[1][1][2])  # from the whole corpus
+    assert second.dropped == 1
+    again = pipeline.run_shard(pipeline.VERDICTS, ctx, "00001", [revised[1]], side=corpus + revised[:1])
+    assert again.fingerprint == second.fingerprint and again.run_token == second.run_token
