@@ -182,6 +182,8 @@ class TrainConfig(Strict):
     learning_rate: float = Field(2e-5, gt=0)
     temperature: float = Field(0.05, gt=0, description="Softmax temperature of InfoNCE.")
     max_seq_length: int = Field(256, gt=8)
+    mined_negatives: int = Field(1, ge=0, description="Mined hard negatives used per row (beside the "
+                                 "generated one), from the dataset's `mined_negatives` column.")
     query_template: str = Field(
         "Instruct: {instruction}\nQuery: {query}",
         description="How an anchor is shown to the model; documents get no prefix.",

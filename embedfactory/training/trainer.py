@@ -20,6 +20,12 @@ def query_text(row: dict, template: str) -> str:
     return template.format(instruction=row["instruction"], query=row["anchor"])
 
 
+def hard_negatives(row: dict, mined: int) -> list[str]:
+    """The row's generated negative (if any) and its first `mined` mined ones."""
+    generated = [row["negative"]] if row.get("negative") is not None else []
+    return generated + list(row.get("mined_negatives") or [])[:mined]
+
+
 def batches(rows: list[dict], size: int, seed: int) -> list[list[dict]]:
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
@@ -42,7 +48,7 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     losses, started = [], time.monotonic()
     model.train()
     for step, batch in enumerate(plan, start=1):
-        negatives = [r["negative"] for r in batch if r["negative"] is not None]
+        negatives = [n for r in batch for n in hard_negatives(r, cfg.mined_negatives)]
         doc_texts = [r["positive"] for r in batch] + negatives
         anchors = _embed(model, [query_text(r, cfg.query_template) for r in batch])
         docs = _embed(model, doc_texts)
