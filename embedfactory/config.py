@@ -146,6 +146,10 @@ class FilterConfig(Strict):
         "documents of the run (positives and negatives) for its query. Default: 0.5% of the corpus, "
         "at least 3 and at most 50 (KaLM's value, reached at 10,000 documents).",
     )
+    external_corpus: str | None = Field(
+        None, description="Parquet or JSON-lines file with a `text` column: documents searched beside "
+        "the run's own (a stricter filter, and more candidates for mining).",
+    )
     mined_negatives: int = Field(7, ge=0, description="Hard negatives to mine per sample (0: none), "
                                  "beside the generated one.")
     mine_range: tuple[int, int] = Field((30, 100), description="Rank window [min, max) of the "

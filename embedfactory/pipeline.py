@@ -59,6 +59,8 @@ def check_sources(params: SynthParams) -> None:
         sources.load_personas(params.synth.persona_source)
     if params.synth.topic_source:
         sources.load_topics(params.synth.topic_source)
+    if params.filter.external_corpus:
+        sources.load_column(params.filter.external_corpus, "text")
 
 
 def default_run_id(params: SynthParams) -> str:
@@ -105,8 +107,7 @@ def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecor
     fp = fingerprint(stage, ctx, key, upstream, side)
     if (done := out_dir.committed(key, fp)) is not None:
         return done
-    rows = (ctx.stage_dir(stage.upstream).read([u.key for u in upstream]).to_pylist()
-            if stage.upstream else [])
+    rows = ctx.stage_dir(stage.upstream).read([u.key for u in upstream]).to_pylist() if upstream else []
     started = time.monotonic()
     out = stage.produce(ctx, key, rows, list(side), progress)
     record = ShardRecord(
@@ -179,9 +180,13 @@ def _published(ctx: RunContext) -> list[dict]:
     return publish.published_cards(Store(ctx.params.store), exclude_version=ctx.run_id)
 
 
+EXTERNAL = "external"  # the corpus shard of `filter.external_corpus`
+
+
 def _corpus(ctx, key, rows, side, progress):
     """Embed the shard's documents once; every verdict shard searches all corpus shards."""
-    texts = filtering.corpus_of(rows)
+    source = ctx.params.filter.external_corpus
+    texts = sources.load_column(source, "text") if key == EXTERNAL else filtering.corpus_of(rows)
     vectors = filtering.encoder(load_embedder(ctx.params.filter.model))(texts) if texts else []
     return ShardOutput(rows=[{"text": t, "embedding": v.tolist()} for t, v in zip(texts, vectors)],
                        rows_in=len(rows))
@@ -251,7 +256,9 @@ REVISED = Stage(
                **(_llm_inputs(p, p.revisor or p.generator, [revise.PROMPT]) if p.synth.revise else {})},
     _revised, (revise, *LLM_CODE))
 CORPUS = Stage(
-    "corpus", schemas.CORPUS, "revised", lambda p: {"model": p.filter.model}, _corpus, (filtering,))
+    "corpus", schemas.CORPUS, "revised",
+    lambda p: {"model": p.filter.model, "external": sources.source_version(p.filter.external_corpus)},
+    _corpus, (filtering, sources))
 VERDICTS = Stage(
     "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), _verdicts,
     (filtering, search, dedupe), external=lambda ctx: [c["sha256"] for c in _published(ctx)])

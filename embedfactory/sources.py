@@ -38,6 +38,11 @@ def load_topics(source: str = SHIPPED) -> list[str]:
 
 def load_personas(source: str) -> list[str]:
     """The `persona` column of a user-supplied file or dataset, blanks and repeats removed."""
+    return load_column(source, "persona")
+
+
+def load_column(source: str, column: str) -> list[str]:
+    """One text column of a Parquet or JSON-lines file, a `datasets` folder or a hub dataset id."""
     path = Path(source)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -50,12 +55,12 @@ def load_personas(source: str) -> list[str]:
 
         data = datasets.load_from_disk(source) if path.is_dir() else datasets.load_dataset(source, split="train")
         rows = data.to_list()
-    if rows and "persona" not in rows[0]:
-        raise ValueError(f"persona source {source!r} has no 'persona' column (columns: {sorted(rows[0])})")
-    personas = list(dict.fromkeys(str(r["persona"]).strip() for r in rows if r.get("persona")))
-    if not personas:
-        raise ValueError(f"persona source {source!r} holds no personas")
-    return personas
+    if rows and column not in rows[0]:
+        raise ValueError(f"source {source!r} has no {column!r} column (columns: {sorted(rows[0])})")
+    texts = list(dict.fromkeys(str(r[column]).strip() for r in rows if r.get(column)))
+    if not texts:
+        raise ValueError(f"source {source!r} holds no {column} texts")
+    return texts
 
 
 def source_version(source: str | None) -> str | None:

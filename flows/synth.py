@@ -45,7 +45,10 @@ def synth(params: SynthParams = SynthParams()) -> dict:
                 chains[stage].append(upstream[0])
         revised = [f.result() for f in chains["revised"]]
         keys = pipeline.persona_chunks(params)
-        corpus = [f.result() for f in [shard.submit("corpus", ctx, k, [r]) for k, r in zip(keys, revised)]]
+        corpus = [shard.submit("corpus", ctx, k, [r]) for k, r in zip(keys, revised)]
+        if params.filter.external_corpus:
+            corpus.append(shard.submit("corpus", ctx, pipeline.EXTERNAL, []))
+        corpus = [f.result() for f in corpus]
         # each verdict shard searches the whole corpus and dedupes against the shards before it
         verdicts = [shard.submit("verdicts", ctx, k, [r], side=corpus + revised[:i])
                     for i, (k, r) in enumerate(zip(keys, revised))]

@@ -44,3 +44,21 @@ def test_each_verdict_shard_searches_all_shards_and_dedupes_against_earlier_ones
     assert second.dropped == 1
     again = pipeline.run_shard(pipeline.VERDICTS, ctx, "00001", [revised[1]], side=corpus + revised[:1])
     assert again.fingerprint == second.fingerprint and again.run_token == second.run_token
+
+
+@pytest.mark.slow
+def test_an_external_corpus_joins_the_search(tmp_path):
+    external = tmp_path / "docs.jsonl"
+    external.write_text(json.dumps({"text": "Bees feed on nectar and pollen gathered from flowers."}) + "\n")
+    ctx = pipeline.RunContext(params=SynthParams(store=str(tmp_path / "store"),
+                                                 filter={"topk": 1, "external_corpus": str(external)}),
+                              run_id="r", run_token="t", generator_url="-", revisor_url="-",
+                              generator=Endpoint(), revisor=Endpoint())
+    revised = ctx.stage_dir("revised").commit(pa.Table.from_pylist(revised_rows(1), schema=schemas.REVISED),
+                                              ShardRecord(key="00000", fingerprint="f", rows=2, stage="revised"))
+    corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, "00000", [revised]),
+              pipeline.run_shard(pipeline.CORPUS, ctx, pipeline.EXTERNAL, [])]
+    assert corpus[1].rows == 1
+    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised], side=corpus)
+    bees = ctx.stage_dir("verdicts").read(["00000"]).to_pylist()[1]
+    assert bees["anchor"] == "what do bees eat" and bees["rank"] == 2 and not bees["kept"]

@@ -43,7 +43,7 @@ def test_personas_load_from_user_sources(tmp_path, kind):
 
 def test_a_source_without_a_persona_column_names_its_columns(tmp_path):
     pq.write_table(pa.table({"text": ["x"]}), tmp_path / "p.parquet")
-    with pytest.raises(ValueError, match="columns: \\['text'\\]"):
+    with pytest.raises(ValueError, match="no 'persona' column \\(columns: \\['text'\\]"):
         load_personas(str(tmp_path / "p.parquet"))
 
 
