@@ -188,6 +188,16 @@ class TrainConfig(Strict):
     max_seq_length: int = Field(256, gt=8)
     mined_negatives: int = Field(1, ge=0, description="Mined hard negatives used per row (beside the "
                                  "generated one), from the dataset's `mined_negatives` column.")
+    guide_model: str | None = Field(
+        None, description="GISTEmbed guide (same forms as base_model): in-batch candidates it scores "
+        "above the true pair are masked. Null: plain InfoNCE with only equal texts masked.",
+    )
+    gist_margin: float = Field(0.0, ge=0, lt=1, description="Margin of the guide's test.")
+    gist_margin_strategy: Literal["absolute", "relative"] = "absolute"
+    homogeneous_ratio: float | None = Field(
+        None, gt=0, le=1, description="Semi-homogeneous batches (KaLM): this share of each batch from "
+        "one task (the instruction), the rest from others; null for plain shuffled batches.",
+    )
     query_template: str = Field(
         "Instruct: {instruction}\nQuery: {query}",
         description="How an anchor is shown to the model; documents get no prefix.",

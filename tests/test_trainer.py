@@ -39,3 +39,12 @@ def test_fine_tuning_changes_weights_lowers_loss_and_saves_a_loadable_model(tmp_
     changed = [not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters())]
     assert sum(changed) > len(changed) // 2
     assert after.encode(["hello"]).shape == (1, 384)
+
+
+@pytest.mark.slow
+def test_gist_training_with_semi_homogeneous_batches_runs_and_learns(tmp_path):
+    cfg = TrainConfig(epochs=4, batch_size=4, learning_rate=1e-4, temperature=0.05,
+                      guide_model="embedded:all-MiniLM-L6-v2", homogeneous_ratio=0.5)
+    report = train_contrastive(ROWS, cfg, str(tmp_path / "gist"))
+    assert len(report["losses"]) == 4 and all(math.isfinite(x) for x in report["losses"])
+    assert report["losses"][-1] < report["losses"][0]

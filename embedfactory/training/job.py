@@ -9,11 +9,11 @@ from ..ids import stable_hash
 from ..pipeline import code_version
 from ..publish import read_dataset
 from ..store import Store
-from . import loss, trainer
+from . import gist, loss, sampler, trainer
 
 
 def train_fingerprint(card: dict, cfg: TrainConfig) -> str:
-    return stable_hash(card["sha256"], cfg.fingerprint_fields(), code_version(trainer, loss))
+    return stable_hash(card["sha256"], cfg.fingerprint_fields(), code_version(trainer, loss, gist, sampler))
 
 
 def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_token: str,

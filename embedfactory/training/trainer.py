@@ -1,7 +1,9 @@
 """Fine-tune a sentence-transformers model on a published training set.
 
 Anchors get the instruction prefix (`TrainConfig.query_template`); positives and negatives go in
-bare. The loss curve is returned so flows can report it.
+bare. The loss is InfoNCE over in-batch and hard negatives, or GISTEmbed's guided version when a
+guide model is set; batches are shuffled or semi-homogeneous by task. The loss curve is returned so
+flows can report it.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import torch
 
 from ..config import TrainConfig
 from ..models import embedding_model_path
+from .gist import gist_loss
 from .loss import in_batch_infonce
+from .sampler import semi_homogeneous_batches
 
 
 def query_text(row: dict, template: str) -> str:
@@ -26,11 +30,14 @@ def hard_negatives(row: dict, mined: int) -> list[str]:
     return generated + list(row.get("mined_negatives") or [])[:mined]
 
 
-def batches(rows: list[dict], size: int, seed: int) -> list[list[dict]]:
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    return [[rows[i] for i in order[s:s + size]] for s in range(0, len(order), size)
-            if len(order[s:s + size]) > 1]  # a lone row has no in-batch negative
+def batches(rows: list[dict], size: int, seed: int, homogeneous_ratio: float | None = None) -> list[list[dict]]:
+    if homogeneous_ratio:
+        plan = semi_homogeneous_batches(rows, "instruction", size, homogeneous_ratio, seed)
+    else:
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        plan = [order[s:s + size] for s in range(0, len(order), size)]
+    return [[rows[i] for i in b] for b in plan if len(b) > 1]  # a lone row has no in-batch negative
 
 
 def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
@@ -44,15 +51,25 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     model = SentenceTransformer(embedding_model_path(cfg.base_model), device="cpu")
     model.max_seq_length = cfg.max_seq_length
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    plan = [b for epoch in range(cfg.epochs) for b in batches(rows, cfg.batch_size, cfg.seed + epoch)]
+    guide = (SentenceTransformer(embedding_model_path(cfg.guide_model), device="cpu").eval()
+             if cfg.guide_model else None)
+    plan = [b for epoch in range(cfg.epochs)
+            for b in batches(rows, cfg.batch_size, cfg.seed + epoch, cfg.homogeneous_ratio)]
     losses, started = [], time.monotonic()
     model.train()
     for step, batch in enumerate(plan, start=1):
+        queries = [query_text(r, cfg.query_template) for r in batch]
+        positives = [r["positive"] for r in batch]
         negatives = [n for r in batch for n in hard_negatives(r, cfg.mined_negatives)]
-        doc_texts = [r["positive"] for r in batch] + negatives
-        anchors = _embed(model, [query_text(r, cfg.query_template) for r in batch])
-        docs = _embed(model, doc_texts)
-        loss = in_batch_infonce(anchors, docs, doc_texts, cfg.temperature)
+        if guide is None:
+            docs = _embed(model, positives + negatives)
+            loss = in_batch_infonce(_embed(model, queries), docs, positives + negatives, cfg.temperature)
+        else:
+            with torch.no_grad():
+                guided = [_embed(guide, texts) if texts else None for texts in (queries, positives, negatives)]
+            student = [_embed(model, texts) if texts else None for texts in (queries, positives, negatives)]
+            loss = gist_loss(*student, *guided, temperature=cfg.temperature, margin=cfg.gist_margin,
+                             strategy=cfg.gist_margin_strategy)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,0 +1,60 @@
+"""Semi-homogeneous task batches (KaLM-Embedding, arXiv 2501.01028).
+
+Each batch takes `homogeneous_ratio` of its rows from one task and fills the rest from the other
+tasks, so in-batch negatives are hard (same task) without being all alike. No text appears twice in
+a batch (a repeated positive would be a false negative), and every row is used once per epoch: a
+row that would repeat a text waits for a later batch.
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+
+
+def _texts(row: dict) -> set[str]:
+    return {t for t in (row.get("anchor"), row.get("positive"), row.get("negative")) if t}
+
+
+def semi_homogeneous_batches(rows: list[dict], task_key: str, batch_size: int, homogeneous_ratio: float,
+                             seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    by_task: dict[str, deque[int]] = {}
+    for i in rng.sample(range(len(rows)), len(rows)):
+        by_task.setdefault(rows[i][task_key], deque()).append(i)
+    home_size = round(homogeneous_ratio * batch_size)
+    batches = []
+    while any(by_task.values()):
+        tasks = [t for t, q in by_task.items() if q]
+        home = rng.choices(tasks, weights=[len(by_task[t]) for t in tasks])[0]
+        batch = _Batch(rows)
+        batch.take(by_task[home], home_size)
+        others = [t for t in tasks if t != home]
+        rng.shuffle(others)
+        while len(batch.rows) < batch_size:  # the rest round-robin over the other tasks
+            before = len(batch.rows)
+            for t in others:
+                batch.take(by_task[t], min(batch_size, len(batch.rows) + 1))
+            if len(batch.rows) == before:
+                break
+        batch.take(by_task[home], batch_size)  # too few other rows: top up from the home task
+        # only rows whose own texts collide remain: give each its own batch
+        batches.append(batch.rows or [by_task[home].popleft()])
+    return batches
+
+
+class _Batch:
+    """Rows gathered so far and their texts; `take` skips rows that would repeat a text."""
+
+    def __init__(self, source: list[dict]):
+        self.source, self.rows, self.seen = source, [], set()
+
+    def take(self, queue: deque[int], limit: int) -> None:
+        for _ in range(len(queue)):
+            if len(self.rows) >= limit:
+                return
+            i = queue.popleft()
+            if _texts(self.source[i]) & self.seen:
+                queue.append(i)  # waits for a later batch
+                continue
+            self.rows.append(i)
+            self.seen.update(_texts(self.source[i]))
