@@ -55,6 +55,8 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     assert len(training["losses"]) == training["steps"] >= 1
     from sentence_transformers import SentenceTransformer
     assert SentenceTransformer(training["model_path"]).encode(["x"]).shape == (1, 384)
+    card = (Path(training["model_path"]) / "README.md").read_text()
+    assert "## Training (embedfactory)" in card and first["dataset"]["sha256"] in card
 
     from flows.train import train  # the standalone flow finds the latest dataset, reuses the model
     again = train(store=str(tmp_path), config=params.train)

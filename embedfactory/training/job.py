@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 
 from ..config import TrainConfig
 from ..ids import stable_hash
@@ -14,6 +15,23 @@ from . import gist, loss, sampler, trainer
 
 def train_fingerprint(card: dict, cfg: TrainConfig) -> str:
     return stable_hash(card["sha256"], cfg.fingerprint_fields(), code_version(trainer, loss, gist, sampler))
+
+
+def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
+    """What a trained model was made from and how: data version, loss, sampler, hyperparameters."""
+    loss_line = (f"GISTEmbed, guide `{cfg.guide_model}`, {cfg.gist_margin_strategy} margin {cfg.gist_margin}"
+                 if cfg.guide_model else "InfoNCE over in-batch and hard negatives (equal texts masked)")
+    sampler_line = (f"semi-homogeneous task batches, ratio {cfg.homogeneous_ratio}" if cfg.homogeneous_ratio
+                    else "shuffled batches")
+    return "\n".join([
+        "## Training (embedfactory)", "",
+        f"- data: `{card['name']}/{card['version']}`, {report['rows']} rows, sha256 `{card['sha256']}`",
+        f"- base model: `{cfg.base_model}`",
+        f"- loss: {loss_line}; temperature {cfg.temperature}",
+        f"- sampler: {sampler_line}; batch {cfg.batch_size}; {cfg.mined_negatives} mined negatives per row",
+        f"- epochs {cfg.epochs}, learning rate {cfg.learning_rate}, max length {cfg.max_seq_length}, "
+        f"seed {cfg.seed}, query template `{cfg.query_template!r}`",
+        f"- {report['steps']} steps, loss {report['losses'][0]} -> {report['losses'][-1]}", ""])
 
 
 def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_token: str,
@@ -29,6 +47,9 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
     rows = read_dataset(store, dataset_path).to_pylist()
     with tempfile.TemporaryDirectory() as tmp:
         report = trainer.train_contrastive(rows, cfg, tmp, progress)
+        readme = Path(tmp) / "README.md"
+        existing = readme.read_text() if readme.exists() else ""
+        readme.write_text(model_card(card, cfg, report) + "\n" + existing)
         store.upload_dir(tmp, f"{out}/model")
     report.update(fingerprint=fp, run_token=run_token, model_path=f"{out}/model",
                   dataset={"path": dataset_path, "sha256": card["sha256"]}, config=cfg.model_dump())
