@@ -108,6 +108,5 @@ def load_embedder(name: str, device: str | None = None):
     key = (name, device or "auto")
     with _lock:
         if key not in _loaded:
-            path = embedding_model_path(name) if name == EMBEDDED_EMBEDDER else name
-            _loaded[key] = SentenceTransformer(path, device=device)
+            _loaded[key] = SentenceTransformer(embedding_model_path(name), device=device)
         return _loaded[key]

@@ -38,13 +38,13 @@ def synth(params: SynthParams = SynthParams()) -> dict:
         shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
         personas = shard("personas", ctx, "00000", [])
         chains = {"tasks": [], "examples": [], "revised": []}
-        for key in pipeline.persona_chunks(params):  # each shard flows on without waiting for others
+        keys = pipeline.persona_chunks(params)
+        for key in keys:  # each shard flows on without waiting for others
             upstream = [personas]
             for stage in chains:
                 upstream = [shard.submit(stage, ctx, key, upstream)]
                 chains[stage].append(upstream[0])
         revised = [f.result() for f in chains["revised"]]
-        keys = pipeline.persona_chunks(params)
         corpus = [shard.submit("corpus", ctx, k, [r]) for k, r in zip(keys, revised)]
         if params.filter.external_corpus:
             corpus.append(shard.submit("corpus", ctx, pipeline.EXTERNAL, []))

@@ -28,6 +28,7 @@ def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect
         result = synth(params)
     run = result["run_id"]
     summary = {r["stage"]: r for r in result["summary"]}
+    print(f"server: {len(server.requests)} requests, {dict(server.counts)}")  # shown with pytest -s
     assert server.counts["truncated"] and server.counts["invalid_json"] and server.counts["timeout"]
     assert server.counts["http_500"] and server.counts["http_429"]
 
