@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # Installs the pinned set (constraints.txt) and the project; rebuilt when either changes.
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install -c constraints.txt -e ".[dev,s3]"
+	$(BIN)/pip install -c constraints.txt -e ".[dev,s3,train]"
 	$(BIN)/python -m embedfactory prepare-models
 	touch $@
 

@@ -48,9 +48,9 @@ def main() -> None:
             report = train_contrastive(train, cfg, out)
             results[name] = pair_retrieval(encoder(SentenceTransformer(out)), queries, documents, relevant)
         print(f"{name}: {report['steps']} steps in {report['seconds']} s, final loss {report['losses'][-1]}")
-    print(f"{'model':28} {'nDCG@10':>8} {'R@1':>6} {'R@10':>6}")
+    print(f"{'model':28} {'nDCG@10':>8} {'MRR@10':>6} {'R@10':>6}")
     for name, s in results.items():
-        print(f"{name:28} {s['ndcg@10']:8.4f} {s['recall@1']:6.3f} {s['recall@10']:6.3f}")
+        print(f"{name:28} {s['ndcg@10']:8.4f} {s['mrr@10']:6.3f} {s['recall@10']:6.3f}")
 
 
 if __name__ == "__main__":

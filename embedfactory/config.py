@@ -177,6 +177,15 @@ class FilterConfig(Strict):
         return window
 
 
+class LoraSettings(Strict):
+    """LoRA adapters (peft) on the transformer; merged into the weights when the model is saved."""
+
+    rank: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="Module names; null: every linear layer.")
+
+
 class TrainConfig(Strict):
     """Contrastive fine-tuning with in-batch negatives (plus the generated hard negative)."""
 
@@ -202,7 +211,33 @@ class TrainConfig(Strict):
         "Instruct: {instruction}\nQuery: {query}",
         description="How an anchor is shown to the model; documents get no prefix.",
     )
+    pooling: Literal["model", "mean", "cls", "last"] = Field(
+        "model", description="'model': the checkpoint's own pooling; 'last': the last real token "
+        "(decoder models such as Qwen2).")
+    matryoshka_dims: list[int] | None = Field(
+        None, description="Also train these truncated widths (Matryoshka), e.g. [256, 128, 64]; the "
+        "loss is the mean over the full width and these.")
+    lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: forward passes under bf16 autocast (fp32 master weights); for GPUs.")
     seed: int = 0
+    device: str = runtime("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'...")
+    mini_batch_size: int = runtime(32, gt=0, description="Texts encoded per forward pass (length-sorted).")
+    grad_cache: bool = runtime(
+        False, description="Gradient caching: activations of one mini-batch at a time, so the batch "
+        "size is not bounded by memory (same gradients, about 1/3 more compute).")
+    gradient_checkpointing: bool = runtime(False, description="Recompute activations in backward.")
+    checkpoint_every: int = runtime(50, gt=0, description="Steps between checkpoints in the store.")
+    eval_sets: list[str] = runtime(
+        ["cranfield", "stsb-test"], description="Evaluated after training, base vs fine-tuned: names "
+        "of shipped sets or paths of EvalSet JSON files.")
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _dims(cls, dims: list[int] | None) -> list[int] | None:
+        if dims is not None and (not dims or min(dims) < 1 or len(set(dims)) != len(dims)):
+            raise ValueError("matryoshka_dims must be distinct positive widths")
+        return dims
 
 
 class SynthParams(Strict):

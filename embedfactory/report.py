@@ -29,9 +29,11 @@ def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
     return table
 
 
-def format_table(table: list[dict]) -> str:
-    widths = {c: max(len(c), *(len(str(row[c])) for row in table)) for c in COLUMNS}
+def format_table(table: list[dict], columns: list[str] | None = None) -> str:
+    """Plain-text table; the first column left-aligned, the others right-aligned."""
+    columns = columns or list(table[0])
+    widths = {c: max(len(c), *(len(str(row[c])) for row in table)) for c in columns}
     def line(cells) -> str:
-        return "  ".join(str(cells[c]).ljust(widths[c]) if c == "stage" else str(cells[c]).rjust(widths[c])
-                         for c in COLUMNS)
-    return "\n".join([line({c: c for c in COLUMNS}), *(line(row) for row in table)])
+        return "  ".join(str(cells[c]).ljust(widths[c]) if c == columns[0] else str(cells[c]).rjust(widths[c])
+                         for c in columns)
+    return "\n".join([line({c: c for c in columns}), *(line(row) for row in table)])

@@ -81,6 +81,10 @@ class Store:
             out.write(data)
         self.fs.move(tmp, path)
 
+    def delete(self, path: str) -> None:
+        if self.exists(path):
+            self.fs.delete_file(path)
+
     def read_bytes(self, path: str) -> bytes:
         with self.fs.open_input_stream(path) as f:
             return f.read()

@@ -10,13 +10,14 @@ from pydantic import ValidationError
 
 from embedfactory import pipeline
 from embedfactory.config import Endpoint, SynthParams, TrainConfig
+from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.llm.server import serving
 from embedfactory.report import format_table
 from embedfactory.store import Store
 from tasks.common import load_api_keys, result_storage
 from tasks.publishing import publish_run, summarize
 from tasks.synthesis import run_stage_shard
-from tasks.training import train_model
+from tasks.training import train_then_evaluate
 
 
 @flow(name="synth", log_prints=True)
@@ -26,6 +27,8 @@ def synth(params: SynthParams = SynthParams()) -> dict:
     Re-running with the same parameters resumes the same run and regenerates nothing finished."""
     Store(params.store).check_writable()
     pipeline.check_sources(params)
+    if params.train:
+        resolve_eval_sets(params.train.eval_sets)
     load_api_keys(params.generator, params.revisor)
     run_id = params.run_id or pipeline.default_run_id(params)
     with contextlib.ExitStack() as servers:
@@ -55,7 +58,7 @@ def synth(params: SynthParams = SynthParams()) -> dict:
     records = {"personas": [personas], **{s: [f.result() for f in fs] for s, fs in chains.items()},
                "corpus": corpus, "verdicts": [f.result() for f in verdicts]}
     dataset = publish_run(ctx, records)
-    training = (train_model(params.store, dataset["path"], params.train, ctx.run_token)
+    training = (train_then_evaluate(params.store, dataset["path"], params.train, ctx.run_token)
                 if params.train else None)
     table = summarize(ctx, records, training)
     return {"run_id": run_id, "dataset": dataset, "training": training, "summary": table}
@@ -100,3 +103,5 @@ if __name__ == "__main__":
     if result["training"]:
         losses = result["training"]["losses"]
         print(f"model:   {result['training']['model_path']} (loss {losses[0]} -> {losses[-1]})")
+        if result["training"]["evaluation"]:
+            print(f"\nbase vs fine-tuned:\n{format_table(result['training']['evaluation']['rows'])}")

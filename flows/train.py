@@ -1,4 +1,4 @@
-"""Flow `train`: fine-tune an embedding model on a published dataset of the store."""
+"""Flow `train`: fine-tune an embedding model on a published dataset, then evaluate it."""
 from __future__ import annotations
 
 import uuid
@@ -6,20 +6,22 @@ import uuid
 from prefect import flow
 
 from embedfactory.config import TrainConfig
+from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.publish import resolve_dataset
 from embedfactory.store import Store
-from tasks.training import train_model
+from tasks.training import train_then_evaluate
 
 
 @flow(name="train", log_prints=True)
 def train(store: str = "./data", dataset: str = "synth", version: str | None = None,
           config: TrainConfig = TrainConfig()) -> dict:
     """Fine-tune `config.base_model` on `<store>/datasets/<dataset>/<version>` (the latest published
-    version by default); saves a sentence-transformers model in the store and returns the report
-    (model path, loss curve)."""
+    version by default); saves a sentence-transformers model in the store, checkpointing as it goes
+    (a re-run resumes), then scores base vs fine-tuned on `config.eval_sets`."""
     target = Store(store)
     target.check_writable()
-    report = train_model(store, resolve_dataset(target, dataset, version), config, uuid.uuid4().hex)
+    resolve_eval_sets(config.eval_sets)  # a missing or altered set fails before any model loads
+    report = train_then_evaluate(store, resolve_dataset(target, dataset, version), config, uuid.uuid4().hex)
     print(f"model: {report['model_path']}\nloss: {report['losses'][0]} -> {report['losses'][-1]} "
           f"over {report['steps']} steps")
     return report

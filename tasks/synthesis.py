@@ -14,7 +14,7 @@ STAGES = {s.name: s for s in pipeline.SYNTH_STAGES}
 def _shard_cache_key(_context, parameters) -> str:
     ctx, stage = parameters["ctx"], STAGES[parameters["stage"]]
     return cache_key(ctx.params.store, ctx.run_id, stage.name, pipeline.fingerprint(
-        stage, ctx, parameters["key"], parameters["upstream"], parameters.get("side", [])))
+        stage, ctx, parameters["key"], parameters["upstream"], parameters.get("side") or []))
 
 
 @task(**SHARD_TASK, task_run_name="{stage}-{key}", cache_key_fn=_shard_cache_key)

@@ -1,4 +1,4 @@
-"""Prefect task around the training job."""
+"""Prefect tasks around the training job; `train_then_evaluate` is the step both flows end with."""
 from __future__ import annotations
 
 from prefect import task
@@ -7,6 +7,7 @@ from embedfactory.config import TrainConfig
 from embedfactory.training.job import train_on_dataset
 
 from .common import SHARD_TASK, progress
+from .evaluation import evaluate_model
 
 
 @task(**{**SHARD_TASK, "persist_result": False}, task_run_name="train-{cfg.base_model}")
@@ -14,3 +15,11 @@ def train_model(store: str, dataset_path: str, cfg: TrainConfig, run_token: str)
     report = progress("train")
     return train_on_dataset(store, dataset_path, cfg, run_token,
                             lambda step, total, loss: report(step, total))
+
+
+def train_then_evaluate(store: str, dataset_path: str, cfg: TrainConfig, run_token: str) -> dict:
+    """Fine-tune, then score base vs fine-tuned on `cfg.eval_sets` (none: no evaluation)."""
+    report = train_model(store, dataset_path, cfg, run_token)
+    evaluation = (evaluate_model(store, report["model_path"], cfg.base_model, cfg.eval_sets)
+                  if cfg.eval_sets else None)
+    return {**report, "evaluation": evaluation}

@@ -21,10 +21,13 @@ FAULTS = ("http_500", "http_429", "timeout", "truncated", "invalid_json")
 
 class FakeChatServer:
     def __init__(self, script: list | None = None, fault_rates: dict[str, float] | None = None,
-                 seed: int = 0, stall_s: float = 2.0):
+                 seed: int = 0, stall_s: float = 2.0, poison: tuple[str, int] | None = None):
         """script items: a string (the reply content) or an int (an HTTP status to fail with).
-        Without a script, replies are made up from the request's schema."""
+        Without a script, replies are made up from the request's schema. `poison` = (schema name
+        suffix, n): the first n distinct prompts for such a schema always get invalid JSON, so a
+        test can count on some prompts exhausting their attempts whatever the random faults do."""
         self.script, self.requests = list(script or []), []
+        self.poison, self.poisoned = poison, set()
         self.fault_rates, self.stall_s = fault_rates or {}, stall_s
         self.counts: Counter = Counter()
         self.auth: set[str | None] = set()  # Authorization headers seen
@@ -79,6 +82,8 @@ class FakeChatServer:
                 self.counts["answered"] += 1
                 return 200, item, "stop", {}
             fault = next((f for f in FAULTS if self._rng.random() < self.fault_rates.get(f, 0)), None)
+            if self._poisoned(body):
+                fault = "invalid_json"
             self.counts[fault or "answered"] += 1
             if fault in ("truncated", "invalid_json") or fault is None:
                 self.counts["paid"] += 1  # a completed reply the client receives and must count
@@ -94,6 +99,17 @@ class FakeChatServer:
         if fault == "invalid_json":
             return 200, content.replace('":', '"', 1), "stop", {}
         return 200, content, "stop", {}
+
+    def _poisoned(self, body: dict) -> bool:
+        if not self.poison:
+            return False
+        suffix, n = self.poison
+        name = (body.get("response_format") or {}).get("json_schema", {}).get("name", "")
+        prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")  # first ask, not repairs
+        if name.endswith(suffix) and (prompt in self.poisoned or len(self.poisoned) < n):
+            self.poisoned.add(prompt)
+            return True
+        return False
 
     def __enter__(self):
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -13,7 +13,7 @@ def test_every_deployment_entrypoint_loads_the_named_flow():
         path, func = deployment["entrypoint"].split(":")
         flow = load_flow_from_entrypoint(f"{ROOT / path}:{func}")
         names[f"{flow.name}/{deployment['name']}"] = deployment
-    assert "synth/main" in names and "train/main" in names
+    assert {"synth/main", "train/main", "eval/main"} <= set(names)
     assert names["synth/main"]["schedules"][0]["cron"]
 
 

@@ -16,7 +16,7 @@ def embed(texts):
 def test_pair_retrieval_scores_ranks():
     # q1's document d2 ranks 2nd (behind d1); q2's document d3 ranks 1st
     scores = pair_retrieval(embed, ["q1", "q2"], ["d1", "d2", "d3"], relevant=[1, 2])
-    assert scores["recall@1"] == 0.5 and scores["recall@10"] == 1.0
+    assert scores["mrr@10"] == 0.75 and scores["recall@10"] == 1.0
     assert math.isclose(scores["ndcg@10"], (1 / math.log2(3) + 1) / 2)
 
 

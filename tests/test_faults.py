@@ -18,7 +18,7 @@ def rows(store, run_id, stage):
 
 @pytest.mark.slow
 def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect_api):
-    with FakeChatServer(fault_rates=RATES, seed=3, stall_s=1.5) as server:
+    with FakeChatServer(fault_rates=RATES, seed=3, stall_s=1.5, poison=("Example", 2)) as server:
         endpoint = Endpoint(base_url=server.base_url, model="fake", timeout_s=1.0, transport_retries=8,
                             concurrency=8)
         params = SynthParams(store=str(tmp_path), generator=endpoint, train=None, synth={
@@ -41,7 +41,8 @@ def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect
     assert len({e["example_id"] for e in examples}) == len(examples)
     assert {r["example_id"] for r in revised} == {e["example_id"] for e in ok_examples}
     rejected = [e for e in examples if e["status"] == "rejected"]
-    assert rejected and all(e["reject_reason"] and e["attempts"] == 3 for e in rejected)
+    assert len(rejected) >= len(server.poisoned) == 2  # random faults may reject more
+    assert all(e["reject_reason"] and e["attempts"] == 3 for e in rejected)
     assert {e["reject_reason"].split(":")[0] for e in rejected} <= {"invalid JSON", "truncated", "schema"}
     assert summary["examples"]["rejected"] == len(rejected)
     assert summary["examples"]["rows_out"] == len(ok_examples)

@@ -1,12 +1,15 @@
 """The real `synth` flow: real Prefect API, real llama.cpp server with the shipped 0.5B model, real
 MiniLM. Tiny sizes; the second run must reuse every shard and make no LLM call."""
+import functools
 import json
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from embedfactory.config import Endpoint, SynthParams, TrainConfig
+from embedfactory.evalsets import SHIPPED
 from embedfactory.store import StoreError
 from flows.synth import synth
 
@@ -15,12 +18,21 @@ DATASET_COLUMNS = ["anchor", "positive", "negative", "instruction", "task_type",
                    "persona_id", "task_id", "example_id", "mined_negatives"]
 
 
+@functools.cache
+def small_sts() -> str:
+    """The shipped STS-b test set capped at 200 pairs, as a user's EvalSet JSON file."""
+    path = Path(tempfile.mkdtemp()) / "stsb-200.json"
+    capped = SHIPPED["stsb-test"].model_copy(update={"name": "stsb-200", "max_queries": 200})
+    path.write_text(capped.model_dump_json())
+    return str(path)
+
+
 def tiny(store, endpoint: Endpoint, **synth) -> SynthParams:
     return SynthParams(store=str(store), generator=endpoint,
                        synth={"personas": 2, "tasks_per_persona": 2, "max_num_words": 50,
                               "task_mix": {"retrieval": 1, "classification": 1, "sts": 1, "short-short": 1},
                               **synth},
-                       train=TrainConfig(batch_size=4))
+                       train=TrainConfig(batch_size=4, eval_sets=[small_sts()]))
 
 
 @pytest.mark.slow
@@ -57,6 +69,10 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     assert SentenceTransformer(training["model_path"]).encode(["x"]).shape == (1, 384)
     card = (Path(training["model_path"]) / "README.md").read_text()
     assert "## Training (embedfactory)" in card and first["dataset"]["sha256"] in card
+    (main,) = [r for r in training["evaluation"]["rows"] if r["main"]]  # base vs fine-tuned, held out
+    assert main["set"] == "stsb-200" and main["metric"] == "spearman" and 0.7 < main["base"] < 0.95
+    assert abs(main["fine_tuned"] - main["base"]) < 0.1 and main["fine_tuned"] != main["base"]
+    assert json.loads(Path(training["evaluation"]["path"]).read_text())["fine_tuned"][0]["metrics"]["pairs"] == 200
 
     from flows.train import train  # the standalone flow finds the latest dataset, reuses the model
     again = train(store=str(tmp_path), config=params.train)

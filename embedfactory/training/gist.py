@@ -4,8 +4,12 @@ A guide model (any embedding model, usually stronger than the student) scores th
 in-batch candidate (query-positive, query-negative, query-query, positive-positive) that the guide
 scores above the guide's score of the true pair is a likely false negative and is masked out (-inf)
 before the softmax. Margins loosen the test:
-- absolute: mask when guide(candidate) > guide(pair) - margin
-- relative: mask when guide(candidate) > guide(pair) * (1 - margin)
+- absolute: mask when guide(candidate) >= guide(pair) - margin
+- relative: mask when guide(candidate) >= guide(pair) - |guide(pair)| * margin
+
+A tie counts as a false negative: a copy of the row's own positive elsewhere in the batch gets the
+very same guide score (the trainer looks guide embeddings up per text), and is masked, where
+sentence-transformers' GISTEmbedLoss (strict >) keeps it as a negative. Otherwise the two agree.
 
 Inputs: student and guide embeddings of anchors (B, d), positives (B, d) and optional hard negatives
 (N, d) — the guide's may have another width. Temperature 0.01 as in the paper. Recommended with the
@@ -32,9 +36,9 @@ def _cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def false_negative_mask(guide_scores: torch.Tensor, guide_pair: torch.Tensor, margin: float,
                         strategy: Literal["absolute", "relative"]) -> torch.Tensor:
-    """True where the guide rates a candidate above the row's true pair (minus the margin)."""
-    threshold = guide_pair - margin if strategy == "absolute" else guide_pair * (1 - margin)
-    return guide_scores > threshold[:, None]
+    """True where the guide rates a candidate at or above the row's true pair (minus the margin)."""
+    threshold = guide_pair - (margin if strategy == "absolute" else guide_pair.abs() * margin)
+    return guide_scores >= threshold[:, None]
 
 
 def gist_loss(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,

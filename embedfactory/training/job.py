@@ -2,19 +2,42 @@
 (dataset checksum, training config, trainer code)."""
 from __future__ import annotations
 
+import io
 import tempfile
 from pathlib import Path
+
+import torch
 
 from ..config import TrainConfig
 from ..ids import stable_hash
 from ..pipeline import code_version
 from ..publish import read_dataset
 from ..store import Store
-from . import gist, loss, sampler, trainer
+from . import encoder, gist, loss, sampler, step, trainer
 
 
 def train_fingerprint(card: dict, cfg: TrainConfig) -> str:
-    return stable_hash(card["sha256"], cfg.fingerprint_fields(), code_version(trainer, loss, gist, sampler))
+    return stable_hash(card["sha256"], cfg.fingerprint_fields(), code_version(trainer, loss, gist, sampler, encoder, step))
+
+
+class StoreCheckpoints:
+    """The latest training state of one job, one object in the store, replaced atomically."""
+
+    def __init__(self, store: Store, path: str):
+        self.store, self.path = store, path
+
+    def load(self) -> dict | None:
+        if not self.store.exists(self.path):
+            return None
+        return torch.load(io.BytesIO(self.store.read_bytes(self.path)), weights_only=True)
+
+    def save(self, state: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.store.write_bytes(self.path, buffer.getvalue())
+
+    def clear(self) -> None:
+        self.store.delete(self.path)
 
 
 def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
@@ -31,6 +54,8 @@ def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
         f"- sampler: {sampler_line}; batch {cfg.batch_size}; {cfg.mined_negatives} mined negatives per row",
         f"- epochs {cfg.epochs}, learning rate {cfg.learning_rate}, max length {cfg.max_seq_length}, "
         f"seed {cfg.seed}, query template `{cfg.query_template!r}`",
+        f"- pooling {cfg.pooling}, Matryoshka widths {cfg.matryoshka_dims or 'none'}, "
+        f"{'LoRA ' + str(cfg.lora.model_dump()) if cfg.lora else 'full fine-tuning'}, {cfg.precision}",
         f"- {report['steps']} steps, loss {report['losses'][0]} -> {report['losses'][-1]}", ""])
 
 
@@ -45,8 +70,9 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
     if store.exists(report_path) and (done := store.read_json(report_path))["fingerprint"] == fp:
         return done
     rows = read_dataset(store, dataset_path).to_pylist()
+    checkpoints = StoreCheckpoints(store, f"{out}/checkpoint.pt")
     with tempfile.TemporaryDirectory() as tmp:
-        report = trainer.train_contrastive(rows, cfg, tmp, progress)
+        report = trainer.train_contrastive(rows, cfg, tmp, progress, checkpoints)
         readme = Path(tmp) / "README.md"
         existing = readme.read_text() if readme.exists() else ""
         readme.write_text(model_card(card, cfg, report) + "\n" + existing)
@@ -54,4 +80,5 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
     report.update(fingerprint=fp, run_token=run_token, model_path=f"{out}/model",
                   dataset={"path": dataset_path, "sha256": card["sha256"]}, config=cfg.model_dump())
     store.write_json(report_path, report)  # written last: the job's commit
+    checkpoints.clear()
     return report

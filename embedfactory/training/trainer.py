@@ -2,22 +2,27 @@
 
 Anchors get the instruction prefix (`TrainConfig.query_template`); positives and negatives go in
 bare. The loss is InfoNCE over in-batch and hard negatives, or GISTEmbed's guided version when a
-guide model is set; batches are shuffled or semi-homogeneous by task. The loss curve is returned so
-flows can report it.
+guide model is set, averaged over the Matryoshka widths when those are set; batches are shuffled or
+semi-homogeneous by task. The guide embeds every distinct text once, before the first step, and is
+then looked up (sentence-transformers' GIST losses run it again on every batch of every epoch).
+A `Checkpoints` store gets the model, optimizer and random state every `checkpoint_every` steps; a
+restarted job resumes after the last one and ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
+import functools
 import random
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
 from ..config import TrainConfig
-from ..models import embedding_model_path
+from .encoder import Encoder, load_guide, load_student, pick_device, save_student
 from .gist import gist_loss
 from .loss import in_batch_infonce
 from .sampler import semi_homogeneous_batches
+from .step import forward_backward
 
 
 def query_text(row: dict, template: str) -> str:
@@ -40,48 +45,79 @@ def batches(rows: list[dict], size: int, seed: int, homogeneous_ratio: float | N
     return [[rows[i] for i in b] for b in plan if len(b) > 1]  # a lone row has no in-batch negative
 
 
-def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
-                      progress: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train and save to `output_dir`; returns the per-step losses and timing."""
-    from sentence_transformers import SentenceTransformer
+class Checkpoints(Protocol):
+    def load(self) -> dict | None: ...
 
+    def save(self, state: dict) -> None: ...
+
+
+def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
+                      progress: Callable[[int, int, float], None] | None = None,
+                      checkpoints: Checkpoints | None = None) -> dict:
+    """Train and save to `output_dir`; returns the per-step losses and timing."""
     if len(rows) < 2:
         raise ValueError(f"training needs at least 2 rows, got {len(rows)}")
+    device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = SentenceTransformer(embedding_model_path(cfg.base_model), device="cpu")
-    model.max_seq_length = cfg.max_seq_length
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    guide = (SentenceTransformer(embedding_model_path(cfg.guide_model), device="cpu").eval()
-             if cfg.guide_model else None)
+    model = load_student(cfg, device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
     plan = [b for epoch in range(cfg.epochs)
             for b in batches(rows, cfg.batch_size, cfg.seed + epoch, cfg.homogeneous_ratio)]
-    losses, started = [], time.monotonic()
+    started = time.monotonic()  # the guide's pass over the texts counts as training time
+    guide = _guide_table(cfg, device, rows)
+    encoder = Encoder(model, cfg.mini_batch_size, bf16=cfg.precision == "bf16")
+    losses = []
+    if checkpoints and (state := checkpoints.load()):
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        losses = state["losses"]
     model.train()
-    for step, batch in enumerate(plan, start=1):
-        queries = [query_text(r, cfg.query_template) for r in batch]
-        positives = [r["positive"] for r in batch]
-        negatives = [n for r in batch for n in hard_negatives(r, cfg.mined_negatives)]
-        if guide is None:
-            docs = _embed(model, positives + negatives)
-            loss = in_batch_infonce(_embed(model, queries), docs, positives + negatives, cfg.temperature)
-        else:
-            with torch.no_grad():
-                guided = [_embed(guide, texts) if texts else None for texts in (queries, positives, negatives)]
-            student = [_embed(model, texts) if texts else None for texts in (queries, positives, negatives)]
-            loss = gist_loss(*student, *guided, temperature=cfg.temperature, margin=cfg.gist_margin,
-                             strategy=cfg.gist_margin_strategy)
-        optimizer.zero_grad()
-        loss.backward()
+    for step in range(len(losses) + 1, len(plan) + 1):
+        batch = plan[step - 1]
+        columns = [[query_text(r, cfg.query_template) for r in batch], [r["positive"] for r in batch],
+                   [n for r in batch for n in hard_negatives(r, cfg.mined_negatives)]]
+        guided = [guide(texts) for texts in columns] if guide else None
+        loss = forward_backward(encoder, columns, functools.partial(
+            batch_loss, cfg, guided=guided, doc_texts=columns[1] + columns[2]), cfg.grad_cache)
         optimizer.step()
-        losses.append(round(loss.item(), 5))
+        optimizer.zero_grad()
+        losses.append(round(loss, 5))
+        if checkpoints and step % cfg.checkpoint_every == 0 and step < len(plan):
+            checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "rng": torch.get_rng_state(), "losses": list(losses)})
         if progress:
             progress(step, len(plan), losses[-1])
-    model.save(output_dir)
-    return {"losses": losses, "steps": len(plan), "rows": len(rows),
-            "seconds": round(time.monotonic() - started, 2)}
+    seconds = round(time.monotonic() - started, 2)
+    save_student(model, output_dir)
+    return {"losses": losses, "steps": len(plan), "rows": len(rows), "device": str(device), "seconds": seconds}
 
 
-def _embed(model, texts: list[str]) -> torch.Tensor:
-    features = model.preprocess(texts)
-    features = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in features.items()}
-    return model(features)["sentence_embedding"]
+def batch_loss(cfg: TrainConfig, student: list[torch.Tensor], guided: list[torch.Tensor] | None,
+               doc_texts: list[str]) -> torch.Tensor:
+    """The batch's loss, averaged over the full width and every Matryoshka width."""
+    losses = []
+    for width in [None, *(cfg.matryoshka_dims or [])]:
+        q, p, n = (x[:, :width] if x.numel() else None for x in student)
+        if guided is None:
+            docs = p if n is None else torch.cat([p, n])
+            losses.append(in_batch_infonce(q, docs, doc_texts, cfg.temperature))
+        else:
+            gq, gp, gn = (g if g.numel() else None for g in guided)
+            losses.append(gist_loss(q, p, n, gq, gp, gn, temperature=cfg.temperature,
+                                    margin=cfg.gist_margin, strategy=cfg.gist_margin_strategy))
+    return torch.stack(losses).mean()
+
+
+def _guide_table(cfg: TrainConfig, device: torch.device, rows: list[dict]):
+    """Guide embeddings of every distinct training text, computed once; a lookup by texts."""
+    guide = load_guide(cfg, device)
+    if guide is None:
+        return None
+    texts = sorted({t for r in rows for t in (query_text(r, cfg.query_template), r["positive"],
+                                               *hard_negatives(r, cfg.mined_negatives))})
+    with torch.no_grad():
+        table = Encoder(guide, cfg.mini_batch_size, bf16=cfg.precision == "bf16")(texts)
+    index = {t: i for i, t in enumerate(texts)}
+    del guide
+    return lambda batch: table[[index[t] for t in batch]] if batch else torch.empty(0)

@@ -1,0 +1,173 @@
+"""Our GIST trainer vs sentence-transformers' GISTEmbedLoss and CachedGISTEmbedLoss, same run.
+
+Same student and guide (the embedded all-MiniLM-L6-v2 for both), same triplets, batch, temperature,
+learning rate and maximum length; one epoch. Each configuration runs in its own process, so its
+peak resident memory (ru_maxrss) is its own. Prints triplets/s and peak memory per configuration,
+then the loss check: the first steps' losses of our loss and GISTEmbedLoss from the same weights
+(dropout off, so both see the same function) must agree.
+
+Triplets are real (Cranfield): a query (8-40 tokens), its most relevant document and a less
+relevant judged one (60-256 tokens): `--lengths mix`. `--lengths long` makes the anchors documents too
+(every text long, cut at `--max-len` tokens).
+
+    python bench/train_vs_st.py --steps 8 --batch 16 [--lengths long --max-len 128] [--device cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from embedfactory import evalsets
+from embedfactory.config import EMBEDDED_EMBEDDER, TrainConfig
+from embedfactory.models import embedding_model_path
+
+CONFIGS = ["st-gist", "st-cached-gist", "ours", "ours-gradcache"]
+
+
+def triplets(n: int, lengths: str) -> list[dict]:
+    data = evalsets.load_cranfield(evalsets.root(evalsets.SHIPPED["cranfield"]))
+    rows, used = [], set()
+    for qid, judged in data.qrels.items():
+        ranked = sorted(judged, key=lambda d: -judged[d])
+        # each document once: a repeated text would be a tie that the two losses break differently
+        if len(ranked) > 1 and judged[ranked[0]] > judged[ranked[-1]] and not {ranked[0], ranked[-1]} & used:
+            used.update((ranked[0], ranked[-1]))
+            rows.append({"anchor": data.queries[qid], "positive": data.corpus[ranked[0]],
+                         "negative": data.corpus[ranked[-1]], "instruction": "cranfield"})
+    if lengths == "long":  # anchors become documents too
+        rows = [{**r, "anchor": rows[(i + 1) % len(rows)]["negative"]} for i, r in enumerate(rows)]
+    # repeated rounds get a marker, so that no text repeats within the run
+    return [{k: v if k == "instruction" or i < len(rows) else f"{v} [{i // len(rows)}]" for k, v in
+             rows[i % len(rows)].items()} for i in range(n)]
+
+
+def cfg_for(args) -> TrainConfig:
+    return TrainConfig(base_model=EMBEDDED_EMBEDDER, guide_model=EMBEDDED_EMBEDDER, batch_size=args.batch,
+                       learning_rate=2e-5, temperature=0.01, max_seq_length=args.max_len, mined_negatives=0,
+                       query_template="{query}", device=args.device, mini_batch_size=args.mini_batch,
+                       checkpoint_every=10**6, eval_sets=[])
+
+
+def run_ours(args, rows, cached: bool) -> dict:
+    import tempfile
+
+    from embedfactory.training.trainer import train_contrastive
+
+    cfg = cfg_for(args).model_copy(update={"grad_cache": cached})
+    with tempfile.TemporaryDirectory() as out:
+        report = train_contrastive(rows, cfg, out)
+    return {"seconds": report["seconds"], "losses": report["losses"]}
+
+
+def run_st(args, rows, cached: bool) -> dict:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import CachedGISTEmbedLoss, GISTEmbedLoss
+
+    from embedfactory.training.trainer import batches
+
+    torch.manual_seed(0)
+    model = SentenceTransformer(embedding_model_path(EMBEDDED_EMBEDDER), device=args.device)
+    guide = SentenceTransformer(embedding_model_path(EMBEDDED_EMBEDDER), device=args.device).eval()
+    model.max_seq_length = guide.max_seq_length = args.max_len
+    loss_fn = (CachedGISTEmbedLoss(model, guide, temperature=0.01, mini_batch_size=args.mini_batch) if cached
+               else GISTEmbedLoss(model, guide, temperature=0.01))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+    model.train()
+    losses, started = [], time.monotonic()
+    for batch in batches(rows, args.batch, seed=cfg_for(args).seed):  # the batches our trainer makes
+        features = [_features(model, [r[c] for r in batch]) for c in ("anchor", "positive", "negative")]
+        loss = loss_fn(features, None)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(round(loss.item(), 5))
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return {"seconds": round(time.monotonic() - started, 2), "losses": losses}
+
+
+def _features(model, texts: list[str]) -> dict:
+    return {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in model.preprocess(texts).items()}
+
+
+def loss_check(args, rows, steps: int = 3) -> list[tuple[float, float]]:
+    """Our loss and GISTEmbedLoss on the same batches from the same weights, dropout off."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss
+
+    from embedfactory.training.encoder import Encoder
+    from embedfactory.training.trainer import batch_loss
+
+    model = SentenceTransformer(embedding_model_path(EMBEDDED_EMBEDDER), device=args.device).eval()
+    guide = SentenceTransformer(embedding_model_path(EMBEDDED_EMBEDDER), device=args.device).eval()
+    model.max_seq_length = guide.max_seq_length = args.max_len
+    reference, ours, cfg = GISTEmbedLoss(model, guide, temperature=0.01), Encoder(model, args.mini_batch), cfg_for(args)
+    pairs = []
+    with torch.no_grad():
+        for s in range(0, steps * args.batch, args.batch):
+            columns = [[r[c] for r in rows[s:s + args.batch]] for c in ("anchor", "positive", "negative")]
+            features = [_features(model, texts) for texts in columns]
+            theirs = reference(features, None).item()
+            mine = batch_loss(cfg, [ours(t) for t in columns], [Encoder(guide, args.mini_batch)(t) for t in columns],
+                              columns[1] + columns[2]).item()
+            pairs.append((round(mine, 5), round(theirs, 5)))
+    return pairs
+
+
+def child(args) -> None:
+    rows = triplets(args.steps * args.batch, args.lengths)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    run = {"st-gist": lambda: run_st(args, rows, False), "st-cached-gist": lambda: run_st(args, rows, True),
+           "ours": lambda: run_ours(args, rows, False), "ours-gradcache": lambda: run_ours(args, rows, True),
+           "loss-check": lambda: {"pairs": loss_check(args, rows)}}[args.child]
+    result = run()
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if args.device.startswith("cuda"):
+        result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser()
+    cli.add_argument("--steps", type=int, default=8)
+    cli.add_argument("--batch", type=int, default=16)
+    cli.add_argument("--mini-batch", type=int, default=16)
+    cli.add_argument("--max-len", type=int, default=256)
+    cli.add_argument("--lengths", choices=["mix", "long"], default="mix")
+    cli.add_argument("--device", default="cpu")
+    cli.add_argument("--child", choices=[*CONFIGS, "loss-check"])
+    args = cli.parse_args()
+    if args.child:
+        return child(args)
+    argv = sys.argv[1:]
+    results = {}
+    for name in [*CONFIGS, "loss-check"]:
+        done = subprocess.run([sys.executable, __file__, *argv, "--child", name], capture_output=True, text=True)
+        line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+        results[name] = json.loads(line[7:])
+    triplets_n = args.steps * args.batch
+    print(f"{triplets_n} Cranfield triplets ({args.lengths} lengths, max {args.max_len} tokens), batch {args.batch}, "
+          f"mini-batch {args.mini_batch}, device {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"{'config':16} {'triplets/s':>10} {'vs st-gist':>10} {'peak RSS MiB':>12}  first losses")
+    base = triplets_n / results["st-gist"]["seconds"]
+    for name in CONFIGS:
+        r = results[name]
+        speed = triplets_n / r["seconds"]
+        print(f"{name:16} {speed:10.2f} {speed / base:9.2f}x {r['peak_rss_mib']:12}  {r['losses'][:3]}"
+              + (f"  peak GPU {r['peak_gpu_gib']} GiB" if "peak_gpu_gib" in r else ""))
+    pairs = results["loss-check"]["pairs"]
+    worst = max(abs(a - b) for a, b in pairs)
+    print(f"loss check, dropout off (ours, GISTEmbedLoss): {pairs}; largest difference {worst:.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Pinned evaluation sets: metadata, checksums, format-faithful loaders and their scores.
+
+An `EvalSet` names the files of one set and the sha256 they must hash to; `verify` checks that
+without loading anything else, so a flow can fail before it loads a model. Loaders return plain
+data (`RetrievalData`, `StsData`); `evaluate` scores an `Embed` function on them:
+
+- retrieval: exact search over the whole corpus (ties in document order), nDCG@10 with linear
+  gain as pytrec_eval/MTEB compute it, recall@10 as BEIR does (share of each query's relevant
+  documents in its top 10) and MRR@10, averaged over queries;
+- STS: Spearman correlation (average ranks for ties) of the pairs' cosines with the gold scores.
+
+Cranfield is read in its native format: queries are numbered by position (1..225), as `cranqrel`
+numbers them (the `.I` ids of `cran.qry` skip numbers); codes 1 (complete answer) .. 4 (minimum
+interest) become gains 4..1, and -1 (a query's source paper) and 5 are dropped.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from .config import Strict
+from .evaldata import SHARED_DATA
+from .filtering import Embed
+
+Kind = Literal["retrieval", "sts"]
+Format = Literal["beir", "cranfield", "stsb", "sts-jsonl"]
+KIND_OF_FORMAT = {"beir": "retrieval", "cranfield": "retrieval", "stsb": "sts", "sts-jsonl": "sts"}
+MAIN_SCORE = {"retrieval": "ndcg@10", "sts": "spearman"}
+
+
+class EvalSet(Strict):
+    """One evaluation set: where its files are, how to read them, what they must hash to."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Kind
+    format: Format = Field(description="beir: folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv; "
+                           "cranfield: folder with cran.all.1400, cran.qry, cranqrel; stsb: STS Benchmark "
+                           "tab-separated file; sts-jsonl: lines with sentence1, sentence2, score (.gz ok).")
+    path: str = Field(description="Folder or file; relative paths resolve against the shared data folder.")
+    source: str = Field(description="Where the files come from (repository and path, or URL).")
+    split: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    sha256: str | None = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 over the files the loader reads, in its order "
+        "(each file's relative name, then its bytes); null: not pinned.",
+    )
+    main_score: Literal["ndcg@10", "spearman"]
+    max_queries: int | None = Field(None, gt=0, description="Keep the first N query ids (numeric ids "
+                                    "in numeric order) or the first N pairs; null: all.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EvalSet":
+        if KIND_OF_FORMAT[self.format] != self.kind:
+            raise ValueError(f"format {self.format!r} holds {KIND_OF_FORMAT[self.format]} data, "
+                             f"not {self.kind}")
+        if MAIN_SCORE[self.kind] != self.main_score:
+            raise ValueError(f"the main score of a {self.kind} set is {MAIN_SCORE[self.kind]}, "
+                             f"not {self.main_score}")
+        return self
+
+
+@dataclass
+class RetrievalData:
+    corpus: dict[str, str]              # doc id -> "title text"
+    queries: dict[str, str]             # query id -> text (only queries with judgments)
+    qrels: dict[str, dict[str, int]]    # query id -> doc id -> graded relevance > 0
+
+
+@dataclass
+class StsData:
+    pairs: list[tuple[str, str]]
+    scores: list[float]
+
+
+def root(evalset: EvalSet) -> Path:
+    path = Path(evalset.path).expanduser()
+    return path if path.is_absolute() else SHARED_DATA / path
+
+
+def files(evalset: EvalSet) -> list[tuple[str, Path]]:
+    """(relative name, path) of every file the loader reads, in reading order; all must exist."""
+    path = root(evalset)
+    names = {"beir": ["corpus.jsonl", "queries.jsonl", f"qrels/{evalset.split}.tsv"],
+             "cranfield": ["cran.all.1400", "cran.qry", "cranqrel"]}.get(evalset.format)
+    out = [(name, path / name) for name in names] if names else [(path.name, path)]
+    missing = [str(p) for _, p in out if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"evaluation set {evalset.name!r}: missing {', '.join(missing)}")
+    return out
+
+
+def checksum(evalset: EvalSet) -> str:
+    digest = hashlib.sha256()
+    for name, path in files(evalset):
+        digest.update(name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(evalset: EvalSet) -> None:
+    """Raise unless the files exist and (when pinned) hash to `evalset.sha256`; reads only them."""
+    if evalset.sha256 is None:
+        files(evalset)
+        return
+    actual = checksum(evalset)
+    if actual != evalset.sha256:
+        raise ValueError(f"evaluation set {evalset.name!r} at {root(evalset)}: expected sha256 "
+                         f"{evalset.sha256}, got {actual}")
+
+
+# --- loaders ---------------------------------------------------------------------------------
+
+def _jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _judged(corpus: dict[str, str], queries: dict[str, str],
+            qrels: dict[str, dict[str, int]]) -> RetrievalData:
+    """Keep the queries that have positive judgments, and only their judgments."""
+    qrels = {q: {d: g for d, g in docs.items() if g > 0} for q, docs in qrels.items() if q in queries}
+    qrels = {q: docs for q, docs in qrels.items() if docs}
+    return RetrievalData(corpus, {q: t for q, t in queries.items() if q in qrels}, qrels)
+
+
+def load_beir(folder: Path, split: str) -> RetrievalData:
+    corpus = {str(d["_id"]): f"{d.get('title') or ''} {d.get('text') or ''}".strip()
+              for d in _jsonl(folder / "corpus.jsonl")}
+    queries = {str(q["_id"]): q["text"] for q in _jsonl(folder / "queries.jsonl")}
+    qrels: dict[str, dict[str, int]] = {}
+    with open(folder / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if row and row[0] != "query-id":
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    return _judged(corpus, queries, qrels)
+
+
+def _cran_records(path: Path) -> list[dict[str, str]]:
+    """`.I` records with their `.T/.A/.B/.W` fields, whitespace collapsed. Marker lines after `.W`
+    (stray `.A/.B/.W` inside a few abstracts) carry no text and keep the abstract going."""
+    records: list[dict[str, str]] = []
+    field = None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith(".I"):
+                records.append({"I": line[2:].strip()})
+                field = None
+            elif line.strip() in (".T", ".A", ".B", ".W"):
+                field = "W" if field == "W" else line.strip()[1]
+            elif field is not None:
+                records[-1][field] = records[-1].get(field, "") + " " + line
+    return [{k: " ".join(v.split()) for k, v in r.items()} for r in records]
+
+
+def load_cranfield(folder: Path) -> RetrievalData:
+    corpus = {r["I"]: f"{r.get('T', '')} {r.get('W', '')}".strip()
+              for r in _cran_records(folder / "cran.all.1400")}
+    queries = {str(i): r.get("W", "") for i, r in enumerate(_cran_records(folder / "cran.qry"), start=1)}
+    qrels: dict[str, dict[str, int]] = {}
+    with open(folder / "cranqrel", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                query, doc, code = line.split()[:3]
+                if str(int(query)) not in queries:
+                    raise ValueError(f"cranqrel names query {query}; cran.qry has {len(queries)}")
+                if 1 <= int(code) <= 4:
+                    qrels.setdefault(str(int(query)), {})[str(int(doc))] = 5 - int(code)
+    return _judged(corpus, queries, qrels)
+
+
+def load_stsb(path: Path) -> StsData:
+    pairs, scores = [], []
+    with open(path, encoding="utf-8") as f:
+        for fields in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            pairs.append((fields[5].strip(), fields[6].strip()))
+            scores.append(float(fields[4]))
+    return StsData(pairs, scores)
+
+
+def load_sts_jsonl(path: Path) -> StsData:
+    rows = _jsonl(path)
+    return StsData([(r["sentence1"], r["sentence2"]) for r in rows], [float(r["score"]) for r in rows])
+
+
+def _id_order(qid: str) -> tuple:
+    return (0, int(qid), "") if qid.isdigit() else (1, 0, qid)
+
+
+def load(evalset: EvalSet) -> RetrievalData | StsData:
+    """Verify, read, and cap at `max_queries` (first query ids in sorted order, or first pairs)."""
+    verify(evalset)
+    path, cap = root(evalset), evalset.max_queries
+    if evalset.format == "beir":
+        data = load_beir(path, evalset.split)
+    elif evalset.format == "cranfield":
+        data = load_cranfield(path)
+    else:
+        data = (load_stsb if evalset.format == "stsb" else load_sts_jsonl)(path)
+        return StsData(data.pairs[:cap], data.scores[:cap]) if cap else data
+    if cap:
+        keep = sorted(data.queries, key=_id_order)[:cap]
+        data = RetrievalData(data.corpus, {q: data.queries[q] for q in keep},
+                             {q: data.qrels[q] for q in keep})
+    return data
+
+
+# --- scores ----------------------------------------------------------------------------------
+
+def top_documents(queries: torch.Tensor, docs: torch.Tensor, k: int, query_block: int = 256,
+                  doc_block: int = 16384) -> torch.Tensor:
+    """(Q, k) indices of the best-scoring documents by dot product, exact, ties in document order;
+    the score matrix held at a time is `query_block x doc_block`."""
+    k = min(k, docs.shape[0])
+    out = []
+    for q0 in range(0, queries.shape[0], query_block):
+        q = queries[q0:q0 + query_block]
+        best_s = q.new_empty((q.shape[0], 0))
+        best_i = torch.zeros((q.shape[0], 0), dtype=torch.long, device=q.device)
+        for d0 in range(0, docs.shape[0], doc_block):
+            block_s, block_i = (q @ docs[d0:d0 + doc_block].T).sort(dim=-1, descending=True, stable=True)
+            # earlier documents first, so the stable sort keeps ties in document order
+            merged_s = torch.cat([best_s, block_s[:, :k]], dim=-1)
+            merged_i = torch.cat([best_i, block_i[:, :k] + d0], dim=-1)
+            best_s, order = merged_s.sort(dim=-1, descending=True, stable=True)
+            best_s, best_i = best_s[:, :k], merged_i.gather(-1, order[:, :k])
+        out.append(best_i)
+    return torch.cat(out)
+
+
+def retrieval_scores(embed: Embed, data: RetrievalData, k: int = 10) -> dict:
+    """nDCG@k, recall@k and MRR@k of exact search over the whole corpus, averaged over queries."""
+    qids = [q for q in data.queries if data.qrels.get(q)]
+    if not qids or not data.corpus:
+        raise ValueError("no judged queries or no documents to evaluate")
+    doc_ids = list(data.corpus)
+    docs = torch.from_numpy(embed([data.corpus[d] for d in doc_ids]))
+    queries = torch.from_numpy(embed([data.queries[q] for q in qids]))
+    top = top_documents(queries, docs, k).tolist()
+    ndcg = recall = mrr = 0.0
+    for qid, ranked in zip(qids, top):
+        rels = data.qrels[qid]
+        gains = [rels.get(doc_ids[j], 0) for j in ranked]
+        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+        ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(rels.values(), reverse=True)[:k]))
+        ndcg += dcg / ideal
+        recall += sum(g > 0 for g in gains) / len(rels)
+        mrr += next((1 / (i + 1) for i, g in enumerate(gains) if g > 0), 0.0)
+    n = len(qids)
+    return {f"ndcg@{k}": ndcg / n, f"recall@{k}": recall / n, f"mrr@{k}": mrr / n,
+            "queries": n, "documents": len(doc_ids)}
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation, tied values getting their average rank."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)).statistic)
+
+
+def sts_scores(embed: Embed, data: StsData) -> dict:
+    """Spearman correlation of the cosine of each pair's embeddings with the gold scores."""
+    texts = list(dict.fromkeys(t for pair in data.pairs for t in pair))
+    where = {t: i for i, t in enumerate(texts)}
+    vectors = embed(texts)
+    a = vectors[[where[s1] for s1, _ in data.pairs]]
+    b = vectors[[where[s2] for _, s2 in data.pairs]]
+    return {"spearman": spearman((a * b).sum(-1), data.scores), "pairs": len(data.pairs)}
+
+
+def evaluate(embed: Embed, evalset: EvalSet) -> dict:
+    data = load(evalset)
+    metrics = retrieval_scores(embed, data) if evalset.kind == "retrieval" else sts_scores(embed, data)
+    return {"name": evalset.name, "kind": evalset.kind, "split": evalset.split,
+            "main_score": evalset.main_score, "score": metrics[evalset.main_score], "metrics": metrics}
+
+
+SHIPPED: dict[str, EvalSet] = {s.name: s for s in [
+    EvalSet(name="cranfield", kind="retrieval", format="cranfield", path="cranfield",
+            source="github.com/Chetan-Prasad/IR-Lucene_Cran (repo root)", split="test",
+            sha256="4679b73f560923e9a6e4efd3c8f392774a550c6b69137dd5a268e6915a8e0090",
+            main_score="ndcg@10"),
+    EvalSet(name="stsb-test", kind="sts", format="stsb", path="stsbenchmark/sts-test.csv",
+            source="github.com/zhangzhenhu/Semantic-Texual-Similarity-Toolkits: data/stsbenchmark",
+            split="test", sha256="80503d57b2fad6be029c940cb04433f51bd52464d47cbacdf8bc20bff369dfc2",
+            main_score="spearman"),
+]}

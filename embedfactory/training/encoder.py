@@ -1,0 +1,89 @@
+"""The student and guide models: loading, pooling, LoRA, and length-bucketed encoding.
+
+Pooling `model` keeps what the checkpoint declares; `mean`, `cls` or `last` (the last real token:
+what decoder models such as Qwen2 are pooled with) replace it. LoRA (peft) wraps the transformer and
+is merged back before saving, so the output is a plain sentence-transformers folder.
+
+Texts are encoded in chunks of similar length: each chunk pads only to its own longest text, which
+on a mix of short queries and long documents saves most of the padded compute.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..config import TrainConfig
+from ..models import embedding_model_path
+
+POOLING_MODES = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
+
+
+def pick_device(name: str) -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def load_student(cfg: TrainConfig, device: torch.device):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    model = SentenceTransformer(embedding_model_path(cfg.base_model), device=str(device))
+    model.max_seq_length = cfg.max_seq_length
+    if cfg.pooling != "model":
+        model[1] = Pooling(model.get_embedding_dimension(), pooling_mode=POOLING_MODES[cfg.pooling])
+    dim = model.get_embedding_dimension()
+    if any(d > dim for d in cfg.matryoshka_dims or ()):
+        raise ValueError(f"matryoshka_dims {cfg.matryoshka_dims} exceed the model's {dim} dimensions")
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model[0].auto_model = get_peft_model(model[0].auto_model, LoraConfig(
+            r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.target_modules or "all-linear"))
+    if cfg.gradient_checkpointing:
+        model[0].auto_model.gradient_checkpointing_enable()
+    return model
+
+
+def load_guide(cfg: TrainConfig, device: torch.device):
+    from sentence_transformers import SentenceTransformer
+
+    if not cfg.guide_model:
+        return None
+    guide = SentenceTransformer(embedding_model_path(cfg.guide_model), device=str(device)).eval()
+    guide.max_seq_length = cfg.max_seq_length
+    return guide
+
+
+def save_student(model, output_dir: str) -> None:
+    if hasattr(model[0].auto_model, "merge_and_unload"):  # LoRA: fold the adapters into the weights
+        model[0].auto_model = model[0].auto_model.merge_and_unload()
+    model.save(output_dir)
+
+
+class Encoder:
+    """Encodes texts with `model` in length-sorted chunks of `chunk` texts, under bf16 autocast when
+    asked; embeddings come back in fp32 and in the order given."""
+
+    def __init__(self, model, chunk: int, bf16: bool = False):
+        self.model, self.chunk, self.bf16 = model, chunk, bf16
+
+    def chunks(self, texts: list[str]) -> list[list[int]]:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        return [order[s:s + self.chunk] for s in range(0, len(order), self.chunk)]
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        features = self.model.preprocess(texts)
+        features = {k: v.to(self.model.device) if torch.is_tensor(v) else v for k, v in features.items()}
+        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(features)["sentence_embedding"].float()
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        plan = self.chunks(texts)
+        return in_order([self.forward([texts[i] for i in idx]) for idx in plan], plan)
+
+
+def in_order(parts: list[torch.Tensor], plan: list[list[int]]) -> torch.Tensor:
+    """Chunk outputs (in `plan`'s order) put back in the original order of the texts."""
+    if not parts:
+        return torch.empty(0)
+    order = torch.tensor([i for idx in plan for i in idx], device=parts[0].device)
+    return torch.cat(parts)[torch.argsort(order)]

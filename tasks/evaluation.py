@@ -1,0 +1,24 @@
+"""Prefect task around the evaluation job: base vs fine-tuned as a table artifact and JSON."""
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+
+from embedfactory.evaluation import compare, resolve_eval_sets, score_model
+from embedfactory.ids import stable_hash
+from embedfactory.store import Store
+
+from .common import SHARD_TASK, logger
+
+
+@task(**{**SHARD_TASK, "persist_result": False}, task_run_name="eval-{model}")
+def evaluate_model(store: str, model: str, baseline: str, eval_sets: list[str]) -> dict:
+    target, sets = Store(store), resolve_eval_sets(eval_sets)
+    log = logger().info
+    base, tuned = score_model(target, baseline, sets, log), score_model(target, model, sets, log)
+    rows = compare(base, tuned)
+    report = {"model": model, "baseline": baseline, "rows": rows,
+              "path": target.path("evals", f"report-{stable_hash(model, baseline, eval_sets, length=16)}.json")}
+    target.write_json(report["path"], {**report, "base": base, "fine_tuned": tuned})
+    create_table_artifact(rows, key="eval-report", description=f"{model} vs {baseline}")
+    return report
