@@ -11,6 +11,13 @@ relevant judged one (60-256 tokens): `--lengths mix`. `--lengths long` makes the
 (every text long, cut at `--max-len` tokens).
 
     python bench/train_vs_st.py --steps 8 --batch 16 [--lengths long --max-len 128] [--device cuda]
+
+GPU (the issue's reference shape): `--student qwen2-0.5b` is a randomly initialised Qwen2-0.5B-shaped
+encoder (24 layers, hidden 896, GQA 14/2 heads, vocabulary 151936; a byte-level BPE
+trained on Cranfield), last-token pooled, trained under bf16 autocast with gradient
+checkpointing on both sides; the guide stays MiniLM. `--layers` shrinks it for a CPU smoke run.
+
+    python bench/train_vs_st.py --device cuda --student qwen2-0.5b --batch 64 --mini-batch 32 --steps 6
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -47,11 +55,43 @@ def triplets(n: int, lengths: str) -> list[dict]:
              rows[i % len(rows)].items()} for i in range(n)]
 
 
+def qwen2_shaped(folder: str, layers: int) -> str:
+    """A random-init Qwen2-0.5B-shaped sentence-transformers folder (last-token pooling). Its tokenizer is
+    a byte-level BPE trained here on Cranfield (Qwen's own cannot be downloaded), so token counts are
+    realistic; ids stay below the real vocabulary size, which keeps the embedding table's shape."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2Config, Qwen2Model
+
+    data = evalsets.load_cranfield(evalsets.root(evalsets.SHIPPED["cranfield"]))
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tokenizer.train_from_iterator([*data.corpus.values(), *data.queries.values()], trainers.BpeTrainer(
+        vocab_size=16000, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tokenizer.save(f"{folder}/tokenizer.json")
+    Path(folder, "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "Qwen2Tokenizer", "pad_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}))
+    torch.manual_seed(0)
+    Qwen2Model(Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=layers,
+                           num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(folder)
+    SentenceTransformer(modules=[Transformer(folder), Pooling(896, pooling_mode="lasttoken"), Normalize()]).save(folder)
+    return folder
+
+
+def student_path(args) -> str:
+    return qwen2_shaped(args.student_dir, args.layers) if args.student == "qwen2-0.5b" else \
+        embedding_model_path(EMBEDDED_EMBEDDER)
+
+
 def cfg_for(args) -> TrainConfig:
-    return TrainConfig(base_model=EMBEDDED_EMBEDDER, guide_model=EMBEDDED_EMBEDDER, batch_size=args.batch,
+    big = args.student == "qwen2-0.5b"
+    return TrainConfig(base_model=args.student_path, guide_model=EMBEDDED_EMBEDDER, batch_size=args.batch,
                        learning_rate=2e-5, temperature=0.01, max_seq_length=args.max_len, mined_negatives=0,
                        query_template="{query}", device=args.device, mini_batch_size=args.mini_batch,
-                       checkpoint_every=10**6, eval_sets=[])
+                       checkpoint_every=10**6, eval_sets=[], gradient_checkpointing=big,
+                       precision="bf16" if big and args.device.startswith("cuda") else "fp32")
 
 
 def run_ours(args, rows, cached: bool) -> dict:
@@ -72,17 +112,21 @@ def run_st(args, rows, cached: bool) -> dict:
     from embedfactory.training.trainer import batches
 
     torch.manual_seed(0)
-    model = SentenceTransformer(embedding_model_path(EMBEDDED_EMBEDDER), device=args.device)
+    cfg = cfg_for(args)
+    model = SentenceTransformer(args.student_path, device=args.device)
     guide = SentenceTransformer(embedding_model_path(EMBEDDED_EMBEDDER), device=args.device).eval()
     model.max_seq_length = guide.max_seq_length = args.max_len
+    if cfg.gradient_checkpointing:
+        model[0].auto_model.gradient_checkpointing_enable()
     loss_fn = (CachedGISTEmbedLoss(model, guide, temperature=0.01, mini_batch_size=args.mini_batch) if cached
                else GISTEmbedLoss(model, guide, temperature=0.01))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
     model.train()
     losses, started = [], time.monotonic()
-    for batch in batches(rows, args.batch, seed=cfg_for(args).seed):  # the batches our trainer makes
+    for batch in batches(rows, args.batch, seed=cfg.seed):  # the batches our trainer makes
         features = [_features(model, [r[c] for r in batch]) for c in ("anchor", "positive", "negative")]
-        loss = loss_fn(features, None)
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss = loss_fn(features, None)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -104,7 +148,7 @@ def loss_check(args, rows, steps: int = 3) -> list[tuple[float, float]]:
     from embedfactory.training.encoder import Encoder
     from embedfactory.training.trainer import batch_loss
 
-    model = SentenceTransformer(embedding_model_path(EMBEDDED_EMBEDDER), device=args.device).eval()
+    model = SentenceTransformer(args.student_path, device=args.device).eval()
     guide = SentenceTransformer(embedding_model_path(EMBEDDED_EMBEDDER), device=args.device).eval()
     model.max_seq_length = guide.max_seq_length = args.max_len
     reference, ours, cfg = GISTEmbedLoss(model, guide, temperature=0.01), Encoder(model, args.mini_batch), cfg_for(args)
@@ -126,7 +170,7 @@ def child(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     run = {"st-gist": lambda: run_st(args, rows, False), "st-cached-gist": lambda: run_st(args, rows, True),
            "ours": lambda: run_ours(args, rows, False), "ours-gradcache": lambda: run_ours(args, rows, True),
-           "loss-check": lambda: {"pairs": loss_check(args, rows)}}[args.child]
+           "loss-check": lambda: {"pairs": loss_check(args, rows, min(3, args.steps))}}[args.child]
     result = run()
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if args.device.startswith("cuda"):
@@ -142,11 +186,19 @@ def main() -> None:
     cli.add_argument("--max-len", type=int, default=256)
     cli.add_argument("--lengths", choices=["mix", "long"], default="mix")
     cli.add_argument("--device", default="cpu")
+    cli.add_argument("--student", choices=["minilm", "qwen2-0.5b"], default="minilm")
+    cli.add_argument("--layers", type=int, default=24, help="layers of the qwen2-0.5b student")
+    cli.add_argument("--student-dir", help=argparse.SUPPRESS)
     cli.add_argument("--child", choices=[*CONFIGS, "loss-check"])
     args = cli.parse_args()
     if args.child:
+        args.student_path = args.student_dir if args.student == "qwen2-0.5b" else student_path(args)
         return child(args)
-    argv = sys.argv[1:]
+    import tempfile
+
+    args.student_dir = tempfile.mkdtemp(prefix="bench-student-")
+    student_path(args)  # built once, so every configuration starts from the same weights
+    argv = [*sys.argv[1:], "--student-dir", args.student_dir]
     results = {}
     for name in [*CONFIGS, "loss-check"]:
         done = subprocess.run([sys.executable, __file__, *argv, "--child", name], capture_output=True, text=True)
@@ -155,7 +207,7 @@ def main() -> None:
             sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
         results[name] = json.loads(line[7:])
     triplets_n = args.steps * args.batch
-    print(f"{triplets_n} Cranfield triplets ({args.lengths} lengths, max {args.max_len} tokens), batch {args.batch}, "
+    print(f"student {args.student}, {triplets_n} Cranfield triplets ({args.lengths} lengths, max {args.max_len} tokens), batch {args.batch}, "
           f"mini-batch {args.mini_batch}, device {args.device}, torch threads {torch.get_num_threads()}")
     print(f"{'config':16} {'triplets/s':>10} {'vs st-gist':>10} {'peak RSS MiB':>12}  first losses")
     base = triplets_n / results["st-gist"]["seconds"]

@@ -32,6 +32,8 @@ from .config import Strict
 from .evaldata import SHARED_DATA
 from .filtering import Embed
 
+DATA_DIRS = [Path(__file__).parent / "data" / "evalsets", SHARED_DATA]  # unchanged copies of the sources
+
 Kind = Literal["retrieval", "sts"]
 Format = Literal["beir", "cranfield", "stsb", "sts-jsonl"]
 KIND_OF_FORMAT = {"beir": "retrieval", "cranfield": "retrieval", "stsb": "sts", "sts-jsonl": "sts"}
@@ -46,7 +48,8 @@ class EvalSet(Strict):
     format: Format = Field(description="beir: folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv; "
                            "cranfield: folder with cran.all.1400, cran.qry, cranqrel; stsb: STS Benchmark "
                            "tab-separated file; sts-jsonl: lines with sentence1, sentence2, score (.gz ok).")
-    path: str = Field(description="Folder or file; relative paths resolve against the shared data folder.")
+    path: str = Field(description="Folder or file; relative paths resolve against the sets bundled with "
+                      "the package (embedfactory/data/evalsets), then the development tree's ../shared/data.")
     source: str = Field(description="Where the files come from (repository and path, or URL).")
     split: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     sha256: str | None = Field(
@@ -83,7 +86,9 @@ class StsData:
 
 def root(evalset: EvalSet) -> Path:
     path = Path(evalset.path).expanduser()
-    return path if path.is_absolute() else SHARED_DATA / path
+    if path.is_absolute():
+        return path
+    return next((base / path for base in DATA_DIRS if (base / path).exists()), DATA_DIRS[0] / path)
 
 
 def files(evalset: EvalSet) -> list[tuple[str, Path]]:
