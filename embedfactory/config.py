@@ -243,7 +243,12 @@ class TrainConfig(Strict):
 class SynthParams(Strict):
     """Everything a `synth` run needs; the flow's parameters."""
 
-    store: str = Field("./data", description="Local folder or s3://bucket/prefix.")
+    store: str = Field("./data", description="Local folder or s3://bucket/prefix (endpoint and "
+                       "credentials from AWS_* environment variables or `store_secret`).")
+    store_secret: str | None = runtime(
+        None, description="Prefect Secret block holding the S3 settings as JSON (aws_access_key_id, "
+        "aws_secret_access_key, endpoint_url, region); null: the worker's environment.",
+    )
     run_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Folder name under runs/; by default derived from the parameters, so the same "

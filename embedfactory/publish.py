@@ -1,6 +1,8 @@
 """Publish the kept rows of a run as a training set in sentence-transformers' column layout."""
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -51,3 +53,17 @@ def published_cards(store: Store, exclude_version: str | None = None) -> list[di
 
 def read_dataset(store: Store, path: str) -> pa.Table:
     return store.read_table(f"{path}/part-00000.parquet")
+
+
+def data_files(store: Store, path: str, expires_s: int = 3600) -> list[str]:
+    """What `datasets.load_dataset("parquet", data_files=...)` reads a published set from: local file
+    paths, or for a bucket presigned HTTPS URLs (no s3fs needed; boto3 signs with the store's settings)."""
+    files = [p for p in store.list(path) if p.endswith(".parquet")]
+    if store.is_local:
+        return files
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    return [s3.generate_presigned_url("get_object", ExpiresIn=expires_s,
+                                      Params={"Bucket": f.split("/", 1)[0], "Key": f.split("/", 1)[1]})
+            for f in files]

@@ -14,7 +14,7 @@ from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.llm.server import serving
 from embedfactory.report import format_table
 from embedfactory.store import Store
-from tasks.common import load_api_keys, result_storage
+from tasks.common import load_api_keys, load_store_secret, result_storage
 from tasks.publishing import publish_run, summarize
 from tasks.synthesis import run_stage_shard
 from tasks.training import train_then_evaluate
@@ -25,6 +25,7 @@ def synth(params: SynthParams = SynthParams()) -> dict:
     """Synthesize an embedding training set and, unless `params.train` is null, fine-tune on it.
 
     Re-running with the same parameters resumes the same run and regenerates nothing finished."""
+    load_store_secret(params.store_secret)
     Store(params.store).check_writable()
     pipeline.check_sources(params)
     if params.train:

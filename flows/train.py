@@ -9,15 +9,18 @@ from embedfactory.config import TrainConfig
 from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.publish import resolve_dataset
 from embedfactory.store import Store
+from tasks.common import load_store_secret
 from tasks.training import train_then_evaluate
 
 
 @flow(name="train", log_prints=True)
 def train(store: str = "./data", dataset: str = "synth", version: str | None = None,
-          config: TrainConfig = TrainConfig()) -> dict:
+          config: TrainConfig = TrainConfig(), store_secret: str | None = None) -> dict:
     """Fine-tune `config.base_model` on `<store>/datasets/<dataset>/<version>` (the latest published
     version by default); saves a sentence-transformers model in the store, checkpointing as it goes
-    (a re-run resumes), then scores base vs fine-tuned on `config.eval_sets`."""
+    (a re-run resumes), then scores base vs fine-tuned on `config.eval_sets`. `store_secret`: a
+    Prefect Secret block with S3 settings (see SynthParams)."""
+    load_store_secret(store_secret)
     target = Store(store)
     target.check_writable()
     resolve_eval_sets(config.eval_sets)  # a missing or altered set fails before any model loads

@@ -2,6 +2,7 @@
 persisted inside the store (so the cache lives and dies with the data), and progress reporting."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -9,7 +10,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
-from prefect.filesystems import LocalFileSystem
+from prefect.filesystems import WritableFileSystem
 
 from embedfactory.ids import stable_hash
 from embedfactory.store import Store
@@ -18,14 +19,57 @@ RETRIES = 2
 RETRY_DELAY_S = [5, 30]
 
 
-def result_storage(store_uri: str):
-    """Prefect's persisted task results kept beside the data they describe."""
-    store = Store(store_uri)
-    if not store.is_local:
-        return None  # object stores: Prefect's default result storage (configure it per deployment)
-    block = LocalFileSystem(basepath=store.path("_prefect", "results"))
-    block.save(f"embedfactory-results-{stable_hash(block.basepath, length=12)}", overwrite=True)
+class StoreResults(WritableFileSystem):
+    """Prefect's persisted task results inside the factory's store (`<store>/_prefect/results/`), on
+    the same filesystem as the data they describe: a local folder or an S3 bucket. So the cache lives
+    and dies with the data, and a worker on another machine resumes a run from the bucket alone."""
+
+    _block_type_name = "Embedfactory Store Results"
+    store: str
+
+    def _path(self, key: str) -> str:
+        return Store(self.store).path("_prefect", "results", key)
+
+    # Prefect calls the sync pair with `_sync=True` and the async pair from async code.
+    def read_path(self, path: str, _sync: bool = True) -> bytes:
+        return Store(self.store).read_bytes(self._path(path))
+
+    def write_path(self, path: str, content: bytes, _sync: bool = True) -> str:
+        Store(self.store).write_bytes(self._path(path), content)
+        return path
+
+    async def aread_path(self, path: str) -> bytes:
+        return await asyncio.to_thread(self.read_path, path)
+
+    async def awrite_path(self, path: str, content: bytes) -> str:
+        return await asyncio.to_thread(self.write_path, path, content)
+
+
+def result_storage(store_uri: str) -> StoreResults:
+    block = StoreResults(store=store_uri)
+    block.save(f"embedfactory-results-{stable_hash(store_uri, length=12)}", overwrite=True)
     return block
+
+
+def load_store_secret(name: str | None) -> None:
+    """S3 credentials kept in a Prefect Secret block (JSON with any of aws_access_key_id,
+    aws_secret_access_key, aws_session_token, endpoint_url, region) into this process's environment,
+    where the store's S3 client reads them; without a block the environment is used as it is."""
+    from prefect.blocks.system import Secret
+
+    if not name:
+        return
+    value = Secret.load(name).get()
+    if not isinstance(value, dict):
+        raise ValueError(f"Secret block {name!r} must hold a JSON object of S3 settings")
+    for key, env in STORE_SECRET_ENV.items():
+        if value.get(key):
+            os.environ[env] = str(value[key])
+
+
+STORE_SECRET_ENV = {"aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+                    "aws_session_token": "AWS_SESSION_TOKEN", "endpoint_url": "AWS_ENDPOINT_URL",
+                    "region": "AWS_REGION"}
 
 
 def load_api_keys(*endpoints) -> None:

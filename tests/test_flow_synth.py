@@ -1,38 +1,19 @@
 """The real `synth` flow: real Prefect API, real llama.cpp server with the shipped 0.5B model, real
 MiniLM. Tiny sizes; the second run must reuse every shard and make no LLM call."""
-import functools
 import json
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from embedfactory.config import Endpoint, SynthParams, TrainConfig
-from embedfactory.evalsets import SHIPPED
+from embedfactory.config import Endpoint
 from embedfactory.store import StoreError
 from flows.synth import synth
+from tiny import tiny
 
 STAGES = ["personas", "tasks", "examples", "revised", "verdicts"]
 DATASET_COLUMNS = ["anchor", "positive", "negative", "instruction", "task_type",
                    "persona_id", "task_id", "example_id", "mined_negatives"]
-
-
-@functools.cache
-def small_sts() -> str:
-    """The shipped STS-b test set capped at 200 pairs, as a user's EvalSet JSON file."""
-    path = Path(tempfile.mkdtemp()) / "stsb-200.json"
-    capped = SHIPPED["stsb-test"].model_copy(update={"name": "stsb-200", "max_queries": 200})
-    path.write_text(capped.model_dump_json())
-    return str(path)
-
-
-def tiny(store, endpoint: Endpoint, **synth) -> SynthParams:
-    return SynthParams(store=str(store), generator=endpoint,
-                       synth={"personas": 2, "tasks_per_persona": 2, "max_num_words": 50,
-                              "task_mix": {"retrieval": 1, "classification": 1, "sts": 1, "short-short": 1},
-                              **synth},
-                       train=TrainConfig(batch_size=4, eval_sets=[small_sts()]))
 
 
 @pytest.mark.slow
