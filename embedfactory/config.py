@@ -260,6 +260,11 @@ class SynthParams(Strict):
     revisor: Endpoint | None = Field(None, description="Revisor endpoint; the generator's when unset.")
     filter: FilterConfig = FilterConfig()
     train: TrainConfig | None = Field(TrainConfig(), description="Fine-tune on the result; null to skip.")
+    fan_out: str | None = runtime(
+        None, description="Deployment that generates one shard on a GPU work pool, e.g. 'synth-shard/gpu': "
+        "the persona brainstorm and each persona chunk's tasks -> examples -> revised then run as flow "
+        "runs there (the generator URL is the GPU worker's own vLLM); null: in this flow run.",
+    )
     prices: dict[str, Price] = runtime(
         default_factory=dict, description="Token prices by model name, for the cost column of the report."
     )

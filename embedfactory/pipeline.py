@@ -7,6 +7,7 @@ fingerprint is returned as is, so re-running a flow redoes only what is missing 
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from dataclasses import dataclass
@@ -51,6 +52,35 @@ class RunContext(BaseModel):
 
     def stage_dir(self, stage: str) -> StageDir:
         return StageDir(Store(self.params.store), self.run_id, stage)
+
+
+@contextlib.contextmanager
+def open_run(params: SynthParams, run_id: str, run_token: str, serve: bool = True):
+    """The RunContext of a run, its model servers up for the duration (the embedded one started, a
+    remote one checked). `serve=False`: no LLM is touched here (generation runs on other workers)."""
+    from .llm.server import serving
+
+    with contextlib.ExitStack() as servers:
+        generator, generator_url = (servers.enter_context(serving(params.generator)) if serve
+                                    else (params.generator, params.generator.base_url))
+        revisor, revisor_url = (generator, generator_url) if params.revisor is None else \
+            servers.enter_context(serving(params.revisor)) if serve else (params.revisor, params.revisor.base_url)
+        yield RunContext(params=params, run_id=run_id, run_token=run_token, generator=generator,
+                         generator_url=generator_url, revisor=revisor, revisor_url=revisor_url)
+
+
+def committed_chain(ctx: RunContext, key: str, stages: list[str], upstream: list[ShardRecord]) -> list[ShardRecord]:
+    """The records of `stages` run one after another on shard `key` (as another worker ran them),
+    checked against the fingerprints this run expects."""
+    by_name = {s.name: s for s in SYNTH_STAGES}
+    records = []
+    for name in stages:
+        record = ctx.stage_dir(name).committed(key, fingerprint(by_name[name], ctx, key, upstream))
+        if record is None:
+            raise RuntimeError(f"shard {name}/{key} of run {ctx.run_id} is not committed")
+        records.append(record)
+        upstream = [record]
+    return records
 
 
 def check_sources(params: SynthParams) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import uuid
 
 from prefect import flow
@@ -11,12 +10,11 @@ from pydantic import ValidationError
 from embedfactory import pipeline
 from embedfactory.config import Endpoint, SynthParams, TrainConfig
 from embedfactory.evaluation import resolve_eval_sets
-from embedfactory.llm.server import serving
 from embedfactory.report import format_table
-from embedfactory.store import Store
+from embedfactory.store import ShardRecord, Store
 from tasks.common import load_api_keys, load_store_secret, result_storage
 from tasks.publishing import publish_run, summarize
-from tasks.synthesis import run_stage_shard
+from tasks.synthesis import generate_on_pool, run_stage_shard
 from tasks.training import train_then_evaluate
 
 
@@ -32,23 +30,11 @@ def synth(params: SynthParams = SynthParams()) -> dict:
         resolve_eval_sets(params.train.eval_sets)
     load_api_keys(params.generator, params.revisor)
     run_id = params.run_id or pipeline.default_run_id(params)
-    with contextlib.ExitStack() as servers:
-        generator, generator_url = servers.enter_context(serving(params.generator))
-        revisor, revisor_url = (generator, generator_url) if params.revisor is None else \
-            servers.enter_context(serving(params.revisor))
-        ctx = pipeline.RunContext(params=params, run_id=run_id, run_token=uuid.uuid4().hex,
-                                  generator=generator, generator_url=generator_url,
-                                  revisor=revisor, revisor_url=revisor_url)
+    with pipeline.open_run(params, run_id, uuid.uuid4().hex, serve=not params.fan_out) as ctx:
         shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
-        personas = shard("personas", ctx, "00000", [])
-        chains = {"tasks": [], "examples": [], "revised": []}
         keys = pipeline.persona_chunks(params)
-        for key in keys:  # each shard flows on without waiting for others
-            upstream = [personas]
-            for stage in chains:
-                upstream = [shard.submit(stage, ctx, key, upstream)]
-                chains[stage].append(upstream[0])
-        revised = [f.result() for f in chains["revised"]]
+        personas, chains = (_generate_on_pool if params.fan_out else _generate_here)(ctx, shard, keys)
+        revised = chains["revised"]
         corpus = [shard.submit("corpus", ctx, k, [r]) for k, r in zip(keys, revised)]
         if params.filter.external_corpus:
             corpus.append(shard.submit("corpus", ctx, pipeline.EXTERNAL, []))
@@ -56,13 +42,32 @@ def synth(params: SynthParams = SynthParams()) -> dict:
         # each verdict shard searches the whole corpus and dedupes against the shards before it
         verdicts = [shard.submit("verdicts", ctx, k, [r], side=corpus + revised[:i])
                     for i, (k, r) in enumerate(zip(keys, revised))]
-    records = {"personas": [personas], **{s: [f.result() for f in fs] for s, fs in chains.items()},
-               "corpus": corpus, "verdicts": [f.result() for f in verdicts]}
+    records = {"personas": [personas], **chains, "corpus": corpus, "verdicts": [f.result() for f in verdicts]}
     dataset = publish_run(ctx, records)
     training = (train_then_evaluate(params.store, dataset["path"], params.train, ctx.run_token)
                 if params.train else None)
     table = summarize(ctx, records, training)
     return {"run_id": run_id, "dataset": dataset, "training": training, "summary": table}
+
+
+GENERATION = ["tasks", "examples", "revised"]
+
+
+def _generate_here(ctx, shard, keys) -> tuple[ShardRecord, dict[str, list[ShardRecord]]]:
+    personas = shard("personas", ctx, "00000", [])
+    futures = {stage: [] for stage in GENERATION}
+    for key in keys:  # each shard flows on without waiting for others
+        upstream = [personas]
+        for stage in GENERATION:
+            upstream = [shard.submit(stage, ctx, key, upstream)]
+            futures[stage].append(upstream[0])
+    return personas, {stage: [f.result() for f in fs] for stage, fs in futures.items()}
+
+
+def _generate_on_pool(ctx, shard, keys) -> tuple[ShardRecord, dict[str, list[ShardRecord]]]:
+    (personas,) = generate_on_pool(ctx, "00000", ["personas"], [])
+    chains = [f.result() for f in [generate_on_pool.submit(ctx, key, GENERATION, [personas]) for key in keys]]
+    return personas, {stage: [chain[i] for chain in chains] for i, stage in enumerate(GENERATION)}
 
 
 def _params_from_cli(argv: list[str] | None = None) -> SynthParams:

@@ -1,12 +1,16 @@
-"""One Prefect task per shard of a synthesis stage (personas, tasks, examples, revised, verdicts)."""
+"""One Prefect task per shard of a synthesis stage (personas, tasks, examples, revised, verdicts), and
+the task that hands a chain of generation shards to a GPU work pool."""
 from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import task
+from prefect.runtime import task_run
 
 from embedfactory import pipeline
 from embedfactory.store import ShardRecord
 
-from prefect import task
-
-from .common import SHARD_TASK, cache_key, progress
+from .common import RETRIES, RETRY_DELAY_S, SHARD_TASK, cache_key, progress
 
 STAGES = {s.name: s for s in pipeline.SYNTH_STAGES}
 
@@ -21,3 +25,24 @@ def _shard_cache_key(_context, parameters) -> str:
 def run_stage_shard(stage: str, ctx: pipeline.RunContext, key: str, upstream: list[ShardRecord],
                     side: list[ShardRecord] | None = None) -> ShardRecord:
     return pipeline.run_shard(STAGES[stage], ctx, key, upstream, side or [], progress(f"{stage} shard {key}"))
+
+
+def chain_name(parameters: dict) -> str:
+    """'tasks+examples+revised-00003': what a pool run generates, readable in the UI."""
+    return f"{'+'.join(parameters['stages'])}-{parameters['key']}"
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S,
+      task_run_name=lambda: f"{chain_name(task_run.parameters)} on pool")
+def generate_on_pool(ctx: pipeline.RunContext, key: str, stages: list[str],
+                     upstream: list[ShardRecord]) -> list[ShardRecord]:
+    """Run `stages` on shard `key` as a flow run of deployment `ctx.params.fan_out` (a GPU work pool)
+    and wait; a retry starts a new flow run, which reuses whatever shards the last one committed."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(ctx.params.fan_out, timeout=None, parameters={
+        "params": ctx.params.model_dump(mode="json"), "run_id": ctx.run_id, "run_token": ctx.run_token,
+        "key": key, "stages": stages, "upstream": [asdict(u) for u in upstream]})
+    if not run.state.is_completed():
+        raise RuntimeError(f"{ctx.params.fan_out} run {run.name} for shard {key} ended {run.state.type.value}")
+    return pipeline.committed_chain(ctx, key, stages, upstream)

@@ -21,14 +21,16 @@ FAULTS = ("http_500", "http_429", "timeout", "truncated", "invalid_json")
 
 class FakeChatServer:
     def __init__(self, script: list | None = None, fault_rates: dict[str, float] | None = None,
-                 seed: int = 0, stall_s: float = 2.0, poison: tuple[str, int] | None = None):
+                 seed: int = 0, stall_s: float = 2.0, poison: tuple[str, int] | None = None,
+                 latency_s: float = 0.0):
         """script items: a string (the reply content) or an int (an HTTP status to fail with).
         Without a script, replies are made up from the request's schema. `poison` = (schema name
         suffix, n): the first n distinct prompts for such a schema always get invalid JSON, so a
-        test can count on some prompts exhausting their attempts whatever the random faults do."""
+        test can count on some prompts exhausting their attempts whatever the random faults do.
+        `latency_s`: every reply waits that long, so a test can act while generation is under way."""
         self.script, self.requests = list(script or []), []
         self.poison, self.poisoned = poison, set()
-        self.fault_rates, self.stall_s = fault_rates or {}, stall_s
+        self.fault_rates, self.stall_s, self.latency_s = fault_rates or {}, stall_s, latency_s
         self.counts: Counter = Counter()
         self.auth: set[str | None] = set()  # Authorization headers seen
         self._rng, self._lock, self._ids = random.Random(seed), threading.Lock(), itertools.count()
@@ -44,7 +46,8 @@ class FakeChatServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.auth.add(self.headers.get("Authorization"))
-                status, content, finish, headers = owner._answer(body)
+                status, content, finish, headers = owner._answer(body)  # counted on arrival
+                time.sleep(owner.latency_s)
                 if status == "stall":
                     time.sleep(owner.stall_s)  # the client has given up by now
                     status = 504
