@@ -55,6 +55,8 @@ def server_env(tmp_path_factory):
         prefect(env, "work-pool", "create", "cpu", "--type", "process")
         prefect(env, "work-pool", "create", "gpu", "--type", "process")
         prefect(env, "work-pool", "set-concurrency-limit", "gpu", "1")  # one GPU
+        prefect(env, "work-pool", "create", "gpu-k8s", "--type", "kubernetes",  # the server accepts it
+                "--base-job-template", "infra/k8s/gpu-base-job-template.json")
         out = prefect(env, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
         for name in ("synth/main", "synth-shard/gpu", "train/main", "eval/main"):
             assert f"Deployment '{name}' successfully created" in out
@@ -148,15 +150,27 @@ def test_synth_main_fans_generation_out_to_the_gpu_pool(server_env, tmp_path, ll
     assert len(shard_runs) == 3  # the persona brainstorm, then one per persona chunk
     assert all(r["state"] == "COMPLETED" and r["work_pool"] == "gpu" for r in shard_runs)
 
+    artifacts = _api(server_env, "[[a.key, a.type] for a in c.read_artifacts()]")
+    assert ["synth-summary", "table"] in artifacts and ["synth-quality", "markdown"] in artifacts
+    assert sum(kind == "progress" for _, kind in artifacts) >= 6  # one per shard of each long stage
+    names = set(_api(server_env, "[t.name for t in c.read_task_runs()]"))
+    assert {"personas-00000", "tasks-00001", "revised-00001", "verdicts-00000", "personas-00000 on pool",
+            "tasks+examples+revised-00001 on pool"} <= names
 
-def _flow_runs(env: dict, flow_name: str) -> list[dict]:
+
+def _api(env: dict, expression: str):
+    """Evaluate `expression` with a sync Prefect client `c` against the test's server, as JSON."""
     script = ("import json; from prefect import get_client\n"
               "with get_client(sync_client=True) as c:\n"
-              "    flows = {f.id: f.name for f in c.read_flows()}\n"
-              "    print(json.dumps([{'flow': flows[r.flow_id], 'state': r.state.type.value,\n"
-              "                       'work_pool': r.work_pool_name} for r in c.read_flow_runs()]))")
+              f"    print(json.dumps({expression}, default=str))")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    return [r for r in json.loads(done.stdout.splitlines()[-1]) if r["flow"] == flow_name]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _flow_runs(env: dict, flow_name: str) -> list[dict]:
+    runs = _api(env, "[{'flow': {f.id: f.name for f in c.read_flows()}[r.flow_id], 'state': r.state.type.value, "
+                     "'work_pool': r.work_pool_name} for r in c.read_flow_runs()]")
+    return [r for r in runs if r["flow"] == flow_name]
 
 
 def test_a_killed_worker_loses_nothing_and_the_rerun_regenerates_no_finished_shard(server_env, tmp_path):
