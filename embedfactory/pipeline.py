@@ -140,13 +140,19 @@ def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecor
     rows = ctx.stage_dir(stage.upstream).read([u.key for u in upstream]).to_pylist() if upstream else []
     started = time.monotonic()
     out = stage.produce(ctx, key, rows, list(side), progress)
+    return commit_output(out_dir, key, fp, out, ctx.run_token, started, stage.schema)
+
+
+def commit_output(out_dir: StageDir, key: str, fp: str, out: ShardOutput, run_token: str, started: float,
+                  schema: pa.Schema | None = None) -> ShardRecord:
+    """Commit a produced shard with its record (counts, LLM cost, seconds since `started`)."""
     record = ShardRecord(
-        key=key, fingerprint=fp, rows=out.passed, stage=stage.name,
+        key=key, fingerprint=fp, rows=out.passed, stage=out_dir.stage,
         rejected=out.rejected, dropped=out.dropped,
         rows_in=out.rows_in, llm_calls=out.usage.calls, prompt_tokens=out.usage.prompt_tokens,
         completion_tokens=out.usage.completion_tokens, seconds=round(time.monotonic() - started, 2),
-        run_token=ctx.run_token, extra=out.extra)
-    return out_dir.commit(pa.Table.from_pylist(out.rows, schema=stage.schema), record)
+        run_token=run_token, extra=out.extra)
+    return out_dir.commit(pa.Table.from_pylist(out.rows, schema=schema), record)
 
 
 def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:

@@ -30,7 +30,7 @@ def revise_examples(client: ChatClient, examples: list[dict], seed: int, progres
             revision = reply.value.revision
             row["anchor"], row["positive"], row["negative"] = TASK_SPECS[example["task_type"]].columns(revision)
             row["fields"] = revision.model_dump_json()
-            changed = json.loads(row["fields"]) != json.loads(example["fields"])
+            changed = revision.model_dump() != _parsed(example["fields"])
             row["revision_status"] = "revised" if changed else "unchanged"
             row["revision_reason"] = reply.value.reason
         else:
@@ -39,6 +39,14 @@ def revise_examples(client: ChatClient, examples: list[dict], seed: int, progres
         rows.append(row)
     return ShardOutput(rows=rows, rows_in=len(examples), usage=usage_of(replies),
                        failed_revisions=sum(not r.ok for r in replies))
+
+
+def _parsed(text: str):
+    """The original as JSON when it is JSON (a generated example), else the text (a raw model answer)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def skip_revision(examples: list[dict]) -> ShardOutput:

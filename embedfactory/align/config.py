@@ -1,0 +1,41 @@
+"""Parameters of flow `align`."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from ..config import Endpoint, LoraSettings, Strict, SynthConfig, runtime
+
+EMBEDDED_LM = "embedded:qwen2.5-coder-0.5b-instruct"
+
+
+class Finetune(Strict):
+    """One trl run (SFT or DPO) with LoRA by default."""
+
+    steps: int = Field(20, gt=0, description="Optimizer steps.")
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(2, gt=0)
+    max_length: int = Field(1024, gt=0, description="Tokens per sequence (prompt + completion).")
+    lora: LoraSettings | None = Field(LoraSettings(), description="null: full fine-tuning.")
+
+
+class AlignParams(Strict):
+    store: str = Field("./data", description="Local folder or s3://bucket/prefix.")
+    run_id: str = Field("align", pattern=r"^[A-Za-z0-9_.-]+$", description="Folder under align/.")
+    teacher: Endpoint = Field(Endpoint(), description="Any OpenAI-compatible endpoint (GPT-4 class in "
+                              "SPEED; the embedded CPU model here).")
+    base_model: str = Field(EMBEDDED_LM, description="Causal LM the junior and the revisor start from: "
+                            "a hub id, a local folder, or the embedded GGUF (dequantized by transformers).")
+    seed_set: SynthConfig = Field(
+        SynthConfig(personas=4, task_mix={"retrieval": 1, "classification": 1}, revise=False, max_num_words=50),
+        description="Sizes of the teacher's seed set (personas -> tasks -> examples, the synthesis prompts).")
+    candidates: int = Field(4, ge=2, le=16, description="Junior samples per prompt for the preference pairs.")
+    max_new_tokens: int = Field(256, gt=0, description="Cap on each junior sample.")
+    junior: Finetune = Finetune()
+    senior: Finetune = Finetune(learning_rate=5e-5)
+    beta: float = Field(0.1, gt=0, description="DPO beta (SPEED/trl default 0.1).")
+    revisor: Finetune = Finetune()
+    export_name: str = Field("aligned", pattern=r"^[A-Za-z0-9_.-]+$",
+                             description="Registered as <name>-junior, <name>-senior, <name>-revisor.")
+    planned_examples: int = Field(920_000, gt=0, description="Examples the senior is meant to generate; "
+                                  "the report divides the teacher's calls by it (SPEED: 920K).")
+    device: str = runtime("auto", description="auto, cpu, cuda, cuda:N")

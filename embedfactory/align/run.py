@@ -1,0 +1,169 @@
+"""The stages of flow `align` on the store, each idempotent like the synthesis shards.
+
+Layout: the teacher's seed set is the synthesis run `runs/<run_id>/` (personas, tasks, examples);
+the alignment stages add `runs/<run_id>/{candidates,preferences,judged}/` and the models
+`models/align/<run_id>/{junior,senior,revisor}/` (merged transformers folders with `align.json`);
+`registry/generators.json` maps `<export_name>-<role>` to its folder and the `vllm serve` line.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+
+from .. import pipeline
+from ..config import Sampling, SynthParams
+from ..ids import stable_hash
+from ..llm.client import ChatClient
+from ..stages import revise
+from ..store import ShardRecord, Store
+from . import data, judge, models, sampling, trainers
+from .config import AlignParams, Finetune
+
+SPEED_CALLS, SPEED_EXAMPLES = 45_000, 920_000  # SPEED's teacher calls for its 920K examples
+E5_CALLS, E5_EXAMPLES = 500_000, 500_000  # E5-mistral: one GPT-4 call per example
+
+
+def synth_params(params: AlignParams) -> SynthParams:
+    """The teacher's seed set as a synthesis run: the teacher is the generator, no revision."""
+    return SynthParams(store=params.store, run_id=params.run_id, generator=params.teacher, train=None,
+                       synth=params.seed_set.model_copy(update={"revise": False}))
+
+
+def teacher_client(ctx: pipeline.RunContext) -> ChatClient:
+    """The teacher for judging and revising: greedy (temperature 0), same endpoint as the seed set."""
+    return ChatClient(ctx.generator, ctx.generator_url, Sampling(temperature=0.0), ctx.params.synth.max_attempts)
+
+
+def seed_rows(ctx: pipeline.RunContext, tasks: list[ShardRecord], examples: list[ShardRecord]) -> list[dict]:
+    task_rows = ctx.stage_dir("tasks").read([r.key for r in tasks]).to_pylist()
+    example_rows = ctx.stage_dir("examples").read([r.key for r in examples]).to_pylist()
+    return data.seed_prompts(task_rows, example_rows, ctx.params.synth)
+
+
+def _stage(ctx, name: str, parts: tuple, produce) -> ShardRecord:
+    out_dir = ctx.stage_dir(name)
+    fp = stable_hash(name, *parts)
+    if (done := out_dir.committed("00000", fp)) is not None:
+        return done
+    started = time.monotonic()
+    return pipeline.commit_output(out_dir, "00000", fp, produce(), ctx.run_token, started)
+
+
+def model_dir(params: AlignParams, role: str) -> str:
+    return Store(params.store).path("models", "align", params.run_id, role)
+
+
+def local_copy(store: Store, path: str) -> str:
+    if store.is_local:
+        return path
+    local = tempfile.mkdtemp(prefix="embedfactory-lm-")
+    store.download_dir(path, local)
+    return local
+
+
+def train_role(params: AlignParams, role: str, base: str, rows: list[dict], cfg: Finetune, upstream: str) -> dict:
+    """SFT (junior, revisor) or DPO (senior) of `base` on `rows`; skipped when the folder holds a model
+    trained from the same inputs. Returns the report saved beside the model as `align.json`."""
+    store, path = Store(params.store), model_dir(params, role)
+    fp = stable_hash(role, base, cfg.fingerprint_fields(), params.beta if role == "senior" else None, upstream)
+    marker = f"{path}/align.json"
+    if store.exists(marker) and (done := store.read_json(marker))["fingerprint"] == fp:
+        return done
+    from ..training.encoder import pick_device
+
+    device = str(pick_device(params.device))
+    model, tokenizer = models.load_causal_lm(base if base == params.base_model else local_copy(store, base), device)
+    with tempfile.TemporaryDirectory() as work:
+        if role == "senior":
+            model, log = trainers.dpo(model, tokenizer, rows, cfg, params.beta, f"{work}/trainer", device)
+        else:
+            model, log = trainers.sft(model, tokenizer, rows, cfg, f"{work}/trainer", device)
+        models.save_merged(model, tokenizer, f"{work}/model")
+        store.upload_dir(f"{work}/model", path)
+    report = {"role": role, "fingerprint": fp, "base": base, "rows": len(rows), "path": path,
+              "config": cfg.model_dump(mode="json"), **({"beta": params.beta} if role == "senior" else {}), **log}
+    store.write_json(marker, report)
+    return report
+
+
+def sft_rows(seed: list[dict]) -> list[dict]:
+    return [data.chat(r["messages"], r["output"]) for r in seed]
+
+
+def candidates(ctx, params: AlignParams, junior: dict, seed: list[dict]) -> ShardRecord:
+    def produce():
+        model, tokenizer = models.load_causal_lm(local_copy(Store(params.store), junior["path"]))
+        rows = sampling.sample_candidates(model, tokenizer, seed, params.candidates, params.max_new_tokens,
+                                          params.seed_set.seed)
+        return _output([{"example_id": r["example_id"], "task_type": r["task_type"], "task": r["task"],
+                         "messages": json.dumps(r["messages"]), "candidates": r["candidates"]} for r in rows])
+
+    return _stage(ctx, "candidates", (junior["fingerprint"], params.candidates, params.max_new_tokens), produce)
+
+
+def _output(rows: list[dict]):
+    from ..stages.common import ShardOutput
+
+    return ShardOutput(rows=rows, rows_in=len(rows))
+
+
+def _candidate_rows(ctx, record: ShardRecord) -> list[dict]:
+    rows = ctx.stage_dir("candidates").read([record.key]).to_pylist()
+    return [{**r, "messages": json.loads(r["messages"])} for r in rows]
+
+
+def preferences(ctx, record: ShardRecord) -> ShardRecord:
+    """The teacher's best and worst of each prompt's candidates."""
+    return _stage(ctx, "preferences", (record.sha256, judge.PROMPT, ctx.generator.model),
+                  lambda: judge.judge_candidates(teacher_client(ctx), _candidate_rows(ctx, record),
+                                                 ctx.params.synth.seed))
+
+
+def judged(ctx, record: ShardRecord) -> ShardRecord:
+    """The teacher judges the junior's first answer to each prompt and writes a revision (SPEED's
+    revisor data), with the synthesis revisor's prompt."""
+    def produce():
+        rows = [{"example_id": r["example_id"], "task_type": r["task_type"], "task": r["task"],
+                 "fields": r["candidates"][0]} for r in _candidate_rows(ctx, record)]
+        return revise.revise_examples(teacher_client(ctx), rows, ctx.params.synth.seed)
+
+    return _stage(ctx, "judged", (record.sha256, revise.PROMPT, ctx.generator.model), produce)
+
+
+def preference_rows(ctx, record: ShardRecord) -> list[dict]:
+    return [{"prompt": json.loads(r["prompt"]), "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]}
+            for r in ctx.stage_dir("preferences").read([record.key]).to_pylist()]
+
+
+def revisor_rows(ctx, record: ShardRecord) -> list[dict]:
+    return data.revisor_rows(ctx.stage_dir("judged").read([record.key]).to_pylist())
+
+
+def register(params: AlignParams, reports: dict[str, dict]) -> dict:
+    """Add the aligned models to the store's registry, by `<export_name>-<role>`."""
+    store = Store(params.store)
+    path = store.path("registry", "generators.json")
+    registry = store.read_json(path) if store.exists(path) else {}
+    for role, report in reports.items():
+        name = f"{params.export_name}-{role}"
+        registry[name] = {"role": role, "path": report["path"], "fingerprint": report["fingerprint"],
+                          "run_id": params.run_id,
+                          "serve": f"vllm serve {report['path']} --served-model-name {name}"}
+    store.write_json(path, registry)
+    return registry
+
+
+def teacher_report(params: AlignParams, records: dict[str, list[ShardRecord]]) -> list[dict]:
+    """Teacher calls and tokens per stage, and calls per planned example against SPEED and E5-mistral."""
+    rows = [{"stage": stage, "teacher_calls": sum(r.llm_calls for r in recs),
+             "tokens": sum(r.prompt_tokens + r.completion_tokens for r in recs), "rows": sum(r.rows for r in recs)}
+            for stage, recs in records.items()]
+    calls = sum(r["teacher_calls"] for r in rows)
+    rows.append({"stage": "total", "teacher_calls": calls, "tokens": sum(r["tokens"] for r in rows),
+                 "rows": None, "calls_per_planned_example": round(calls / params.planned_examples, 6),
+                 "speed_calls_per_example": round(SPEED_CALLS / SPEED_EXAMPLES, 6),
+                 "e5_mistral_calls_per_example": E5_CALLS / E5_EXAMPLES})
+    return rows
+

@@ -1,0 +1,71 @@
+"""Flow `align` (SPEED): teacher seed set -> junior SFT -> junior candidates -> teacher preferences
+-> senior DPO; teacher judgments of the junior -> revisor SFT; export and registry."""
+from __future__ import annotations
+
+import argparse
+import uuid
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from embedfactory import pipeline
+from embedfactory.align import run
+from embedfactory.align.config import AlignParams
+from embedfactory.ids import stable_hash
+from embedfactory.report import format_table
+from embedfactory.store import Store
+from tasks.alignment import judge_junior, judge_preferences, sample_candidates, train_role
+from tasks.common import load_api_keys, result_storage
+from tasks.synthesis import run_stage_shard
+
+
+@flow(name="align", log_prints=True)
+def align(params: AlignParams = AlignParams()) -> dict:
+    """Make junior, senior and revisor generators from `params.base_model` with a few teacher calls;
+    they land in `<store>/models/align/<run_id>/` and the registry. Re-running redoes nothing finished."""
+    store = Store(params.store)
+    store.check_writable()
+    load_api_keys(params.teacher)
+    seed_params = run.synth_params(params)
+    with pipeline.open_run(seed_params, params.run_id, uuid.uuid4().hex) as ctx:
+        shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
+        personas = shard("personas", ctx, "00000", [])
+        keys = pipeline.persona_chunks(seed_params)
+        tasks = [shard("tasks", ctx, key, [personas]) for key in keys]
+        examples = [shard("examples", ctx, key, [t]) for key, t in zip(keys, tasks)]
+        seed = run.seed_rows(ctx, tasks, examples)
+        if not seed:
+            raise RuntimeError("the teacher's seed set has no valid example: check the teacher endpoint")
+        junior = train_role(params, "junior", params.base_model, run.sft_rows(seed), params.junior,
+                            upstream=stable_hash(*(e.sha256 for e in examples)))
+        candidates = sample_candidates(ctx, params, junior, seed)
+        preferences, judged = judge_preferences(ctx, candidates), judge_junior(ctx, candidates)
+        pairs = run.preference_rows(ctx, preferences)
+        if not pairs:
+            raise RuntimeError("the teacher judged no candidate set validly: no preference pairs for DPO")
+        senior = train_role(params, "senior", junior["path"], pairs, params.senior, upstream=preferences.sha256)
+        revisor = train_role(params, "revisor", params.base_model, run.revisor_rows(ctx, judged), params.revisor,
+                             upstream=judged.sha256)
+    models = {"junior": junior, "senior": senior, "revisor": revisor}
+    registry = run.register(params, models)
+    calls = run.teacher_report(params, {"personas": [personas], "tasks": tasks, "examples": examples,
+                                        "preferences": [preferences], "judged": [judged]})
+    store.write_json(store.path("runs", params.run_id, "align_report.json"),
+                     {"teacher_calls": calls, "models": models})
+    create_table_artifact(calls, key="align-teacher-calls", description=f"Teacher calls of {params.run_id}")
+    print(format_table(calls, ["stage", "teacher_calls", "tokens", "rows"]))
+    return {"models": models, "registry": registry, "teacher_calls": calls}
+
+
+if __name__ == "__main__":
+    cli = argparse.ArgumentParser(description="Run flow `align` (see AlignParams for every field).")
+    cli.add_argument("--store", default="./data")
+    cli.add_argument("--base-model", default=AlignParams().base_model)
+    cli.add_argument("--teacher-url", default="embedded")
+    cli.add_argument("--teacher-model", default=AlignParams().teacher.model)
+    cli.add_argument("--steps", type=int, default=20)
+    args = cli.parse_args()
+    steps = {"steps": args.steps}
+    align(AlignParams(store=args.store, base_model=args.base_model,
+                      teacher={"base_url": args.teacher_url, "model": args.teacher_model},
+                      junior=steps, senior={**steps, "learning_rate": 5e-5}, revisor=steps))

@@ -1,0 +1,16 @@
+"""Prefect tasks of flow `align`: the domain functions of embedfactory.align.run, each retried once.
+They are idempotent on the store themselves (fingerprinted shards and model markers), so Prefect
+keeps no cache of its own here."""
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from embedfactory.align import run
+
+ALIGN_TASK = {"retries": 1, "retry_delay_seconds": 10, "cache_policy": NO_CACHE, "persist_result": False}
+
+train_role = task(run.train_role, **ALIGN_TASK, task_run_name="train-{role}")
+sample_candidates = task(run.candidates, **ALIGN_TASK, task_run_name="candidates")
+judge_preferences = task(run.preferences, **ALIGN_TASK, task_run_name="preferences")
+judge_junior = task(run.judged, **ALIGN_TASK, task_run_name="judged")

@@ -1,0 +1,65 @@
+"""Flow `align` end to end with the real embedded teacher (llama.cpp, Qwen2.5-0.5B) and, for speed, a
+tiny random-initialised Qwen2 as the base model (plumbing only: no quality is claimed from it).
+A re-run reuses every stage: no new shard, no retraining."""
+import json
+
+import pytest
+
+from embedfactory.align.config import AlignParams
+from embedfactory.config import SynthConfig
+from flows.align import align
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory):
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from embedfactory.models import local_gguf
+
+    folder = tmp_path_factory.mktemp("tiny-qwen")
+    tokenizer = AutoTokenizer.from_pretrained(local_gguf().parent, gguf_file=local_gguf().name)  # Qwen's own
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                 tie_word_embeddings=True)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def shard_tokens(store, run_id) -> set[str]:
+    return {json.loads(p.read_text())["run_token"] for p in (store / "runs" / run_id).glob("*/_shards/*.json")}
+
+
+def test_align_makes_registered_junior_senior_and_revisor_then_reuses_them(tmp_path, prefect_api, llm_server,
+                                                                           tiny_qwen):
+    endpoint, url = llm_server
+    steps = {"steps": 2, "batch_size": 2, "max_length": 256}
+    params = AlignParams(store=str(tmp_path), run_id="align-test", base_model=tiny_qwen,
+                         teacher=endpoint.model_copy(update={"base_url": url}),
+                         seed_set=SynthConfig(personas=3, task_mix={"retrieval": 1}, max_num_words=30),
+                         candidates=3, max_new_tokens=24, junior=steps, senior=steps, revisor=steps,
+                         planned_examples=1000)
+    first = align(params)
+
+    for role in ("junior", "senior", "revisor"):
+        report = first["models"][role]
+        assert (tmp_path / "models" / "align" / "align-test" / role / "config.json").exists()
+        assert report["steps"] == 2 and report["moved_tensors"] == report["trainable_tensors"] > 0
+        assert first["registry"][f"aligned-{role}"]["serve"].startswith(f"vllm serve {report['path']}")
+    assert first["models"]["senior"]["beta"] == 0.1 and "rewards/margins" in first["models"]["senior"]["log"][0]
+    assert first["models"]["senior"]["base"] == first["models"]["junior"]["path"]  # DPO starts from the junior
+
+    calls = {row["stage"]: row for row in first["teacher_calls"]}
+    assert all(calls[s]["teacher_calls"] > 0 for s in ("personas", "tasks", "examples", "preferences", "judged"))
+    total = calls["total"]
+    assert total["teacher_calls"] == sum(calls[s]["teacher_calls"] for s in calls if s != "total")
+    assert total["calls_per_planned_example"] == round(total["teacher_calls"] / 1000, 6)
+    assert total["e5_mistral_calls_per_example"] == 1.0 and total["speed_calls_per_example"] < 0.05
+    preferences = json.loads((tmp_path / "runs" / "align-test" / "align_report.json").read_text())
+    assert preferences["models"]["junior"]["rows"] > 0
+
+    tokens = shard_tokens(tmp_path, "align-test")
+    second = align(params)
+    assert shard_tokens(tmp_path, "align-test") == tokens  # nothing regenerated
+    assert second["models"] == first["models"]  # nothing retrained (same markers)
