@@ -34,6 +34,7 @@ def test_sft_lowers_the_loss_and_changes_the_exported_weights(qwen, tmp_path):
             {"prompt": ASK[:1], "completion": [{"role": "assistant", "content": GOOD.replace("floods", "flooding")}]}]
     trained, report = trainers.sft(model, tokenizer, rows, CFG, str(tmp_path / "trainer"))
     losses = [h["loss"] for h in report["log"]]
+    print(f"SFT loss per step: {losses}")  # pytest -s shows the curve
     assert report["steps"] == len(losses) == 6 and all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.7 * losses[0], losses
     assert report["moved_tensors"] == report["trainable_tensors"] > 0  # every LoRA tensor trained
@@ -55,6 +56,7 @@ def test_dpo_grows_the_reward_margin_against_the_reference(qwen, tmp_path):
                              str(tmp_path / "trainer"))
     log = report["log"]
     losses, margins = [h["loss"] for h in log], [h["rewards/margins"] for h in log]
+    print(f"DPO loss per step: {losses}\nDPO reward margin per step: {margins}")
     assert len(log) == 6 and all(math.isfinite(x) for x in losses + margins)
     assert margins[0] == pytest.approx(0.0, abs=1e-3)  # step 1: the policy is the reference
     assert margins[-1] > margins[0] + 0.1 and losses[-1] < losses[0], log

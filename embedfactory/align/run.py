@@ -16,6 +16,7 @@ from ..config import Sampling, SynthParams
 from ..ids import stable_hash
 from ..llm.client import ChatClient
 from ..stages import revise
+from ..stages.common import ShardOutput
 from ..store import ShardRecord, Store
 from . import data, judge, models, sampling, trainers
 from .config import AlignParams, Finetune
@@ -102,9 +103,7 @@ def candidates(ctx, params: AlignParams, junior: dict, seed: list[dict]) -> Shar
     return _stage(ctx, "candidates", (junior["fingerprint"], params.candidates, params.max_new_tokens), produce)
 
 
-def _output(rows: list[dict]):
-    from ..stages.common import ShardOutput
-
+def _output(rows: list[dict]) -> ShardOutput:
     return ShardOutput(rows=rows, rows_in=len(rows))
 
 
