@@ -55,12 +55,16 @@ def model_dir(params: AlignParams, role: str) -> str:
     return Store(params.store).path("models", "align", params.run_id, role)
 
 
-def local_copy(store: Store, path: str) -> str:
-    if store.is_local:
-        return path
-    local = tempfile.mkdtemp(prefix="embedfactory-lm-")
-    store.download_dir(path, local)
-    return local
+def load_lm(params: AlignParams, name: str):
+    """(model, tokenizer, device) for the base model or a model folder this run put in the store."""
+    from ..training.encoder import pick_device
+
+    store, device = Store(params.store), str(pick_device(params.device))
+    if name.startswith(f"{store.root}/") and not store.is_local:
+        local = tempfile.mkdtemp(prefix="embedfactory-lm-")
+        store.download_dir(name, local)
+        name = local
+    return *models.load_causal_lm(name, device), device
 
 
 def train_role(params: AlignParams, role: str, base: str, rows: list[dict], cfg: Finetune, upstream: str) -> dict:
@@ -71,10 +75,7 @@ def train_role(params: AlignParams, role: str, base: str, rows: list[dict], cfg:
     marker = f"{path}/align.json"
     if store.exists(marker) and (done := store.read_json(marker))["fingerprint"] == fp:
         return done
-    from ..training.encoder import pick_device
-
-    device = str(pick_device(params.device))
-    model, tokenizer = models.load_causal_lm(base if base == params.base_model else local_copy(store, base), device)
+    model, tokenizer, device = load_lm(params, base)
     with tempfile.TemporaryDirectory() as work:
         if role == "senior":
             model, log = trainers.dpo(model, tokenizer, rows, cfg, params.beta, f"{work}/trainer", device)
@@ -94,7 +95,7 @@ def sft_rows(seed: list[dict]) -> list[dict]:
 
 def candidates(ctx, params: AlignParams, junior: dict, seed: list[dict]) -> ShardRecord:
     def produce():
-        model, tokenizer = models.load_causal_lm(local_copy(Store(params.store), junior["path"]))
+        model, tokenizer, _ = load_lm(params, junior["path"])
         rows = sampling.sample_candidates(model, tokenizer, seed, params.candidates, params.max_new_tokens,
                                           params.seed_set.seed)
         return _output([{"example_id": r["example_id"], "task_type": r["task_type"], "task": r["task"],
