@@ -12,7 +12,7 @@ import argparse
 import time
 
 from embedfactory.config import EMBEDDED_EMBEDDER
-from embedfactory.evaldata import SHARED_DATA, corrupt_positives, sts_pairs
+from embedfactory.evaldata import corrupt_positives, sts_pairs
 from embedfactory.filtering import corpus_of, encoder, ranking_consistency
 from embedfactory.models import load_embedder
 from embedfactory.search import auto_topk
@@ -20,7 +20,8 @@ from embedfactory.search import auto_topk
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--data", default=str(SHARED_DATA / "stsbenchmark" / "sts-train.csv"))
+    cli.add_argument("--data", help="an STS Benchmark file (default: ../shared's train split, else the "
+                     "bundled test split)")
     cli.add_argument("--fraction", type=float, default=0.2)
     cli.add_argument("--model", default=EMBEDDED_EMBEDDER)
     args = cli.parse_args()

@@ -98,7 +98,8 @@ class SynthConfig(Strict):
     )
     tasks_per_topic: int = Field(1, gt=0, description="Tasks asked per brainstorm prompt, each prompt "
                                  "with its own topic (SPEED found 1 better than 3 or 5).")
-    tasks_per_persona: int = Field(1, gt=0, description="Tasks brainstormed per persona and task type.")
+    tasks_per_persona: int = Field(
+        1, gt=0, description="Tasks per persona, spread over the task types by `task_mix`.")
     examples_per_task: int = Field(1, gt=0, description="Examples generated per task.")
     task_mix: dict[TaskType, float] = Field(
         default_factory=lambda: {"classification": 7, "sts": 7, "retrieval": 7,
@@ -167,7 +168,9 @@ class FilterConfig(Strict):
     dedupe_against_published: bool = Field(
         True, description="Also drop examples that repeat datasets already published in the store.",
     )
-    batch_size: int = runtime(64, gt=0)
+    batch_size: int = runtime(64, gt=0, description="Texts per forward pass of the filter model.")
+    device: Literal["auto", "cpu", "cuda"] = runtime(
+        "auto", description="Where the filter model embeds and the search runs (auto: a GPU if visible).")
 
     @field_validator("mine_range")
     @classmethod

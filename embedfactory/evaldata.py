@@ -10,11 +10,14 @@ import random
 from pathlib import Path
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BUNDLED_STS_TEST = Path(__file__).resolve().parent / "data" / "evalsets" / "stsbenchmark" / "sts-test.csv"
 
 
-def sts_pairs(path: str | Path = SHARED_DATA / "stsbenchmark" / "sts-train.csv",
-              min_score: float = 4.0) -> list[dict]:
-    """(anchor, positive) rows from sentence pairs scored at least `min_score` of 5."""
+def sts_pairs(path: str | Path | None = None, min_score: float = 4.0) -> list[dict]:
+    """(anchor, positive) rows from sentence pairs scored at least `min_score` of 5. Default: the
+    train split from `../shared/data`, else the test split shipped with the package."""
+    shared_train = SHARED_DATA / "stsbenchmark" / "sts-train.csv"
+    path = path or (shared_train if shared_train.exists() else BUNDLED_STS_TEST)
     rows, seen = [], set()
     with open(path, encoding="utf-8") as f:
         for fields in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):

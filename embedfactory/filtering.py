@@ -6,10 +6,10 @@ once). A sample is kept only when its positive scores at least as high as the k-
 i.e. it ranks within the top k. Rank, positive score and k-th score are stored on every row either
 way, and dropped rows say why.
 
-Mining takes candidates from a rank window of the same search (the row's own positive and generated
-negative skipped), drops any that score above `(1 - relative_margin)` of the positive's score or
-within `absolute_margin` of it, counts those as likely false negatives, and keeps the best
-`negatives` of the rest.
+Mining takes the candidates of the same search (the row's own positive and generated negative
+skipped), drops any that score above `(1 - relative_margin)` of the positive's score or within
+`absolute_margin` of it, counting those as likely false negatives, and keeps the best `negatives`
+from the rank window of the rest.
 """
 from __future__ import annotations
 
@@ -60,18 +60,19 @@ def verdicts(rows: list[dict], queries: torch.Tensor, corpus: list[str], docs: t
     index = {text: i for i, text in enumerate(corpus)}
     k = min(topk or auto_topk(len(corpus)), len(corpus))
     depth = max(k, mining.range_max + 2) if mining else k  # +2: the row's own positive and negative
-    found = search(queries, docs, torch.tensor([index[r["positive"]] for r in rows]), depth, query_block=block)
+    found = search(queries, docs, torch.tensor([index[r["positive"]] for r in rows], device=docs.device),
+                   depth, query_block=block)
+    scores, indices = found.scores.cpu().tolist(), found.indices.cpu().tolist()
+    ranks, positives = found.rank.cpu().tolist(), found.positive.cpu().tolist()
     out = []
     for i, row in enumerate(rows):
-        rank, positive = int(found.rank[i]), float(found.positive[i])
+        rank, positive = ranks[i], positives[i]
         kept = rank <= k
-        verdict = {"kept": kept, "rank": rank, "positive_score": positive,
-                   "kth_score": float(found.scores[i, k - 1]),
+        verdict = {"kept": kept, "rank": rank, "positive_score": positive, "kth_score": scores[i][k - 1],
                    "drop_reason": None if kept else f"ranking: positive ranked {rank} of {len(corpus)} (top-k {k})"}
         if mining:
             skip = {index[row["positive"]]} | ({index[row["negative"]]} if row["negative"] is not None else set())
-            picked, suspects = pick_negatives(found.scores[i].tolist(), found.indices[i].tolist(),
-                                              positive, skip, mining)
+            picked, suspects = pick_negatives(scores[i], indices[i], positive, skip, mining)
             verdict.update(mined_negatives=[corpus[j] for j in picked], false_negative_suspects=suspects)
         out.append(verdict)
     return out
@@ -79,30 +80,22 @@ def verdicts(rows: list[dict], queries: torch.Tensor, corpus: list[str], docs: t
 
 def pick_negatives(scores: list[float], indices: list[int], positive: float, skip: set[int],
                    cfg: Mining) -> tuple[list[int], int]:
-    """Negatives from ranks [range_min, range_max) of the candidates (skipped ones not counted),
-    and how many candidates in that window sat too close to the positive to be trusted."""
+    """Negatives from ranks [range_min, range_max) of the trusted candidates, and how many candidates
+    sat too close to the positive to be trusted (likely false negatives). As in NV-Retriever's
+    TopK-PercPos and sentence-transformers' `mine_hard_negatives`, the row's own texts and the
+    untrusted candidates are removed first; the window ranks what remains."""
     ceiling = positive - cfg.relative_margin * abs(positive)
     if cfg.absolute_margin is not None:
         ceiling = min(ceiling, positive - cfg.absolute_margin)
-    picked, suspects, rank = [], 0, -1
-    for score, j in zip(scores, indices):
-        if j in skip:
-            continue
-        rank += 1
-        if rank < cfg.range_min:
-            continue
-        if rank >= cfg.range_max or len(picked) == cfg.negatives:
-            break
-        if score > ceiling:
-            suspects += 1
-        else:
-            picked.append(j)
-    return picked, suspects
+    candidates = [(score, j) for score, j in zip(scores, indices) if j not in skip]
+    trusted = [j for score, j in candidates if score <= ceiling]
+    window = trusted[cfg.range_min:cfg.range_max]
+    return window[:cfg.negatives], len(candidates) - len(trusted)
 
 
-def encoder(model) -> Embed:
+def encoder(model, batch_size: int = 64) -> Embed:
     """Wrap a SentenceTransformer as an `Embed` function."""
     def embed(texts: list[str]) -> np.ndarray:
-        return model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                             show_progress_bar=False).astype(np.float32)
     return embed

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import threading
 import time
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
-import numpy as np
 import pyarrow as pa
 import torch
 from pydantic import BaseModel
@@ -123,7 +124,8 @@ def code_version(*modules) -> str:
 
 def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
                 side: list[ShardRecord] = ()) -> str:
-    return stable_hash(stage.name, key, code_version(*stage.code), stage.inputs(ctx.params),
+    return stable_hash(stage.name, key, code_version(*stage.code), inspect.getsource(stage.produce),
+                       stage.inputs(ctx.params),
                        sorted(u.sha256 for u in upstream), sorted(s.sha256 for s in side),
                        stage.external(ctx) if stage.external else None)
 
@@ -223,7 +225,9 @@ def _corpus(ctx, key, rows, side, progress):
     """Embed the shard's documents once; every verdict shard searches all corpus shards."""
     source = ctx.params.filter.external_corpus
     texts = sources.load_column(source, "text") if key == EXTERNAL else filtering.corpus_of(rows)
-    vectors = filtering.encoder(load_embedder(ctx.params.filter.model))(texts) if texts else []
+    cfg = ctx.params.filter
+    embed = filtering.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size)
+    vectors = embed(texts) if texts else []
     return ShardOutput(rows=[{"text": t, "embedding": v.tolist()} for t, v in zip(texts, vectors)],
                        rows_in=len(rows))
 
@@ -241,17 +245,41 @@ def _earlier_rows(ctx: RunContext, side: list[ShardRecord]) -> list[tuple[str, d
     return earlier
 
 
+_corpus_cache: dict[tuple, tuple[list[str], torch.Tensor]] = {}  # the last corpus this process read
+_corpus_lock = threading.Lock()
+
+
+def _corpus_matrix(ctx: RunContext, side: list[ShardRecord], device: str) -> tuple[list[str], torch.Tensor]:
+    """The run's corpus (each text once) and its embeddings on `device`, read from the store once per
+    process: verdict shards running side by side in one worker share one copy."""
+    shards = [s for s in side if s.stage == "corpus"]
+    key = (ctx.params.store, ctx.run_id, tuple(sorted(s.sha256 for s in shards)), device)
+    with _corpus_lock:
+        if key not in _corpus_cache:
+            _corpus_cache.clear()
+            table = ctx.stage_dir("corpus").read([s.key for s in shards])
+            texts, first = [], {}
+            for i, text in enumerate(table["text"].to_pylist()):  # a text in several shards counts once
+                if text not in first:
+                    first[text] = i
+                    texts.append(text)
+            flat = table["embedding"].combine_chunks().flatten().to_numpy()
+            with warnings.catch_warnings():  # Arrow's buffer is read-only; the search never writes to it
+                warnings.simplefilter("ignore", UserWarning)
+                matrix = torch.from_numpy(flat.reshape(len(table), -1) if len(table) else flat.reshape(0, 0))
+            if len(texts) < len(table):
+                matrix = matrix[list(first.values())]
+            _corpus_cache[key] = texts, matrix.to(device)
+        return _corpus_cache[key]
+
+
 def _verdicts(ctx, key, rows, side, progress):
     cfg = ctx.params.filter
     duplicates = dedupe.find_duplicates(rows, _earlier_rows(ctx, side), cfg.near_duplicate_threshold)
-    corpus = ctx.stage_dir("corpus").read([s.key for s in side if s.stage == "corpus"])
-    texts, first = [], {}
-    for i, text in enumerate(corpus["text"].to_pylist()):  # a text in several shards counts once
-        if text not in first:
-            first[text] = i
-            texts.append(text)
-    docs = torch.tensor(np.stack(corpus["embedding"].to_numpy(zero_copy_only=False)[list(first.values())]))
-    queries = torch.from_numpy(filtering.encoder(load_embedder(cfg.model))([r["anchor"] for r in rows]))
+    device = search.resolve_device(cfg.device)
+    texts, docs = _corpus_matrix(ctx, side, device)
+    embed = filtering.encoder(load_embedder(cfg.model, device), cfg.batch_size)
+    queries = torch.from_numpy(embed([r["anchor"] for r in rows])).to(device)
     mining = filtering.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
                               cfg.mine_absolute_margin) if cfg.mined_negatives else None
     verdicts = filtering.verdicts(rows, queries, texts, docs, cfg.topk, mining)

@@ -53,11 +53,13 @@ def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[Sh
         for name, value in json.loads(row["attributes"]).items():
             attributes[row["task_type"]][name][str(value)] += 1
     drops = Counter(r["drop_reason"].partition(":")[0] for r in verdicts if not r["kept"])
-    revisions = Counter(r["revision_status"] for r in stage_rows["revised"] if r["status"] == "ok")
+    revised = [r for r in stage_rows["revised"] if r["status"] == "ok"]
+    revisions = Counter(r["revision_status"] for r in revised)
     judged = revisions["revised"] + revisions["unchanged"]
     duplicates = Counter()
     for shard in records["verdicts"]:
         duplicates.update({k: v for k, v in shard.extra.items() if k.startswith("duplicates")})
+    dropped_as_duplicates = duplicates["duplicates_exact"] + duplicates["duplicates_near"]  # of_published: a subset
     return {
         "rows": {stage: {"ok": sum(r["status"] == "ok" for r in rows),
                          "rejected": sum(r["status"] == "rejected" for r in rows)}
@@ -70,10 +72,13 @@ def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[Sh
         "rejection_reasons": {stage: dict(Counter(_reason_class(r["reject_reason"]) for r in rows
                                                   if r["status"] == "rejected" and r["reject_reason"]))
                               for stage, rows in stage_rows.items()},
-        "revisor": {**dict(revisions), "change_rate": round(revisions["revised"] / judged, 3) if judged else None},
+        "revisor": {**dict(revisions), "change_rate": round(revisions["revised"] / judged, 3) if judged else None,
+                    # a reply that never parsed leaves the original in use; why it failed:
+                    "failed_reasons": dict(Counter(_reason_class(r["reject_reason"]) for r in revised
+                                                   if r["revision_status"] == "rejected" and r["reject_reason"]))},
         "filter_drops": dict(drops),
         "duplicates": {**dict(duplicates),
-                       "rate": round(sum(duplicates.values()) / len(verdicts), 3) if verdicts else 0.0},
+                       "rate": round(dropped_as_duplicates / len(verdicts), 3) if verdicts else 0.0},
         "llm_usage": usage,
     }
 
@@ -84,6 +89,6 @@ def to_markdown(report: dict) -> str:
     lines += ["", "| stage | model | calls | prompt tokens | completion tokens | cost (USD) |", "|---|---|---|---|---|---|"]
     lines += [f"| {u['stage']} | {u['model']} | {u['calls']} | {u['prompt_tokens']} | {u['completion_tokens']} "
               f"| {u['cost_usd']} |" for u in report["llm_usage"]]
-    for title in ("by_task_type", "rejection_reasons", "filter_drops", "duplicates", "revisor", "lengths_in_words"):
+    for title in ("by_task_type", "attributes", "rejection_reasons", "filter_drops", "duplicates", "revisor", "lengths_in_words"):
         lines += ["", f"## {title.replace('_', ' ')}", "", "```json", json.dumps(report[title], indent=1), "```"]
     return "\n".join(lines)

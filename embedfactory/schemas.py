@@ -6,9 +6,10 @@ A reply that never parsed is a row with ``status='rejected'`` and a ``reject_rea
 """
 from __future__ import annotations
 
-import pyarrow as pa
+from functools import lru_cache
 from typing import Annotated
 
+import pyarrow as pa
 from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator,
                       model_validator)
 
@@ -33,6 +34,7 @@ def sentence(prefix: str, max_chars: int = 300):
     return Annotated[str, StringConstraints(pattern=rf'^{prefix} [^"\\\n]{{8,{max_chars}}}$')]
 
 
+@lru_cache(maxsize=None)  # one class per shape: requests share it (and its cached JSON schema)
 def listing(name: str, field: str, item, count: int) -> type[Output]:
     """A reply {field: [item, ...]} with 1 to `count` items."""
     return create_model(name, __base__=Output, **{field: (list[item], Field(min_length=1, max_length=count))})
@@ -89,6 +91,7 @@ class TripleExample(Output):
         return self
 
 
+@lru_cache(maxsize=None)
 def revision_of(example: type[Output]) -> type[Output]:
     """The revisor's reply for one example type: a judgement and the rewritten example."""
     return create_model(f"{example.__name__}Revision", __base__=Output, reason=str, revision=example)

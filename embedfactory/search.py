@@ -48,6 +48,11 @@ def search(queries: torch.Tensor, docs: torch.Tensor, positive_index: torch.Tens
                       torch.cat(out_rank))
 
 
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' where a GPU is visible, else 'cpu'."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 def auto_topk(corpus_size: int) -> int:
     """The filter's default k: 0.5% of the corpus, at least 3, at most KaLM's 50 (reached at 10k docs)."""
     return max(3, min(50, -(-corpus_size // 200)))

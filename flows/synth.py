@@ -81,6 +81,8 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
                      "(default: SPEED's mix)")
     cli.add_argument("--base-url", default="embedded", help="OpenAI-compatible URL, or 'embedded'")
     cli.add_argument("--model", default=Endpoint().model)
+    cli.add_argument("--revisor-url", help="the revisor's own OpenAI-compatible URL (default: the generator)")
+    cli.add_argument("--revisor-model", help="the revisor's model (with --revisor-url)")
     cli.add_argument("--no-revise", action="store_true")
     cli.add_argument("--no-train", action="store_true")
     args = cli.parse_args(argv)
@@ -90,6 +92,7 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
                "examples_per_task": args.examples_per_task, "revise": not args.no_revise,
                **({"task_mix": _weights(args.task_mix)} if args.task_mix else {})},
         generator={"base_url": args.base_url, "model": args.model},
+        revisor={"base_url": args.revisor_url, "model": args.revisor_model or args.model} if args.revisor_url else None,
         train=None if args.no_train else TrainConfig())
 
 

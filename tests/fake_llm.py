@@ -33,6 +33,7 @@ class FakeChatServer:
         self.fault_rates, self.stall_s, self.latency_s = fault_rates or {}, stall_s, latency_s
         self.counts: Counter = Counter()
         self.auth: set[str | None] = set()  # Authorization headers seen
+        self.in_flight = self.max_in_flight = 0  # requests being answered now / at most at once
         self._rng, self._lock, self._ids = random.Random(seed), threading.Lock(), itertools.count()
         owner = self
 
@@ -48,6 +49,8 @@ class FakeChatServer:
                 owner.auth.add(self.headers.get("Authorization"))
                 status, content, finish, headers = owner._answer(body)  # counted on arrival
                 time.sleep(owner.latency_s)
+                with owner._lock:
+                    owner.in_flight -= 1
                 if status == "stall":
                     time.sleep(owner.stall_s)  # the client has given up by now
                     status = 504
@@ -78,6 +81,8 @@ class FakeChatServer:
     def _answer(self, body: dict):
         with self._lock:
             self.requests.append(body)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
             if self.script:
                 item = self.script.pop(0)
                 if isinstance(item, int):

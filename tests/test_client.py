@@ -70,6 +70,15 @@ def test_replies_come_back_in_request_order_under_concurrency():
     assert [o.value.input_text for o in out] == [f"t{by_prompt[str(i)]}" for i in range(20)]
 
 
+def test_requests_are_in_flight_together_up_to_the_concurrency_limit():
+    with FakeChatServer(latency_s=0.3) as server:
+        client = ChatClient(Endpoint(base_url=server.base_url, model="fake", concurrency=4), server.base_url)
+        out = client.run_sync([Request([{"role": "user", "content": str(i)}], ClassificationExample, seed=i)
+                               for i in range(12)])
+    assert all(o.ok for o in out)
+    assert server.max_in_flight == 4  # never more than the limit, and the limit is reached
+
+
 def test_unreachable_endpoint_fails_with_the_url():
     with pytest.raises(ConnectionError, match="127.0.0.1:9"):
         check_reachable("http://127.0.0.1:9/v1", Endpoint(), timeout_s=2)

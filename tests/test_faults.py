@@ -18,10 +18,12 @@ def rows(store, run_id, stage):
 
 @pytest.mark.slow
 def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect_api):
-    with FakeChatServer(fault_rates=RATES, seed=3, stall_s=1.5, poison=("Example", 2)) as server:
+    with FakeChatServer(fault_rates=RATES, seed=3, stall_s=1.5, poison=("Example", 2)) as server, \
+            FakeChatServer(fault_rates={"invalid_json": 0.2}, seed=4) as revisor_server:
         endpoint = Endpoint(base_url=server.base_url, model="fake", timeout_s=1.0, transport_retries=8,
                             concurrency=8)
-        params = SynthParams(store=str(tmp_path), generator=endpoint, train=None, synth={
+        revisor = Endpoint(base_url=revisor_server.base_url, model="fake-revisor", concurrency=4)
+        params = SynthParams(store=str(tmp_path), generator=endpoint, revisor=revisor, train=None, synth={
             "personas": 6, "tasks_per_persona": 3, "examples_per_task": 2, "personas_per_shard": 3,
             "task_mix": {"retrieval": 2, "classification": 2, "short-short": 1, "long-long": 1, "sts": 1,
                          "bitext": 1}})
@@ -50,5 +52,10 @@ def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect
     assert summary["revised"]["rejected"] == failed_revisions and summary["verdicts"]["rejected"] == 0
     assert summary["revised"]["rows_out"] == len(revised)  # a failed revision keeps its original
 
+    # the revisor has its own endpoint and model; the generator's server never sees a revise prompt
+    assert {r["model"] for r in revised} == {"fake-revisor"} and revisor_server.requests
+    assert all(r["response_format"]["json_schema"]["name"].endswith("Revision") for r in revisor_server.requests)
+    assert not any(r["response_format"]["json_schema"]["name"].endswith("Revision") for r in server.requests)
+
     # every reply the server completed was counted once, transport faults not at all
-    assert sum(r["llm_calls"] for r in result["summary"]) == server.counts["paid"]
+    assert sum(r["llm_calls"] for r in result["summary"]) == server.counts["paid"] + revisor_server.counts["paid"]

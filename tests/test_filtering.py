@@ -23,6 +23,8 @@ def test_a_positive_outside_the_top_k_is_dropped_with_rank_and_reason():
     assert verdicts[0]["rank"] == 1 and verdicts[2]["rank"] == 3
     assert verdicts[2]["drop_reason"].startswith("ranking: positive ranked 3 of 3")
     assert np.isclose(verdicts[0]["positive_score"], 0.995, atol=1e-3)
+    # the k-th best score for qa (k = 2) is db's 0.0998: above the planted positive's -1
+    assert np.isclose(verdicts[2]["kth_score"], 0.0998, atol=1e-3) and verdicts[2]["positive_score"] < 0
 
 
 def test_top_k_larger_than_the_corpus_keeps_everything():

@@ -103,6 +103,14 @@ def test_cli_names_the_bad_parameter():
     assert done.returncode != 0 and "invalid parameters" in done.stderr and "poetry" in done.stderr
 
 
+def test_cli_sets_a_separate_revisor_endpoint():
+    from flows.synth import _params_from_cli
+
+    params = _params_from_cli(["--revisor-url", "http://revisor:8000/v1", "--revisor-model", "rev-7b"])
+    assert (params.revisor.base_url, params.revisor.model) == ("http://revisor:8000/v1", "rev-7b")
+    assert params.generator.base_url == "embedded" and _params_from_cli([]).revisor is None
+
+
 def test_missing_persona_source_fails_before_any_model_starts(tmp_path, prefect_api):
     with pytest.raises(FileNotFoundError, match="nobody.parquet"):
         synth(tiny(tmp_path, Endpoint(base_url="http://127.0.0.1:9/v1"),

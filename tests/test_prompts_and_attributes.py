@@ -1,5 +1,8 @@
 import collections
+import hashlib
+import itertools
 import random
+from pathlib import Path
 
 import jinja2
 import pytest
@@ -10,6 +13,7 @@ from embedfactory.sources import seed_personas
 from embedfactory.stages.personas import normalized
 from embedfactory.stages.brainstorm import assign_task_types
 from embedfactory.task_types import QUERY_TYPE, TASK_SPECS, Draw
+from fake_llm import fake_value
 
 
 @pytest.mark.parametrize("name", sorted(TASK_SPECS))
@@ -28,9 +32,26 @@ def test_missing_slot_fails_loudly():
         prompts.render("persona_expand", count=3)
 
 
-def test_prompt_version_is_a_hash_of_the_file():
-    assert prompts.version("revise") == prompts.version("revise")
-    assert prompts.version("revise") != prompts.version("persona_expand")
+def test_prompt_version_is_a_hash_of_the_file_and_follows_an_edit(monkeypatch):
+    path = Path(prompts.__file__).with_name("revise.j2")
+    before = prompts.version("revise")
+    assert before == hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    monkeypatch.setattr(prompts, "_source", lambda name: path.read_text() + "\nOne more rule.")
+    assert prompts.version("revise") != before
+
+
+COLUMNS = {"retrieval": ("user_query", "positive_document", "hard_negative_document"),
+           "classification": ("input_text", "label", "misleading_label"),
+           "short-short": ("input", "positive_document", None), "long-long": ("input", "positive_document", None),
+           "sts": ("S1", "S2", "S3"), "bitext": ("S1", "S2", "S3")}
+
+
+@pytest.mark.parametrize("task_type", sorted(TASK_SPECS))
+def test_each_task_type_maps_its_fields_to_anchor_positive_negative(task_type):
+    spec = TASK_SPECS[task_type]
+    output = spec.output.model_validate(fake_value(spec.output.model_json_schema(), itertools.count()))
+    fields = output.model_dump()
+    assert spec.columns(output) == tuple(fields[f] if f else None for f in COLUMNS[task_type])
 
 
 def test_attributes_are_reproducible_per_lineage_and_vary_across_it():

@@ -15,14 +15,16 @@ def verdict(i, kept, task_type="retrieval", drop_reason=None, revision="revised"
 def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
     examples = [verdict(0, True), {"task_type": "sts", "status": "rejected",
                                    "reject_reason": "schema: S2: Field required"}]
-    revised = [verdict(0, True), verdict(1, True, revision="unchanged"), verdict(2, True, revision="rejected")]
+    revised = [verdict(0, True), verdict(1, True, revision="unchanged"),
+               {**verdict(2, True, revision="rejected"), "reject_reason": "invalid JSON: Expecting value"}]
     verdicts = [verdict(0, True), verdict(1, True, "sts"),
                 verdict(2, False, drop_reason="ranking: positive ranked 9 of 40 (top-k 3)"),
                 verdict(3, False, drop_reason="exact duplicate: e0")]
     rows = {"examples": examples, "revised": revised, "verdicts": verdicts}
     records = {"examples": [ShardRecord("0", "f", 1, llm_calls=3, prompt_tokens=1000, completion_tokens=500)],
                "revised": [ShardRecord("0", "f", 3)],
-               "verdicts": [ShardRecord("0", "f", 2, extra={"duplicates_exact": 1, "duplicates_near": 0})]}
+               "verdicts": [ShardRecord("0", "f", 2, extra={"duplicates_exact": 1, "duplicates_near": 0,
+                                                                   "duplicates_of_published": 1})]}
     usage = usage_table(records, {"examples": "gpt-x", "revised": "gpt-x", "verdicts": "m"},
                         {"gpt-x": Price(input_per_million=2.0, output_per_million=8.0)})
     report = quality_report(rows, records, usage)
@@ -31,8 +33,12 @@ def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
     assert report["kept"] == 2 and report["by_task_type"]["kept"] == {"retrieval": 1, "sts": 1}
     assert report["rejection_reasons"]["examples"] == {"schema: S2": 1}
     assert report["filter_drops"] == {"ranking": 1, "exact duplicate": 1}
-    assert report["duplicates"] == {"duplicates_exact": 1, "duplicates_near": 0, "rate": 0.25}
+    # a duplicate of a published set is also an exact or near one: counted once in the rate
+    assert report["duplicates"] == {"duplicates_exact": 1, "duplicates_near": 0, "duplicates_of_published": 1,
+                                    "rate": 0.25}
     assert report["revisor"]["change_rate"] == 0.5
+    assert report["revisor"]["failed_reasons"] == {"invalid JSON": 1}
     assert report["attributes"]["retrieval"]["difficulty"] == {"college": 1}
     assert report["lengths_in_words"]["positive"]["p50"] == 4
-    assert "| examples | gpt-x | 3 |" in to_markdown(report)
+    markdown = to_markdown(report)
+    assert "| examples | gpt-x | 3 |" in markdown and '"difficulty"' in markdown

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from embedfactory.config import FilterConfig
 from embedfactory.filtering import Mining, pick_negatives
+from embedfactory.evaldata import BUNDLED_STS_TEST
 from embedfactory.search import auto_topk, search
 
 
@@ -26,21 +27,45 @@ def test_auto_topk_scales_with_the_corpus():
     assert [auto_topk(n) for n in (10, 1_000, 5_000, 10_000, 1_000_000)] == [3, 5, 25, 50, 50]
 
 
-def test_mining_takes_the_window_skips_own_texts_and_flags_near_positives():
-    # candidates in descending score; the positive (index 0) scores 0.80
+def test_mining_removes_untrusted_candidates_then_takes_the_window():
+    # candidates in descending score; the positive (index 0) scores 0.80, the ceiling is 0.76
     scores = [0.90, 0.80, 0.79, 0.70, 0.60, 0.50, 0.40]
     indices = [5, 0, 6, 1, 2, 3, 4]
     cfg = Mining(negatives=2, range_min=1, range_max=5, relative_margin=0.05)
     picked, suspects = pick_negatives(scores, indices, 0.80, skip={0, 1}, cfg=cfg)
-    # ranks without skipped: 5 (rank 0, below range_min), 6 (rank 1: 0.79 > 0.76, suspect),
-    # 2 (rank 2, kept), 3 (rank 3, kept) -> stop at 2 negatives
-    assert picked == [2, 3] and suspects == 1
+    # 0 and 1 are the row's own; 5 (0.90) and 6 (0.79) are above the ceiling: suspects, not ranked;
+    # the trusted ranks are 2, 3, 4 -> the window [1, 5) starts at 3
+    assert picked == [3, 4] and suspects == 2
 
 
 def test_absolute_margin_tightens_the_ceiling():
     cfg = Mining(negatives=5, range_min=0, range_max=10, relative_margin=0.0, absolute_margin=0.2)
     picked, suspects = pick_negatives([0.7, 0.65, 0.55], [1, 2, 3], 0.8, skip=set(), cfg=cfg)
     assert picked == [3] and suspects == 2
+
+
+def test_mining_agrees_with_sentence_transformers_on_real_pairs():
+    """Same model, data, window and margin as `mine_hard_negatives`: the same negatives."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    from embedfactory.config import EMBEDDED_EMBEDDER
+    from embedfactory.evaldata import sts_pairs
+    from embedfactory.filtering import encoder, ranking_consistency
+    from embedfactory.models import load_embedder
+
+    rows = list({r["anchor"]: r for r in sts_pairs(BUNDLED_STS_TEST)}.values())[:150]  # one row per anchor
+    model = load_embedder(EMBEDDED_EMBEDDER, "cpu")
+    cfg = Mining(negatives=3, range_min=5, range_max=30, relative_margin=0.05)
+    ours = ranking_consistency(rows, encoder(model), topk=None, mining=cfg)
+    theirs = mine_hard_negatives(Dataset.from_list([{"anchor": r["anchor"], "positive": r["positive"]} for r in rows]),
+                                 model, range_min=5, range_max=30, relative_margin=0.05, num_negatives=3,
+                                 sampling_strategy="top", output_format="n-tuple", verbose=False)
+    theirs = {row["anchor"]: [row[f"negative_{i}"] for i in (1, 2, 3)] for row in theirs}
+    mine = {r["anchor"]: v["mined_negatives"] for r, v in zip(rows, ours) if len(v["mined_negatives"]) == 3}
+    assert len(theirs) > 100 and mine.keys() == theirs.keys()
+    same = sum(mine[a] == theirs[a] for a in mine)
+    assert same >= 0.95 * len(mine), f"{same} of {len(mine)} identical"  # float ties may swap a pair
 
 
 def test_mining_window_is_validated():

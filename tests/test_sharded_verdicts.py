@@ -5,7 +5,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from embedfactory import pipeline, schemas
+from embedfactory import models, pipeline, schemas
 from embedfactory.config import Endpoint, SynthParams
 from embedfactory.store import ShardRecord
 
@@ -25,7 +25,18 @@ def revised_rows(shard: int) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_each_verdict_shard_searches_all_shards_and_dedupes_against_earlier_ones(tmp_path):
+def test_each_verdict_shard_searches_all_shards_and_dedupes_against_earlier_ones(tmp_path, monkeypatch):
+    import sentence_transformers
+
+    made = []
+
+    class Counted(sentence_transformers.SentenceTransformer):
+        def __init__(self, *args, **kwargs):
+            made.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(models, "_loaded", {})
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", Counted)
     ctx = pipeline.RunContext(params=SynthParams(store=str(tmp_path), filter={"topk": 1, "mined_negatives": 1,
                                                                              "mine_range": (0, 5)}),
                               run_id="r", run_token="t", generator_url="-", revisor_url="-",
@@ -35,10 +46,13 @@ def test_each_verdict_shard_searches_all_shards_and_dedupes_against_earlier_ones
                for i in range(2)]
     corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, r.key, [r]) for r in revised]
     assert [c.rows for c in corpus] == [3, 3]  # each shard embeds its own documents
+    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised[0]], side=corpus)
     second = pipeline.run_shard(pipeline.VERDICTS, ctx, "00001", [revised[1]], side=corpus + revised[:1])
+    assert len(made) == 1  # the filter model is loaded once for two corpus and two verdict shards
     rows = ctx.stage_dir("verdicts").read(["00001"]).to_pylist()
     assert rows[0]["drop_reason"] == "exact duplicate: e00" and not rows[0]["kept"]
     assert rows[1]["kept"] and rows[1]["rank"] == 1
+    assert rows[1]["kth_score"] == pytest.approx(rows[1]["positive_score"])  # k = 1: the best is the positive
     mined = rows[1]["mined_negatives"]
     assert len(mined) == 1 and mined[0] not in (ROWS[1][1][1], ROWS[1][1][2])  # from the whole corpus
     assert second.dropped == 1

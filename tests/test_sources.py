@@ -54,15 +54,20 @@ def test_sampled_personas_make_no_calls_and_are_reproducible():
     assert [r["persona"] for r in first.rows] == [r["persona"] for r in sample_personas(people, 5, 1, "file.parquet").rows]
 
 
-def test_each_brainstorm_prompt_gets_its_own_topic():
+def test_each_brainstorm_prompt_speaks_as_the_persona_inside_its_own_topic():
     persona = {"persona_id": "p1", "persona": "A ferry engineer"}
+    topics = [f"Science/Field {chr(65 + i)}" for i in range(20)]
     with FakeChatServer() as server:
         client = ChatClient(Endpoint(base_url=server.base_url, model="fake"), server.base_url)
-        out = brainstorm_tasks(client, [persona], [["retrieval"] * 3 + ["sts"]], seed=0,
-                               topics=["Science/Oceanography", "Business/Logistics"], per_topic=1)
-    assert len(server.requests) == 3  # sts has a fixed task: no call
-    assert all("Keep every task inside this topic" in r["messages"][1]["content"] for r in server.requests)
+        out = brainstorm_tasks(client, [persona], [["retrieval"] * 6 + ["sts"]], seed=0,
+                               topics=topics, per_topic=1)
+    assert len(server.requests) == 6  # sts has a fixed task: no call
+    for request in server.requests:
+        system, user = request["messages"]
+        assert system["role"] == "system" and "A ferry engineer" in system["content"]
+        assert user["role"] == "user" and "Keep every task inside this topic" in user["content"]
+    asked = [next(t for t in topics if t in r["messages"][1]["content"]) for r in server.requests]
+    assert len(set(asked)) > 1  # topics are drawn per prompt, not once per persona
     retrieval = [r for r in out.rows if r["task_type"] == "retrieval"]
-    assert len(retrieval) == 3 and all(r["topic"] in {"Science/Oceanography", "Business/Logistics"}
-                                       for r in retrieval)
+    assert sorted(r["topic"] for r in retrieval) == sorted(asked)
     assert [r["task"] for r in out.rows if r["task_type"] == "sts"] == ["Retrieve semantically similar text."]

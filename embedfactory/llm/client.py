@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
 import openai
@@ -67,10 +68,7 @@ class ChatClient:
     max_attempts: int = 3
 
     def _response_format(self, output: type[BaseModel]) -> dict:
-        schema = output.model_json_schema()
-        if self.endpoint.structured_output == "json_object":
-            return {"type": "json_object", "schema": schema}
-        return {"type": "json_schema", "json_schema": {"name": output.__name__, "schema": schema}}
+        return response_format(output, self.endpoint.structured_output)
 
     def _api(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -126,6 +124,15 @@ class ChatClient:
 
     def run_sync(self, requests: list[Request], progress=None) -> list[Reply]:
         return asyncio.run(self.run(requests, progress))
+
+
+@lru_cache(maxsize=None)
+def response_format(output: type[BaseModel], mode: str) -> dict:
+    """The request's `response_format` for an output model (schemas are built once per model)."""
+    schema = output.model_json_schema()
+    if mode == "json_object":
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_schema", "json_schema": {"name": output.__name__, "schema": schema}}
 
 
 def parse_reply(raw: str, output: type[BaseModel],

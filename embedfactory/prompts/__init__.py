@@ -24,5 +24,10 @@ def version(name: str) -> str:
     return hashlib.sha256(_source(name).encode()).hexdigest()[:12]
 
 
+@lru_cache(maxsize=None)
+def _template(name: str) -> jinja2.Template:
+    return _env.from_string(_source(name))
+
+
 def render(name: str, **slots) -> str:
-    return _env.from_string(_source(name)).render(**slots).strip()
+    return _template(name).render(**slots).strip()
