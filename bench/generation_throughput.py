@@ -23,7 +23,7 @@ from pathlib import Path
 import openai
 
 from embedfactory.config import Endpoint, Sampling
-from embedfactory.llm.client import ChatClient, parse_reply
+from embedfactory.llm.client import ChatClient, parse_reply, response_format
 from embedfactory.llm.server import serving
 from embedfactory.stages.generate import example_requests, generate_examples
 
@@ -44,7 +44,6 @@ async def plain_loop(endpoint: Endpoint, base_url: str, sampling: Sampling, requ
     """The reference: one direct call per prompt, a semaphore, no retries, no bookkeeping."""
     api = openai.AsyncOpenAI(base_url=base_url, api_key=os.environ.get(endpoint.api_key_env) or "none",
                              timeout=endpoint.timeout_s)
-    client = ChatClient(endpoint, base_url)  # only to build the identical response_format
     gate = asyncio.Semaphore(endpoint.concurrency)
 
     async def one(request) -> bool:
@@ -52,7 +51,7 @@ async def plain_loop(endpoint: Endpoint, base_url: str, sampling: Sampling, requ
             response = await api.chat.completions.create(
                 model=endpoint.model, messages=request.messages, temperature=sampling.temperature,
                 top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=request.seed,
-                response_format=client._response_format(request.output))
+                response_format=response_format(request.output, endpoint.structured_output))
         choice = response.choices[0]
         return parse_reply(choice.message.content or "", request.output, choice.finish_reason)[0] is not None
 

@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel
 
 from . import dedupe, filtering, prompts, publish, quality, schemas, search, sources, task_types
-from .config import Endpoint, SynthParams
+from .config import Endpoint, FilterConfig, SynthParams
 from .ids import stable_hash
 from .llm import client
 from .llm.client import ChatClient
@@ -221,13 +221,16 @@ def _published(ctx: RunContext) -> list[dict]:
 EXTERNAL = "external"  # the corpus shard of `filter.external_corpus`
 
 
+def _filter_encoder(cfg: FilterConfig) -> filtering.Embed:
+    """The filter model (loaded once per process) on its device, as an embedding function."""
+    return filtering.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size)
+
+
 def _corpus(ctx, key, rows, side, progress):
     """Embed the shard's documents once; every verdict shard searches all corpus shards."""
     source = ctx.params.filter.external_corpus
     texts = sources.load_column(source, "text") if key == EXTERNAL else filtering.corpus_of(rows)
-    cfg = ctx.params.filter
-    embed = filtering.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size)
-    vectors = embed(texts) if texts else []
+    vectors = _filter_encoder(ctx.params.filter)(texts) if texts else []
     return ShardOutput(rows=[{"text": t, "embedding": v.tolist()} for t, v in zip(texts, vectors)],
                        rows_in=len(rows))
 
@@ -258,11 +261,10 @@ def _corpus_matrix(ctx: RunContext, side: list[ShardRecord], device: str) -> tup
         if key not in _corpus_cache:
             _corpus_cache.clear()
             table = ctx.stage_dir("corpus").read([s.key for s in shards])
-            texts, first = [], {}
+            first: dict[str, int] = {}
             for i, text in enumerate(table["text"].to_pylist()):  # a text in several shards counts once
-                if text not in first:
-                    first[text] = i
-                    texts.append(text)
+                first.setdefault(text, i)
+            texts = list(first)
             flat = table["embedding"].combine_chunks().flatten().to_numpy()
             with warnings.catch_warnings():  # Arrow's buffer is read-only; the search never writes to it
                 warnings.simplefilter("ignore", UserWarning)
@@ -278,8 +280,7 @@ def _verdicts(ctx, key, rows, side, progress):
     duplicates = dedupe.find_duplicates(rows, _earlier_rows(ctx, side), cfg.near_duplicate_threshold)
     device = search.resolve_device(cfg.device)
     texts, docs = _corpus_matrix(ctx, side, device)
-    embed = filtering.encoder(load_embedder(cfg.model, device), cfg.batch_size)
-    queries = torch.from_numpy(embed([r["anchor"] for r in rows])).to(device)
+    queries = torch.from_numpy(_filter_encoder(cfg)([r["anchor"] for r in rows])).to(device)
     mining = filtering.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
                               cfg.mine_absolute_margin) if cfg.mined_negatives else None
     verdicts = filtering.verdicts(rows, queries, texts, docs, cfg.topk, mining)

@@ -89,6 +89,7 @@ def to_markdown(report: dict) -> str:
     lines += ["", "| stage | model | calls | prompt tokens | completion tokens | cost (USD) |", "|---|---|---|---|---|---|"]
     lines += [f"| {u['stage']} | {u['model']} | {u['calls']} | {u['prompt_tokens']} | {u['completion_tokens']} "
               f"| {u['cost_usd']} |" for u in report["llm_usage"]]
-    for title in ("by_task_type", "attributes", "rejection_reasons", "filter_drops", "duplicates", "revisor", "lengths_in_words"):
+    for title in ("by_task_type", "attributes", "rejection_reasons", "filter_drops", "duplicates", "revisor",
+                  "lengths_in_words"):
         lines += ["", f"## {title.replace('_', ' ')}", "", "```json", json.dumps(report[title], indent=1), "```"]
     return "\n".join(lines)

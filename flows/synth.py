@@ -92,7 +92,8 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
                "examples_per_task": args.examples_per_task, "revise": not args.no_revise,
                **({"task_mix": _weights(args.task_mix)} if args.task_mix else {})},
         generator={"base_url": args.base_url, "model": args.model},
-        revisor={"base_url": args.revisor_url, "model": args.revisor_model or args.model} if args.revisor_url else None,
+        revisor=({"base_url": args.revisor_url, "model": args.revisor_model or args.model}
+                 if args.revisor_url else None),
         train=None if args.no_train else TrainConfig())
 
 

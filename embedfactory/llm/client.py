@@ -67,9 +67,6 @@ class ChatClient:
     sampling: Sampling = field(default_factory=Sampling)
     max_attempts: int = 3
 
-    def _response_format(self, output: type[BaseModel]) -> dict:
-        return response_format(output, self.endpoint.structured_output)
-
     def _api(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
             base_url=self.base_url,
@@ -90,7 +87,7 @@ class ChatClient:
                 top_p=self.sampling.top_p,
                 max_tokens=self.sampling.max_tokens,
                 seed=request.seed + reply.attempts - 1,
-                response_format=self._response_format(request.output),
+                response_format=response_format(request.output, self.endpoint.structured_output),
             )
             reply.calls += 1
             if response.usage:
