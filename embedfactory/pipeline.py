@@ -42,7 +42,7 @@ class RunContext(BaseModel):
     run_token: str  # unique per flow run: tells shards made now from shards reused
     generator_url: str
     revisor_url: str
-    generator: Endpoint  # as resolved (the embedded server's structured-output mode applied)
+    generator: Endpoint  # as resolved (the embedded server's slot count as concurrency)
     revisor: Endpoint
 
     def client(self, role: str) -> ChatClient:
@@ -152,7 +152,8 @@ def commit_output(out_dir: StageDir, key: str, fp: str, out: ShardOutput, run_to
         key=key, fingerprint=fp, rows=out.passed, stage=out_dir.stage,
         rejected=out.rejected, dropped=out.dropped,
         rows_in=out.rows_in, llm_calls=out.usage.calls, prompt_tokens=out.usage.prompt_tokens,
-        completion_tokens=out.usage.completion_tokens, seconds=round(time.monotonic() - started, 2),
+        completion_tokens=out.usage.completion_tokens, cached_tokens=out.usage.cached_tokens,
+        schema_fallbacks=out.usage.schema_fallbacks, seconds=round(time.monotonic() - started, 2),
         run_token=run_token, extra=out.extra)
     return out_dir.commit(pa.Table.from_pylist(out.rows, schema=schema), record)
 

@@ -39,8 +39,11 @@ def usage_table(records: dict[str, list[ShardRecord]], models: dict[str, str],
         prompt, completion = (sum(r.prompt_tokens for r in shards), sum(r.completion_tokens for r in shards))
         price = prices.get(model)
         cost = (prompt * price.input_per_million + completion * price.output_per_million) / 1e6 if price else 0.0
+        cached = sum(r.cached_tokens for r in shards)
         out.append({"stage": stage, "model": model, "calls": calls, "prompt_tokens": prompt,
-                    "completion_tokens": completion, "cost_usd": round(cost, 6)})
+                    "completion_tokens": completion, "cached_prompt_tokens": cached,
+                    "prompt_cache_hit_rate": round(cached / prompt, 3) if prompt else 0.0,
+                    "schema_fallbacks": sum(r.schema_fallbacks for r in shards), "cost_usd": round(cost, 6)})
     return out
 
 
@@ -86,9 +89,11 @@ def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[Sh
 def to_markdown(report: dict) -> str:
     lines = ["# Data quality", "", f"kept rows: {report['kept']}", "", "| stage | ok | rejected |", "|---|---|---|"]
     lines += [f"| {s} | {c['ok']} | {c['rejected']} |" for s, c in report["rows"].items()]
-    lines += ["", "| stage | model | calls | prompt tokens | completion tokens | cost (USD) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {u['stage']} | {u['model']} | {u['calls']} | {u['prompt_tokens']} | {u['completion_tokens']} "
-              f"| {u['cost_usd']} |" for u in report["llm_usage"]]
+    lines += ["", "| stage | model | calls | prompt tokens | from prefix cache | completion tokens | "
+              "schema fallbacks | cost (USD) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {u['stage']} | {u['model']} | {u['calls']} | {u['prompt_tokens']} | "
+              f"{u['prompt_cache_hit_rate']:.0%} | {u['completion_tokens']} | {u['schema_fallbacks']} | "
+              f"{u['cost_usd']} |" for u in report["llm_usage"]]
     for title in ("by_task_type", "attributes", "rejection_reasons", "filter_drops", "duplicates", "revisor",
                   "lengths_in_words"):
         lines += ["", f"## {title.replace('_', ' ')}", "", "```json", json.dumps(report[title], indent=1), "```"]

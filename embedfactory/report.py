@@ -5,7 +5,7 @@ from __future__ import annotations
 from .store import ShardRecord
 
 COLUMNS = ["stage", "shards", "reused", "rows_in", "rows_out", "rejected", "dropped", "llm_calls",
-           "tokens", "seconds"]
+           "tokens", "cached", "seconds"]
 
 
 def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
@@ -19,14 +19,20 @@ def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
             "rejected": sum(r.rejected for r in shards), "dropped": sum(r.dropped for r in shards),
             "llm_calls": sum(r.llm_calls for r in fresh),
             "tokens": sum(r.prompt_tokens + r.completion_tokens for r in fresh),
+            "cached": _share(sum(r.cached_tokens for r in fresh), sum(r.prompt_tokens for r in fresh)),
             "seconds": round(sum(r.seconds for r in fresh), 1),
         })
     if training is not None:
         fresh = training.get("run_token") == run_token
         table.append({"stage": "train", "shards": 1, "reused": int(not fresh), "rows_in": training["rows"],
                       "rows_out": training["rows"], "rejected": 0, "dropped": 0, "llm_calls": 0, "tokens": 0,
-                      "seconds": training["seconds"] if fresh else 0.0})
+                      "cached": "-", "seconds": training["seconds"] if fresh else 0.0})
     return table
+
+
+def _share(part: int, whole: int) -> str:
+    """Prompt tokens served from the server's prefix cache, as a percentage ('-' without prompts)."""
+    return f"{part / whole:.0%}" if whole else "-"
 
 
 def format_table(table: list[dict], columns: list[str] | None = None) -> str:

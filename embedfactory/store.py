@@ -139,6 +139,8 @@ class ShardRecord:
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the server reused from its prefix cache (where reported)
+    schema_fallbacks: int = 0  # requests sent with a weaker structured-output mode than asked
     seconds: float = 0.0
     sha256: str = ""
     run_token: str = ""  # the flow run that made it

@@ -113,8 +113,8 @@ TASK_SPECS: dict[str, TaskSpec] = {spec.name: spec for spec in [
     TaskSpec("classification", ClassificationExample, _classification, 4,
              lambda o: (o.input_text, o.label, o.misleading_label), task_prefix="Classify"),
     TaskSpec("short-short", MatchingExample, _short_short, 4, _matching, task_prefix="Given"),
-    TaskSpec("long-long", MatchingExample, _long_long, 4, _matching, task_prefix="Given"),
-    TaskSpec("sts", TripleExample, _sts, 4, _triple, fixed_task="Retrieve semantically similar text."),
-    TaskSpec("bitext", TripleExample, _bitext, 3, _triple,
+    TaskSpec("long-long", MatchingExample, _long_long, 3, _matching, task_prefix="Given"),
+    TaskSpec("sts", TripleExample, _sts, 5, _triple, fixed_task="Retrieve semantically similar text."),
+    TaskSpec("bitext", TripleExample, _bitext, 4, _triple,
              fixed_task="Retrieve parallel sentences that translate the given text."),
 ]}

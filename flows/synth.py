@@ -81,6 +81,10 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
                      "(default: SPEED's mix)")
     cli.add_argument("--base-url", default="embedded", help="OpenAI-compatible URL, or 'embedded'")
     cli.add_argument("--model", default=Endpoint().model)
+    cli.add_argument("--slots", type=int, help=f"embedded server: requests decoded together "
+                     f"(default {Endpoint().slots}; the client keeps that many in flight)")
+    cli.add_argument("--ctx-per-slot", type=int, help=f"embedded server: context tokens per slot "
+                     f"(default {Endpoint().ctx_per_slot})")
     cli.add_argument("--revisor-url", help="the revisor's own OpenAI-compatible URL (default: the generator)")
     cli.add_argument("--revisor-model", help="the revisor's model (with --revisor-url)")
     cli.add_argument("--no-revise", action="store_true")
@@ -91,7 +95,9 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
         synth={"personas": args.personas, "tasks_per_persona": args.tasks_per_persona,
                "examples_per_task": args.examples_per_task, "revise": not args.no_revise,
                **({"task_mix": _weights(args.task_mix)} if args.task_mix else {})},
-        generator={"base_url": args.base_url, "model": args.model},
+        generator={"base_url": args.base_url, "model": args.model,
+                   **({"slots": args.slots} if args.slots else {}),
+                   **({"ctx_per_slot": args.ctx_per_slot} if args.ctx_per_slot else {})},
         revisor=({"base_url": args.revisor_url, "model": args.revisor_model or args.model}
                  if args.revisor_url else None),
         train=None if args.no_train else TrainConfig())

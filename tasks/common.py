@@ -13,6 +13,7 @@ from prefect.exceptions import MissingContextError
 from prefect.filesystems import WritableFileSystem
 
 from embedfactory.ids import stable_hash
+from embedfactory.llm.liveness import ServerDied
 from embedfactory.store import Store
 
 RETRIES = 2
@@ -114,4 +115,10 @@ def progress(label: str):
     return report
 
 
-SHARD_TASK = {"retries": RETRIES, "retry_delay_seconds": RETRY_DELAY_S, "persist_result": True}
+def worth_retrying(task, task_run, state) -> bool:
+    """A dead embedded server does not come back for a retry: the shard (and the run) fails at once."""
+    return not isinstance(state.data, ServerDied)
+
+
+SHARD_TASK = {"retries": RETRIES, "retry_delay_seconds": RETRY_DELAY_S, "persist_result": True,
+              "retry_condition_fn": worth_retrying}

@@ -22,15 +22,17 @@ FAULTS = ("http_500", "http_429", "timeout", "truncated", "invalid_json")
 class FakeChatServer:
     def __init__(self, script: list | None = None, fault_rates: dict[str, float] | None = None,
                  seed: int = 0, stall_s: float = 2.0, poison: tuple[str, int] | None = None,
-                 latency_s: float = 0.0):
+                 latency_s: float = 0.0, refuse_formats: tuple[str, ...] = ()):
         """script items: a string (the reply content) or an int (an HTTP status to fail with).
         Without a script, replies are made up from the request's schema. `poison` = (schema name
         suffix, n): the first n distinct prompts for such a schema always get invalid JSON, so a
         test can count on some prompts exhausting their attempts whatever the random faults do.
-        `latency_s`: every reply waits that long, so a test can act while generation is under way."""
+        `latency_s`: every reply waits that long, so a test can act while generation is under way.
+        `refuse_formats`: response_format types answered with HTTP 400, as a server without them."""
         self.script, self.requests = list(script or []), []
         self.poison, self.poisoned = poison, set()
         self.fault_rates, self.stall_s, self.latency_s = fault_rates or {}, stall_s, latency_s
+        self.refuse_formats = refuse_formats
         self.counts: Counter = Counter()
         self.auth: set[str | None] = set()  # Authorization headers seen
         self.in_flight = self.max_in_flight = 0  # requests being answered now / at most at once
@@ -60,7 +62,8 @@ class FakeChatServer:
                     "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": finish,
                                  "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                              "prompt_tokens_details": {"cached_tokens": 4}}})
 
             def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
@@ -83,6 +86,9 @@ class FakeChatServer:
             self.requests.append(body)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if (body.get("response_format") or {}).get("type") in self.refuse_formats:
+                self.counts["refused_format"] += 1
+                return 400, None, None, {}
             if self.script:
                 item = self.script.pop(0)
                 if isinstance(item, int):

@@ -2,7 +2,11 @@ import json
 
 import pytest
 
+import threading
+import time
+
 from embedfactory.config import Endpoint
+from embedfactory.llm import liveness
 from embedfactory.llm.client import ChatClient, Request, check_reachable, parse_reply
 from embedfactory.schemas import ClassificationExample, RetrievalExample, revision_of
 from fake_llm import FakeChatServer
@@ -43,7 +47,7 @@ def test_a_bad_reply_is_repaired_with_the_error_shown_back():
         [reply] = _client(server.base_url).run_sync([Request([{"role": "user", "content": "go"}],
                                                              RetrievalExample, seed=1)])
     assert reply.ok and reply.attempts == 2 and reply.calls == 2
-    assert reply.prompt_tokens == 20 and reply.completion_tokens == 10
+    assert reply.prompt_tokens == 20 and reply.completion_tokens == 10 and reply.cached_tokens == 8
     repair = server.requests[1]["messages"]
     assert repair[1] == {"role": "assistant", "content": "not json"} and "invalid JSON" in repair[2]["content"]
 
@@ -79,6 +83,40 @@ def test_requests_are_in_flight_together_up_to_the_concurrency_limit():
     assert server.max_in_flight == 4  # never more than the limit, and the limit is reached
 
 
+@pytest.mark.parametrize("refused,mode", [(("json_schema",), "json_object"),
+                                           (("json_schema", "json_object"), "none")])
+def test_a_server_that_refuses_the_schema_gets_a_weaker_mode_counted(refused, mode):
+    with FakeChatServer(refuse_formats=refused) as server:
+        client = ChatClient(Endpoint(base_url=server.base_url, model="fake", concurrency=4), server.base_url)
+        out = client.run_sync([Request([{"role": "user", "content": str(i)}], ClassificationExample, seed=i)
+                               for i in range(8)])
+    assert client.mode == mode and all(o.fallback for o in out)  # counted per request (Usage)
+    sent = [(r.get("response_format") or {}).get("type", "none") for r in server.requests]
+    assert set(sent) == {*refused, mode} and server.counts["refused_format"] == sent.count(refused[0]) + (
+        sent.count(refused[1]) if len(refused) > 1 else 0)
+    if mode == "json_object":  # the schema travels inline: replies valid at the first attempt
+        assert all(o.ok and o.attempts == 1 for o in out) and sent.count(mode) == 8
+    else:  # no format: replies are only validated (this fake then sends a bare string) and repaired
+        assert all(not o.ok and o.attempts == 3 and o.error.startswith("schema") for o in out)
+
+
+def test_a_dead_embedded_server_stops_every_request_at_once():
+    """The launcher marks the URL dead when its process exits; nothing waits for retries."""
+    with FakeChatServer(latency_s=30) as server:
+        client = ChatClient(Endpoint(base_url=server.base_url, model="fake", concurrency=4,
+                                     transport_retries=4), server.base_url)
+        threading.Timer(0.5, liveness.mark_dead,
+                        (server.base_url, "the embedded server died: killed by SIGKILL")).start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(liveness.ServerDied, match="SIGKILL"):
+                client.run_sync([Request([{"role": "user", "content": str(i)}], ClassificationExample, seed=i)
+                                 for i in range(8)])
+        finally:
+            liveness.clear(server.base_url)
+    assert time.monotonic() - started < 5  # the replies were 30 s away
+
+
 def test_unreachable_endpoint_fails_with_the_url():
     with pytest.raises(ConnectionError, match="127.0.0.1:9"):
         check_reachable("http://127.0.0.1:9/v1", Endpoint(), timeout_s=2)
@@ -92,3 +130,17 @@ def test_brainstorm_schema_holds_the_task_form_and_the_count():
     three = '{"tasks": ["Given a, find b in c", "Given d, find e in f", "Given g, find h in i"]}'
     assert "schema" in parse_reply(three, model)[1]
     assert parse_reply('{"tasks": ["Given a symptom, find its causes"]}', model)[0] is not None
+
+
+def test_server_specific_sampling_travels_in_the_body_and_the_embedded_default_is_llama_cpps():
+    from embedfactory.config import EMBEDDED_SAMPLING
+
+    with FakeChatServer() as server:
+        endpoint = Endpoint(base_url=server.base_url, model="fake", extra_sampling={"repeat_penalty": 1.2})
+        ChatClient(endpoint, server.base_url).run_sync([Request([], ClassificationExample, seed=1)])
+        ChatClient(Endpoint(base_url=server.base_url, model="fake"), server.base_url).run_sync(
+            [Request([], ClassificationExample, seed=2)])
+    assert server.requests[0]["repeat_penalty"] == 1.2
+    assert "repeat_penalty" not in server.requests[1]  # a remote server gets nothing it did not ask for
+    assert Endpoint().sampling_extra() == EMBEDDED_SAMPLING == {"repeat_penalty": 1.1, "top_k": 40, "min_p": 0.05}
+    assert Endpoint().fingerprint_fields()["extra_sampling"] == EMBEDDED_SAMPLING  # it shapes the data

@@ -30,7 +30,13 @@ def test_fingerprint_ignores_runtime_knobs_but_not_the_model():
     base = Endpoint()
     assert base.fingerprint_fields() == Endpoint(concurrency=64, timeout_s=5).fingerprint_fields()
     assert base.fingerprint_fields() != Endpoint(model="other").fingerprint_fields()
-    assert base.fingerprint_fields() == Endpoint(base_url="http://gpu-7:8000/v1").fingerprint_fields()
+    remote = Endpoint(base_url="http://gpu-7:8000/v1")
+    assert remote.fingerprint_fields() == Endpoint(base_url="http://gpu-9:8000/v1").fingerprint_fields()
+    # the URL itself never counts; what is sent does: the embedded server's sampling defaults
+    same = {"repeat_penalty": 1.1}
+    assert Endpoint(extra_sampling=same).fingerprint_fields() == Endpoint(
+        base_url="http://gpu-7:8000/v1", extra_sampling=same).fingerprint_fields()
+    assert base.fingerprint_fields() != remote.fingerprint_fields()
 
 
 def test_default_run_id_is_stable_and_follows_what_shapes_the_data():

@@ -95,3 +95,31 @@ def test_task_mix_is_apportioned_exactly(personas, per_persona):
 def test_seed_personas_ship_and_normalise():
     assert len(seed_personas()) >= 5
     assert normalized("A  Nurse, who codes!") == normalized("a nurse who codes")
+
+
+@pytest.mark.parametrize("name", sorted(TASK_SPECS))
+def test_generation_prompts_put_the_fixed_part_first_for_prefix_caching(name):
+    """The system message is the same for every task and attribute draw of a type (a server caches
+    it once); everything that varies is in the user message that follows."""
+    systems, users = set(), []
+    for i, task_text in enumerate(["Classify bird calls by species", "Given a symptom, find its causes"]):
+        task = {"task_id": f"t{i}", "task_type": name, "task": task_text}
+        attributes, order = draw_attributes(task, i, seed=i, max_words=500)
+        system, user = prompts.messages(TASK_SPECS[name].generate_prompt, task=task_text, order=order,
+                                        **attributes)
+        assert (system["role"], user["role"]) == ("system", "user")
+        systems.add(system["content"])
+        users.append(user["content"])
+        assert all(str(v) in user["content"] for v in attributes.values())
+        assert (task_text in user["content"]) == (TASK_SPECS[name].fixed_task is None)
+    assert len(systems) == 1 and len(next(iter(systems))) > 200 and users[0] != users[1]
+
+
+def test_revise_and_persona_prompts_vary_only_in_their_last_message():
+    a = prompts.messages("revise", task_type="sts", task="t1", example='{"S1": "a"}')
+    b = prompts.messages("revise", task_type="retrieval", task="t2", example='{"user_query": "q"}')
+    assert a[0] == b[0] and a[1] != b[1] and '{"S1": "a"}' in a[1]["content"]
+    c = prompts.messages("persona_expand", seed_persona="A baker", count=2)
+    d = prompts.messages("persona_expand", seed_persona="A pilot", count=3)
+    assert c[0] == d[0] and "A baker" in c[1]["content"] and "3" in d[1]["content"]
+    assert prompts.messages("topic", topic="x") == [{"role": "user", "content": prompts.render("topic", topic="x")}]

@@ -21,7 +21,8 @@ def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
                 verdict(2, False, drop_reason="ranking: positive ranked 9 of 40 (top-k 3)"),
                 verdict(3, False, drop_reason="exact duplicate: e0")]
     rows = {"examples": examples, "revised": revised, "verdicts": verdicts}
-    records = {"examples": [ShardRecord("0", "f", 1, llm_calls=3, prompt_tokens=1000, completion_tokens=500)],
+    records = {"examples": [ShardRecord("0", "f", 1, llm_calls=3, prompt_tokens=1000, completion_tokens=500,
+                                           cached_tokens=250, schema_fallbacks=1)],
                "revised": [ShardRecord("0", "f", 3)],
                "verdicts": [ShardRecord("0", "f", 2, extra={"duplicates_exact": 1, "duplicates_near": 0,
                                                                    "duplicates_of_published": 1})]}
@@ -29,7 +30,8 @@ def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
                         {"gpt-x": Price(input_per_million=2.0, output_per_million=8.0)})
     report = quality_report(rows, records, usage)
     assert usage == [{"stage": "examples", "model": "gpt-x", "calls": 3, "prompt_tokens": 1000,
-                      "completion_tokens": 500, "cost_usd": 0.006}]
+                      "completion_tokens": 500, "cached_prompt_tokens": 250, "prompt_cache_hit_rate": 0.25,
+                      "schema_fallbacks": 1, "cost_usd": 0.006}]
     assert report["kept"] == 2 and report["by_task_type"]["kept"] == {"retrieval": 1, "sts": 1}
     assert report["rejection_reasons"]["examples"] == {"schema: S2": 1}
     assert report["filter_drops"] == {"ranking": 1, "exact duplicate": 1}

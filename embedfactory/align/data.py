@@ -33,8 +33,7 @@ def chat(messages: list[dict], reply: str) -> dict:
 
 
 def revise_messages(task_type: str, task: str, output: str) -> list[dict]:
-    return [{"role": "user", "content": prompts.render(REVISE_PROMPT, task_type=task_type, task=task,
-                                                       example=output)}]
+    return prompts.messages(REVISE_PROMPT, task_type=task_type, task=task, example=output)
 
 
 def revisor_rows(judged: list[dict]) -> list[dict]:

@@ -37,7 +37,7 @@ def judge_candidates(client: ChatClient, rows: list[dict], seed: int, progress=N
     """rows: example_id, messages (the prompt), candidates. Out: prompt/chosen/rejected rows; a reply
     that never names two different answers in range is kept as rejected with the reason."""
     requests = [Request(messages=[{"role": "user", "content": prompts.render(
-        PROMPT, instruction=r["messages"][-1]["content"], candidates=r["candidates"])}],
+        PROMPT, instruction="\n\n".join(m["content"] for m in r["messages"]), candidates=r["candidates"])}],
         output=preference_for(len(r["candidates"])), seed=seed_of(seed, "judge", r["example_id"])) for r in rows]
     replies = client.run_sync(requests, progress)
     out = []

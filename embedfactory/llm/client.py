@@ -6,6 +6,11 @@ Two kinds of failure, two policies:
   orchestrator retries it. Nothing is recorded as a rejected row for a fault that is not the data's.
 - content (not JSON, wrong schema, a failed check): the reply is shown back to the model with the
   error, up to ``max_attempts`` times; then the prompt yields a rejected reply with the reason.
+
+Structured output asks for the JSON schema (`json_schema`); a server that refuses it (HTTP 400) is
+asked again with `json_object`, then with no response format, and the replies are validated and
+repaired as above; requests sent in a fallback mode are counted (`Usage.schema_fallbacks`). A server
+this process started and saw die (`liveness`) stops the run at once with the reason.
 """
 from __future__ import annotations
 
@@ -20,6 +25,10 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from ..config import Endpoint, Sampling
+from . import liveness
+
+# how the reply's JSON is constrained, strictest first; a server that refuses one gets the next
+MODES = ("json_schema", "json_object", "none")
 
 
 @dataclass
@@ -42,6 +51,8 @@ class Reply:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the server reused from its prefix cache (where reported)
+    fallback: bool = False  # sent with a weaker structured-output mode than the endpoint's
 
     @property
     def ok(self) -> bool:
@@ -53,11 +64,15 @@ class Usage:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    schema_fallbacks: int = 0
 
     def add(self, reply: Reply) -> None:
         self.calls += reply.calls
         self.prompt_tokens += reply.prompt_tokens
         self.completion_tokens += reply.completion_tokens
+        self.cached_tokens += reply.cached_tokens
+        self.schema_fallbacks += reply.fallback
 
 
 @dataclass
@@ -66,6 +81,10 @@ class ChatClient:
     base_url: str  # resolved: the embedded server's URL when endpoint.base_url == "embedded"
     sampling: Sampling = field(default_factory=Sampling)
     max_attempts: int = 3
+    mode: str = ""  # the structured-output mode in use; starts at the endpoint's
+
+    def __post_init__(self) -> None:
+        self.mode = self.mode or self.endpoint.structured_output
 
     def _api(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -75,24 +94,39 @@ class ChatClient:
             max_retries=self.endpoint.transport_retries,
         )
 
+    async def _create(self, api: openai.AsyncOpenAI, messages: list[dict], request: Request, seed: int):
+        """One completion; a 400 for the response format steps down to the next mode and asks again."""
+        while True:
+            mode = self.mode
+            extra = {} if mode == "none" else {"response_format": response_format(request.output, mode)}
+            if sampling_extra := self.endpoint.sampling_extra():
+                extra["extra_body"] = sampling_extra
+            try:
+                return mode, await api.chat.completions.create(
+                    model=self.endpoint.model, messages=messages, temperature=self.sampling.temperature,
+                    top_p=self.sampling.top_p, max_tokens=self.sampling.max_tokens, seed=seed, **extra)
+            except openai.BadRequestError:
+                if mode == MODES[-1]:
+                    raise
+                if self.mode == mode:  # the first request to be refused steps down for all
+                    self.mode = MODES[MODES.index(mode) + 1]
+            except openai.APIConnectionError:
+                liveness.check(self.base_url)  # a dead embedded server: say why, do not retry
+                raise
+
     async def _ask(self, api: openai.AsyncOpenAI, request: Request) -> Reply:
         messages = list(request.messages)
         reply = Reply(value=None, raw="", attempts=0)
         while reply.attempts < self.max_attempts:
             reply.attempts += 1
-            response = await api.chat.completions.create(
-                model=self.endpoint.model,
-                messages=messages,
-                temperature=self.sampling.temperature,
-                top_p=self.sampling.top_p,
-                max_tokens=self.sampling.max_tokens,
-                seed=request.seed + reply.attempts - 1,
-                response_format=response_format(request.output, self.endpoint.structured_output),
-            )
+            mode, response = await self._create(api, messages, request, request.seed + reply.attempts - 1)
+            reply.fallback = reply.fallback or mode != self.endpoint.structured_output
             reply.calls += 1
-            if response.usage:
-                reply.prompt_tokens += response.usage.prompt_tokens
-                reply.completion_tokens += response.usage.completion_tokens
+            if usage := response.usage:
+                reply.prompt_tokens += usage.prompt_tokens
+                reply.completion_tokens += usage.completion_tokens
+                details = getattr(usage, "prompt_tokens_details", None)
+                reply.cached_tokens += (getattr(details, "cached_tokens", None) or 0) if details else 0
             choice = response.choices[0]
             reply.raw = choice.message.content or ""
             reply.value, reply.error = parse_reply(reply.raw, request.output, choice.finish_reason)
@@ -104,7 +138,8 @@ class ChatClient:
 
     async def run(self, requests: list[Request],
                   progress: Callable[[int, int], None] | None = None) -> list[Reply]:
-        """Send all requests with at most `endpoint.concurrency` in flight; replies in order."""
+        """Send all requests with at most `endpoint.concurrency` in flight; replies in order. If the
+        server this process started dies meanwhile, everything in flight stops with ServerDied."""
         gate = asyncio.Semaphore(self.endpoint.concurrency)
         done = 0
         async with self._api() as api:
@@ -117,7 +152,20 @@ class ChatClient:
                     progress(done, len(requests))
                 return reply
 
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+            work = asyncio.ensure_future(asyncio.gather(*(one(r) for r in requests)))
+            watch = asyncio.ensure_future(self._watch())
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                watch.result()  # raises ServerDied
+            watch.cancel()
+            return list(await work)
+
+    async def _watch(self, every_s: float = 0.2) -> None:
+        while True:
+            liveness.check(self.base_url)
+            await asyncio.sleep(every_s)
 
     def run_sync(self, requests: list[Request], progress=None) -> list[Reply]:
         return asyncio.run(self.run(requests, progress))
@@ -125,7 +173,8 @@ class ChatClient:
 
 @lru_cache(maxsize=None)
 def response_format(output: type[BaseModel], mode: str) -> dict:
-    """The request's `response_format` for an output model (schemas are built once per model)."""
+    """The request's `response_format` for an output model (schemas are built once per model).
+    `json_object` carries the schema inline, which llama.cpp enforces and other servers ignore."""
     schema = output.model_json_schema()
     if mode == "json_object":
         return {"type": "json_object", "schema": schema}

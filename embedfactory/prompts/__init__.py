@@ -2,6 +2,11 @@
 
 A prompt's version is a hash of its file, so editing a template changes the fingerprint of every
 shard built with it (and only those): the next run regenerates exactly what the edit affects.
+
+A template with `{% block system %}` and `{% block user %}` becomes two chat messages: the system
+block holds no variables, so every prompt of that kind starts with the same tokens and a server with
+prefix caching (llama-server's slots, vLLM's automatic prefix caching) computes them once; what
+varies (task, attributes, example) comes last, in the user block.
 """
 from __future__ import annotations
 
@@ -31,3 +36,13 @@ def _template(name: str) -> jinja2.Template:
 
 def render(name: str, **slots) -> str:
     return _template(name).render(**slots).strip()
+
+
+def messages(name: str, **slots) -> list[dict]:
+    """The chat messages of a prompt: [system, user] for a template with those blocks, else [user]."""
+    template = _template(name)
+    if "system" not in template.blocks:
+        return [{"role": "user", "content": render(name, **slots)}]
+    context = template.new_context(slots)
+    return [{"role": role, "content": "".join(template.blocks[role](context)).strip()}
+            for role in ("system", "user")]

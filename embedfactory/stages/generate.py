@@ -31,8 +31,8 @@ def example_requests(tasks: list[dict], per_task: int, seed: int, max_words: int
             attributes, order = draw_attributes(task, index, seed, max_words, languages)
             jobs.append((task, index, attributes, order))
     requests = [Request(
-        messages=[{"role": "user", "content": prompts.render(
-            TASK_SPECS[t["task_type"]].generate_prompt, task=t["task"], order=order, **attrs)}],
+        messages=prompts.messages(TASK_SPECS[t["task_type"]].generate_prompt, task=t["task"], order=order,
+                                  **attrs),
         output=TASK_SPECS[t["task_type"]].output,
         seed=seed_of(seed, "examples", t["task_id"], i)) for t, i, attrs, order in jobs]
     return jobs, requests

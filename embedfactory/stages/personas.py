@@ -49,7 +49,7 @@ def expand_personas(client: ChatClient, count: int, seed: int, progress=None) ->
         calls = math.ceil(missing / PER_CALL)
         picks = [seeds[(seed + len(replies) + i) % len(seeds)] for i in range(calls)]
         requests = [Request(
-            messages=[{"role": "user", "content": prompts.render(PROMPT, seed_persona=p, count=PER_CALL)}],
+            messages=prompts.messages(PROMPT, seed_persona=p, count=PER_CALL),
             output=persona_list(PER_CALL), seed=seed_of(seed, "personas", round_no, i))
             for i, p in enumerate(picks)]
         round_replies = client.run_sync(requests, progress)

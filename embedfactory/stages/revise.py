@@ -17,8 +17,7 @@ PROMPT = "revise"
 
 def revise_examples(client: ChatClient, examples: list[dict], seed: int, progress=None) -> ShardOutput:
     requests = [Request(
-        messages=[{"role": "user", "content": prompts.render(
-            PROMPT, task_type=e["task_type"], task=e["task"], example=e["fields"])}],
+        messages=prompts.messages(PROMPT, task_type=e["task_type"], task=e["task"], example=e["fields"]),
         output=revision_of(TASK_SPECS[e["task_type"]].output),
         seed=seed_of(seed, "revise", e["example_id"])) for e in examples]
     replies = client.run_sync(requests, progress)
