@@ -12,6 +12,7 @@ cannot execute) is excluded for this machine and the server starts again with th
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -52,7 +53,7 @@ def describe_exit(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
-class ChildServer:
+class ChildServer(abc.ABC):
     """A model server as a child process on a free loopback port: start, health check, log, watch,
     stop. Subclasses say how to launch it and when it is ready. Use as a context manager."""
 
@@ -67,12 +68,13 @@ class ChildServer:
         self._log = tempfile.NamedTemporaryFile(prefix=f"{self.name.replace(' ', '-')}-", suffix=".log",
                                                 delete=False)
 
-    # what subclasses define
+    @abc.abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The argv that starts the server."""
 
+    @abc.abstractmethod
     def ready(self) -> bool:
-        raise NotImplementedError
+        """Whether the started server answers requests (may raise httpx errors while it loads)."""
 
     def cwd(self) -> str | None:
         return None
@@ -94,7 +96,8 @@ class ChildServer:
 
     def _launch(self, wait_s: float) -> None:
         """Start the process and wait until it is ready; raise ServerStartError if it exits first."""
-        self._log.truncate(0)
+        self._log.seek(0)
+        self._log.truncate(0)  # a restart (after a SIGILL) logs from the top
         self._proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                       cwd=self.cwd(), start_new_session=True)
         deadline = time.monotonic() + wait_s
