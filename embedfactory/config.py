@@ -6,15 +6,19 @@ retries of transport errors) are marked ``runtime`` and never enter a cache key.
 """
 from __future__ import annotations
 
+from string import Formatter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
 TaskType = Literal["retrieval", "classification", "short-short", "long-long", "sts", "bitext"]
 
+GateName = Literal["echo", "copy", "length", "degenerate", "language", "label", "sts"]
+GATE_NAMES = ("echo", "copy", "length", "degenerate", "language", "label", "sts")
 EMBEDDED = "embedded"
 EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
+EMBEDDED_TEACHER = "embedded:all-mpnet-base-v2"  # installed by `make setup`: a stronger bi-encoder (768 dims)
 
 
 def runtime(default=PydanticUndefined, **kwargs):
@@ -160,6 +164,26 @@ class SynthConfig(Strict):
         return {t: w for t, w in mix.items() if w > 0}
 
 
+class GroundedConfig(Strict):
+    """Grounded synthesis: queries written for passages of the user's corpus (stages/grounded.py)."""
+
+    corpus: str | None = Field(
+        None, description="The user's documents: JSON lines or Parquet with `id`, optional `title` and "
+        "`text`; a BEIR folder; a Cranfield folder; a `datasets` folder or hub id. null: no grounded data.")
+    documents: int | None = Field(None, gt=0, description="Documents sampled to write queries for (null: "
+                                  "all); the whole corpus is still searched by the round-trip filter.")
+    share: float = Field(1.0, gt=0, le=1, description="Share of grounded rows in the run: 1 skips the "
+                         "brainstormed stages; below 1 the brainstormed examples (personas x tasks x "
+                         "examples) make up the rest and the passage sample is cut to match.")
+    queries_per_passage: int = Field(1, gt=0, le=8)
+    passage_words: int = Field(200, ge=20, description="Longer documents are split into passages of at "
+                               "most this many words.")
+    passages_per_shard: int = Field(64, gt=0)
+    instruction: str = Field("Given a question, retrieve passages that answer it",
+                             min_length=3, description="The task instruction of every grounded row.")
+    personas: bool = Field(False, description="Condition each query on a persona of the run.")
+
+
 class FilterConfig(Strict):
     """KaLM ranking-consistency filter."""
 
@@ -169,14 +193,24 @@ class FilterConfig(Strict):
         "folder, or a Hugging Face model id.",
     )
     topk: int | None = Field(
-        None, gt=0, description="Keep a sample only if its positive ranks within the top k of all "
-        "documents of the run (positives and negatives) for its query. Default: 0.5% of the corpus, "
-        "at least 3 and at most 50 (KaLM's value, reached at 10,000 documents).",
+        None, gt=0, description="Keep a sample only if its positive ranks within the top k of its "
+        "pool for its query: the run's documents (positives and negatives) of the sample's task type, "
+        "the external and grounded corpora, and background texts on small runs. Default: 0.5% of the "
+        "pool, at least 3 and at most 50 (KaLM's value, reached at 10,000 documents).",
     )
     external_corpus: str | None = Field(
         None, description="Parquet or JSON-lines file with a `text` column: documents searched beside "
         "the run's own (a stricter filter, and more candidates for mining).",
     )
+    background_corpus: str | None = Field(
+        "shipped", description="Texts joined to a task type's pool when it holds fewer than "
+        "`min_corpus` documents, so that top-k cannot keep everything by construction: 'shipped' "
+        "(2,000 general-domain sentences, embedfactory/data/background.txt), a Parquet or JSON-lines "
+        "file with a `text` column, or null (never).",
+    )
+    min_corpus: int = Field(1000, ge=0, description="Smallest pool a query is searched in: a task "
+                            "type's own documents (plus the external corpus) below this size are "
+                            "joined by background texts up to it.")
     mined_negatives: int = Field(7, ge=0, description="Hard negatives to mine per sample (0: none), "
                                  "beside the generated one.")
     mine_range: tuple[int, int] = Field((30, 100), description="Rank window [min, max) of the "
@@ -191,6 +225,9 @@ class FilterConfig(Strict):
         0.8, gt=0, le=1, description="MinHash Jaccard estimate above which two examples (anchor and "
         "positive together) count as duplicates; exact copies after normalization always do.",
     )
+    gates: list[GateName] = Field(
+        default_factory=lambda: list(GATE_NAMES), description="Quality gates a row must pass (gates.py); "
+        "a row failing one is dropped with the reason 'gate <name>: ...', counted per gate.")
     dedupe_against_published: bool = Field(
         True, description="Also drop examples that repeat datasets already published in the store.",
     )
@@ -216,7 +253,11 @@ class LoraSettings(Strict):
 
 
 class TrainConfig(Strict):
-    """Contrastive fine-tuning with in-batch negatives (plus the generated hard negative)."""
+    """Contrastive fine-tuning with in-batch negatives (plus the generated hard negative), or
+    distillation of a teacher's score margins (MarginMSE).
+
+    The loss: 'infonce' (default), 'gist' (needs `guide_model`; a `guide_model` with the loss left
+    at 'infonce' selects it, as before the field existed) or 'margin_mse' (needs `teacher_model`)."""
 
     base_model: str = Field(EMBEDDED_EMBEDDER, description="Model to fine-tune (same forms as the filter model).")
     epochs: int = Field(1, gt=0)
@@ -226,9 +267,19 @@ class TrainConfig(Strict):
     max_seq_length: int = Field(256, gt=8)
     mined_negatives: int = Field(1, ge=0, description="Mined hard negatives used per row (beside the "
                                  "generated one), from the dataset's `mined_negatives` column.")
+    loss: Literal["infonce", "gist", "margin_mse"] = Field(
+        "infonce", description="infonce: in-batch and hard negatives, equal texts masked; gist: "
+        "GISTEmbed with `guide_model`; margin_mse: the teacher's (query, positive) - (query, hard "
+        "negative) score margins distilled (GPL), rows without a hard negative skipped.",
+    )
     guide_model: str | None = Field(
         None, description="GISTEmbed guide (same forms as base_model): in-batch candidates it scores "
-        "above the true pair are masked. Null: plain InfoNCE with only equal texts masked.",
+        "above the true pair are masked. Setting it with `loss` left at 'infonce' selects 'gist'.",
+    )
+    teacher_model: str | None = Field(
+        None, description="MarginMSE teacher: a sentence-transformers bi-encoder (same forms as "
+        "base_model, e.g. 'embedded:all-mpnet-base-v2'; cosine) or a cross-encoder ('cross-encoder/...' "
+        "hub id or a sequence-classification folder). Rows with a `teacher_scores` column skip it.",
     )
     gist_margin: float = Field(0.0, ge=0, lt=1, description="Margin of the guide's test.")
     gist_margin_strategy: Literal["absolute", "relative"] = "absolute"
@@ -238,7 +289,13 @@ class TrainConfig(Strict):
     )
     query_template: str = Field(
         "Instruct: {instruction}\nQuery: {query}",
-        description="How an anchor is shown to the model; documents get no prefix.",
+        description="How an anchor is shown to the model; documents get no prefix. Placeholders "
+        "{instruction} and {query} only, the template ending in {query}.",
+    )
+    eval_instruction: str = Field(
+        "Given a question, retrieve passages that answer it",
+        description="The instruction the saved model's query prompt carries (the template up to "
+        "{query}): what retrieval evaluation and users prefix queries with.",
     )
     pooling: Literal["model", "mean", "cls", "last"] = Field(
         "model", description="'model': the checkpoint's own pooling; 'last': the last real token "
@@ -268,6 +325,52 @@ class TrainConfig(Strict):
             raise ValueError("matryoshka_dims must be distinct positive widths")
         return dims
 
+    @field_validator("query_template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        try:
+            parts = list(Formatter().parse(template))
+        except ValueError as exc:
+            raise ValueError(f"query_template {template!r} is not a format string: {exc}") from None
+        fields = [(name, spec, conv) for _, name, spec, conv in parts if name is not None]
+        other = sorted({"{" + name + "}" for name, _, _ in fields if name not in ("instruction", "query")})
+        if other:
+            raise ValueError(f"query_template {template!r} has placeholders {', '.join(other)}; "
+                             "only {instruction} and {query} are filled")
+        if any(spec or conv for _, spec, conv in fields):
+            raise ValueError(f"query_template {template!r}: write placeholders plainly, without "
+                             "format specs or conversions")
+        if [name for name, _, _ in fields].count("query") != 1 or parts[-1][1] != "query":
+            raise ValueError(f"query_template {template!r} must end with {{query}}, once: the text "
+                             "before it becomes the saved model's query prompt")
+        return template
+
+    @model_validator(mode="before")
+    @classmethod
+    def _guide_implies_gist(cls, data):
+        """A guide model means GISTEmbed, as before `loss` existed (also when a form sends the
+        default 'infonce' beside it)."""
+        if isinstance(data, dict) and data.get("guide_model") and data.get("loss", "infonce") == "infonce":
+            return {**data, "loss": "gist"}
+        return data
+
+    @model_validator(mode="after")
+    def _loss_models(self) -> "TrainConfig":
+        if self.loss == "gist" and not self.guide_model:
+            raise ValueError("loss 'gist' needs guide_model")
+        if self.loss == "margin_mse" and self.guide_model:
+            raise ValueError("guide_model is only used by loss 'gist', not 'margin_mse'")
+        if self.loss == "margin_mse" and not self.teacher_model:
+            raise ValueError("loss 'margin_mse' needs teacher_model")
+        if self.loss != "margin_mse" and self.teacher_model:
+            raise ValueError(f"teacher_model is only used by loss 'margin_mse', not {self.loss!r}")
+        return self
+
+    def query_prompt(self) -> str:
+        """The query prefix the trained model expects: the template before {query}, with
+        `eval_instruction` as the instruction (saved as the model's sentence-transformers prompt)."""
+        return self.query_template.format(instruction=self.eval_instruction, query="")
+
 
 class SynthParams(Strict):
     """Everything a `synth` run needs; the flow's parameters."""
@@ -285,6 +388,7 @@ class SynthParams(Strict):
     )
     dataset_name: str = Field("synth", pattern=r"^[A-Za-z0-9_.-]+$")
     synth: SynthConfig = SynthConfig()
+    grounded: GroundedConfig = GroundedConfig()
     generator: Endpoint = Endpoint()
     revisor: Endpoint | None = Field(None, description="Revisor endpoint; the generator's when unset.")
     filter: FilterConfig = FilterConfig()

@@ -244,14 +244,15 @@ def top_documents(queries: torch.Tensor, docs: torch.Tensor, k: int, query_block
     return torch.cat(out)
 
 
-def retrieval_scores(embed: Embed, data: RetrievalData, k: int = 10) -> dict:
-    """nDCG@k, recall@k and MRR@k of exact search over the whole corpus, averaged over queries."""
+def retrieval_scores(embed: Embed, data: RetrievalData, k: int = 10, embed_queries: Embed | None = None) -> dict:
+    """nDCG@k, recall@k and MRR@k of exact search over the whole corpus, averaged over queries.
+    `embed` embeds the documents, `embed_queries` (default: `embed`) the queries."""
     qids = [q for q in data.queries if data.qrels.get(q)]
     if not qids or not data.corpus:
         raise ValueError("no judged queries or no documents to evaluate")
     doc_ids = list(data.corpus)
     docs = torch.from_numpy(embed([data.corpus[d] for d in doc_ids]))
-    queries = torch.from_numpy(embed([data.queries[q] for q in qids]))
+    queries = torch.from_numpy((embed_queries or embed)([data.queries[q] for q in qids]))
     top = top_documents(queries, docs, k).tolist()
     ndcg = recall = mrr = 0.0
     for qid, ranked in zip(qids, top):
@@ -284,9 +285,15 @@ def sts_scores(embed: Embed, data: StsData) -> dict:
     return {"spearman": spearman((a * b).sum(-1), data.scores), "pairs": len(data.pairs)}
 
 
-def evaluate(embed: Embed, evalset: EvalSet) -> dict:
+def evaluate(embed: Embed, evalset: EvalSet, embed_queries: Embed | None = None,
+             embed_documents: Embed | None = None) -> dict:
+    """Scores of one set. A retrieval set's queries and documents go through `embed_queries` and
+    `embed_documents` where given (a model's query and document prompts), STS pairs through `embed`."""
     data = load(evalset)
-    metrics = retrieval_scores(embed, data) if evalset.kind == "retrieval" else sts_scores(embed, data)
+    if evalset.kind == "retrieval":
+        metrics = retrieval_scores(embed_documents or embed, data, embed_queries=embed_queries)
+    else:
+        metrics = sts_scores(embed, data)
     return {"name": evalset.name, "kind": evalset.kind, "split": evalset.split,
             "main_score": evalset.main_score, "score": metrics[evalset.main_score], "metrics": metrics}
 

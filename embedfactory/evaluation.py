@@ -3,17 +3,30 @@
 Evaluation sets are named (`evalsets.SHIPPED`) or given as EvalSet JSON files, and verified before
 any model loads. A model is a name `SentenceTransformer` loads (hub id, local folder, the embedded
 MiniLM) or a model folder in the store. Each (model, set) score is kept in the store under
-`evals/` and reused, so a base model is scored once per store, not once per training run.
+`evals/` and reused, so a base model is scored once per store, not once per training run. A
+folder's scores are keyed by the sha256 of its files, so a model retrained into the same folder is
+scored again; a hub id or `embedded:` name is keyed by the name.
+
+Retrieval queries are embedded with the model's "query" prompt and documents with its document
+prompt (sentence-transformers' `encode_query` / `encode_document`): a model fine-tuned here carries
+the query prefix it was trained with; MiniLM and other models without prompts see bare texts. STS
+pairs are embedded bare.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
 
 from . import evalsets
 from .evalsets import EvalSet, RetrievalData
-from .filtering import Embed, encoder
+from .filtering import Embed
 from .ids import stable_hash
 from .models import embedding_model_path
 from .pipeline import code_version
@@ -44,19 +57,81 @@ def resolve_eval_sets(names: list[str]) -> list[EvalSet]:
     return sets
 
 
+@dataclass(frozen=True)
+class Embedders:
+    """How a model embeds each kind of text an evaluation set holds."""
+
+    queries: Embed    # retrieval queries: the model's "query" prompt
+    documents: Embed  # retrieval documents: its document prompt ("" unless it has one)
+    texts: Embed      # STS sentences: bare
+
+
+def embedders(model, batch_size: int = 64) -> Embedders:
+    """A SentenceTransformer's `Embedders`, L2-normalised float32 rows."""
+    def wrap(encode) -> Embed:
+        def embed(texts: list[str]) -> np.ndarray:
+            return encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                          show_progress_bar=False).astype(np.float32)
+        return embed
+    return Embedders(wrap(model.encode_query), wrap(model.encode_document), wrap(model.encode))
+
+
+def evaluate(model, evalset: EvalSet) -> dict:
+    """One set's scores for a loaded SentenceTransformer, each side with its prompt."""
+    embed = embedders(model)
+    return evalsets.evaluate(embed.texts, evalset, embed_queries=embed.queries, embed_documents=embed.documents)
+
+
+_digests: dict[tuple, str] = {}
+_digest_lock = threading.Lock()
+
+
+def folder_sha256(fs: pafs.FileSystem, root: str) -> str:
+    """sha256 over a folder's files in name order (each relative name, size, then bytes); kept per
+    process for as long as no file's name, size or mtime changes."""
+    infos = sorted((i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                    if i.type == pafs.FileType.File), key=lambda i: i.path)
+    if not infos:
+        raise FileNotFoundError(f"model folder {root!r} holds no files")
+    stamp = (type(fs).__name__, root, tuple((i.path, i.size, i.mtime_ns) for i in infos))
+    with _digest_lock:
+        if stamp in _digests:
+            return _digests[stamp]
+    digest = hashlib.sha256()
+    for info in infos:
+        digest.update(f"{info.path[len(root):].lstrip('/')}\0{info.size}\0".encode())
+        with fs.open_input_stream(info.path) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    with _digest_lock:
+        _digests[stamp] = digest.hexdigest()
+    return _digests[stamp]
+
+
+def model_identity(store: Store, model: str) -> str:
+    """What a model's scores are kept under: `sha256:<digest>` of its files for a model folder in
+    the store or a local folder, else the name itself (hub id, `embedded:` name)."""
+    if model.startswith(f"{store.root}/"):
+        return f"sha256:{folder_sha256(store.fs, model)}"
+    if Path(model).expanduser().is_dir():
+        return f"sha256:{folder_sha256(pafs.LocalFileSystem(), str(Path(model).expanduser().resolve()))}"
+    return model
+
+
 def score_model(store: Store, model: str, sets: list[EvalSet], log=print) -> list[dict]:
-    """Each set's scores for `model`, computed once per store and kept under `evals/`."""
-    results, embed = [], None
+    """Each set's scores for `model`, computed once per store and model content, kept under `evals/`."""
+    results, loaded = [], None
+    identity = model_identity(store, model)
     for evalset in sets:
-        key = stable_hash(model, evalset.model_dump(), code_version(evalsets), length=16)
+        key = stable_hash(identity, evalset.model_dump(), code_version(evalsets, embedders, evaluate), length=16)
         path = store.path("evals", f"{evalset.name}-{key}.json")
         if not store.exists(path):
-            if embed is None:
-                embed = encoder(_load(store, model))
+            if loaded is None:
+                loaded = _load(store, model)
             log(f"evaluating {model} on {evalset.name}")
-            store.write_json(path, {"model": model, "evalset": evalset.model_dump(),
-                                    **evalsets.evaluate(embed, evalset)})
-        results.append(store.read_json(path))
+            store.write_json(path, {"model": model, "model_identity": identity, "evalset": evalset.model_dump(),
+                                    **evaluate(loaded, evalset)})
+        results.append({**store.read_json(path), "model": model})  # same content may have another name
     return results
 
 

@@ -1,9 +1,10 @@
 """Ranking-consistency filter (KaLM-Embedding, arXiv 2501.01028) and positive-aware hard-negative
 mining (NV-Retriever's TopK-PercPos, arXiv 2407.15831), from one exact search.
 
-Every query is searched against the whole corpus of the run (all positives and negatives, each text
-once). A sample is kept only when its positive scores at least as high as the k-th best document,
-i.e. it ranks within the top k. Rank, positive score and k-th score are stored on every row either
+Every query is searched against its pool (`pool`): the run's positives and negatives of its own
+task type (each text once), the external corpus, and on small runs background texts up to a minimum
+size, so that a top k cannot keep everything by construction. A sample is kept only when its
+positive scores at least as high as the k-th best document of its pool, i.e. it ranks within the top k. Rank, positive score and k-th score are stored on every row either
 way, and dropped rows say why.
 
 Mining takes the candidates of the same search (the row's own positive and generated negative
@@ -19,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .search import auto_topk, search
+from .search import auto_topk, rank_outside, search
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised rows
 
@@ -33,8 +34,29 @@ class Mining:
     absolute_margin: float | None = None
 
 
+EVERY = "*"  # the group of texts every pool searches (the external corpus)
+BACKGROUND = "background"  # the group of texts that pad small pools
+
+
 def corpus_of(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(t for r in rows for t in (r["positive"], r["negative"]) if t is not None))
+
+
+def grouped_corpus_of(rows: list[dict]) -> list[tuple[str, str]]:
+    """(text, task type) of every positive and negative, each pair once."""
+    return list(dict.fromkeys((t, r["task_type"]) for r in rows for t in (r["positive"], r["negative"])
+                              if t is not None))
+
+
+def pool(groups: list[frozenset], task_type: str, min_size: int) -> list[int]:
+    """The corpus indices a query of `task_type` is searched in: texts of its own task type and of
+    EVERY group, joined by BACKGROUND texts (in corpus order) while fewer than `min_size`."""
+    own = [i for i, g in enumerate(groups) if task_type in g or EVERY in g]
+    if len(own) >= min_size:
+        return own
+    mine = set(own)
+    padding = [i for i, g in enumerate(groups) if BACKGROUND in g and i not in mine][:min_size - len(own)]
+    return sorted(own + padding)
 
 
 def ranking_consistency(rows: list[dict], embed: Embed, topk: int | None, mining: Mining | None = None,
@@ -58,7 +80,7 @@ def verdicts(rows: list[dict], queries: torch.Tensor, corpus: list[str], docs: t
     embedded, `docs` the corpus embedded (every row's positive among them); `topk=None` picks
     `auto_topk`."""
     index = {text: i for i, text in enumerate(corpus)}
-    k = min(topk or auto_topk(len(corpus)), len(corpus))
+    k = pool_topk(len(corpus), topk)
     depth = max(k, mining.range_max + 2) if mining else k  # +2: the row's own positive and negative
     found = search(queries, docs, torch.tensor([index[r["positive"]] for r in rows], device=docs.device),
                    depth, query_block=block)
@@ -76,6 +98,39 @@ def verdicts(rows: list[dict], queries: torch.Tensor, corpus: list[str], docs: t
             verdict.update(mined_negatives=[corpus[j] for j in picked], false_negative_suspects=suspects)
         out.append(verdict)
     return out
+
+
+def pool_topk(size: int, topk: int | None) -> int:
+    return min(topk or auto_topk(size), size)
+
+
+def keep_better_originals(rows: list[dict], verdicts: list[dict], originals: dict[int, tuple],
+                          queries: torch.Tensor, positives: torch.Tensor, corpus: list[str],
+                          docs: torch.Tensor, topk: int | None) -> int:
+    """Revisor acceptance: a revision stands only if it does not lower its positive's rank. For the
+    rows `originals` names (row index -> original anchor, positive, negative; `queries` and
+    `positives` their original anchors and positives embedded, in that order), the original's rank
+    is measured in the same pool, the revised positive not counted; where it is better, the row and
+    its verdict go back to the original (in place), with the reason. Returns how many did."""
+    if not originals:
+        return 0
+    index = {text: i for i, text in enumerate(corpus)}
+    which = list(originals)
+    exclude = torch.tensor([index.get(rows[i]["positive"], -1) for i in which], device=docs.device)
+    ranks, scores = rank_outside(queries, positives, docs, exclude)
+    k, reverted = pool_topk(len(corpus), topk), 0
+    for i, rank, score in zip(which, ranks.tolist(), scores.tolist()):
+        revised_rank = verdicts[i]["rank"]
+        if rank >= revised_rank:
+            continue
+        reverted += 1
+        anchor, positive, negative = originals[i]
+        rows[i].update(anchor=anchor, positive=positive, negative=negative, fields=rows[i]["original_fields"],
+                       revision_status="kept-original",
+                       revision_reason=f"revision lowered the positive's rank from {rank} to {revised_rank}")
+        verdicts[i].update(rank=rank, positive_score=score, kept=rank <= k, drop_reason=None if rank <= k else
+                           f"ranking: positive ranked {rank} of {len(corpus)} (top-k {k})")
+    return reverted
 
 
 def pick_negatives(scores: list[float], indices: list[int], positive: float, skip: set[int],

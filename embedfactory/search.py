@@ -56,3 +56,23 @@ def resolve_device(device: str) -> str:
 def auto_topk(corpus_size: int) -> int:
     """The filter's default k: 0.5% of the corpus, at least 3, at most KaLM's 50 (reached at 10k docs)."""
     return max(3, min(50, -(-corpus_size // 200)))
+
+
+def rank_outside(queries: torch.Tensor, positives: torch.Tensor, docs: torch.Tensor, exclude: torch.Tensor,
+                 query_block: int = 1024, doc_block: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rank, score) of each query's own positive, given as a vector that need not be in `docs`:
+    1 + the documents scoring above it, the document `exclude[i]` (or -1: none) not counted."""
+    ranks, scores = [], []
+    for q0 in range(0, queries.shape[0], query_block):
+        q, skip = queries[q0:q0 + query_block], exclude[q0:q0 + query_block]
+        positive = (q * positives[q0:q0 + query_block]).sum(-1)
+        above = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        for d0 in range(0, docs.shape[0], doc_block):
+            beats = (q @ docs[d0:d0 + doc_block].T) > positive[:, None] + TIE
+            mine = (skip >= d0) & (skip < d0 + beats.shape[1])
+            rows = mine.nonzero().squeeze(-1)
+            beats[rows, skip[rows] - d0] = False
+            above += beats.sum(-1)
+        ranks.append(above + 1)
+        scores.append(positive)
+    return torch.cat(ranks), torch.cat(scores)

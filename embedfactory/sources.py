@@ -3,6 +3,7 @@
 Personas (KaLM): the shipped seed list (expanded by the LLM), or a user file (Parquet, JSON lines,
 a `datasets.save_to_disk` folder, or a Hugging Face dataset id) with a `persona` column.
 Topics (SPEED): category paths, broad to narrow, truncated to `MAX_DEPTH` levels.
+Background texts (the filter's, for small runs): shipped sentences, or a user file with `text`.
 """
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def load_topics(source: str = SHIPPED) -> list[str]:
     if not paths:
         raise ValueError(f"topic source {source!r} holds no category paths")
     return list(dict.fromkeys(paths))
+
+
+def load_background(source: str = SHIPPED) -> list[str]:
+    """The filter's background texts: the shipped sentences, or a file's `text` column."""
+    return _lines(_shipped("background.txt")) if source == SHIPPED else load_column(source, "text")
 
 
 def load_personas(source: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Flow `synth`: personas → tasks → examples → revised → verdicts → published set (→ model)."""
+"""Flow `synth`: personas → tasks → examples → revised → verdicts → published set (→ model); with a
+corpus, also (or only) queries grounded in its passages → verdicts."""
 from __future__ import annotations
 
 import argparse
@@ -32,17 +33,17 @@ def synth(params: SynthParams = SynthParams()) -> dict:
     run_id = params.run_id or pipeline.default_run_id(params)
     with pipeline.open_run(params, run_id, uuid.uuid4().hex, serve=not params.fan_out) as ctx:
         shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
-        keys = pipeline.persona_chunks(params)
-        personas, chains = (_generate_on_pool if params.fan_out else _generate_here)(ctx, shard, keys)
-        revised = chains["revised"]
-        corpus = [shard.submit("corpus", ctx, k, [r]) for k, r in zip(keys, revised)]
-        if params.filter.external_corpus:
-            corpus.append(shard.submit("corpus", ctx, pipeline.EXTERNAL, []))
+        keys, grounded_keys = pipeline.persona_chunks(params), pipeline.grounded_chunks(params)
+        personas, chains = (_generate_on_pool if params.fan_out else _generate_here)(
+            ctx, shard, keys, grounded_keys, pipeline.needs_personas(params))
+        made = chains["revised"] + chains["grounded"]  # the example shards the filter reads
+        corpus = [shard.submit("corpus", ctx, k, [r]) for k, r in zip(keys, chains["revised"])]
+        corpus += [shard.submit("corpus", ctx, k, []) for k in pipeline.corpus_keys(params)]
         corpus = [f.result() for f in corpus]
-        # each verdict shard searches the whole corpus and dedupes against the shards before it
-        verdicts = [shard.submit("verdicts", ctx, k, [r], side=corpus + revised[:i])
-                    for i, (k, r) in enumerate(zip(keys, revised))]
-    records = {"personas": [personas], **chains, "corpus": corpus, "verdicts": [f.result() for f in verdicts]}
+        # each verdict shard searches the corpus (its task types' pools) and dedupes against the shards before it
+        verdicts = [shard.submit("verdicts", ctx, r.key, [r], side=corpus + made[:i]) for i, r in enumerate(made)]
+    records = {"personas": [personas] if personas else [], **chains, "corpus": corpus,
+               "verdicts": [f.result() for f in verdicts]}
     dataset = publish_run(ctx, records)
     training = (train_then_evaluate(params.store, dataset["path"], params.train, ctx.run_token)
                 if params.train else None)
@@ -53,21 +54,29 @@ def synth(params: SynthParams = SynthParams()) -> dict:
 GENERATION = ["tasks", "examples", "revised"]
 
 
-def _generate_here(ctx, shard, keys) -> tuple[ShardRecord, dict[str, list[ShardRecord]]]:
-    personas = shard("personas", ctx, "00000", [])
-    futures = {stage: [] for stage in GENERATION}
+def _generate_here(ctx, shard, keys, grounded_keys, with_personas):
+    """Personas, each persona chunk's tasks → examples → revised, and the grounded shards, here."""
+    personas = shard("personas", ctx, "00000", []) if with_personas else None
+    futures = {stage: [] for stage in [*GENERATION, "grounded"]}
     for key in keys:  # each shard flows on without waiting for others
         upstream = [personas]
         for stage in GENERATION:
             upstream = [shard.submit(stage, ctx, key, upstream)]
             futures[stage].append(upstream[0])
+    grounded_upstream = [personas] if personas and ctx.params.grounded.personas else []
+    futures["grounded"] = [shard.submit("grounded", ctx, key, grounded_upstream) for key in grounded_keys]
     return personas, {stage: [f.result() for f in fs] for stage, fs in futures.items()}
 
 
-def _generate_on_pool(ctx, shard, keys) -> tuple[ShardRecord, dict[str, list[ShardRecord]]]:
-    (personas,) = generate_on_pool(ctx, "00000", ["personas"], [])
-    chains = [f.result() for f in [generate_on_pool.submit(ctx, key, GENERATION, [personas]) for key in keys]]
-    return personas, {stage: [chain[i] for chain in chains] for i, stage in enumerate(GENERATION)}
+def _generate_on_pool(ctx, shard, keys, grounded_keys, with_personas):
+    """The same as flow runs of `params.fan_out` on the GPU pool, one per shard."""
+    personas = generate_on_pool(ctx, "00000", ["personas"], [])[0] if with_personas else None
+    grounded_upstream = [personas] if personas and ctx.params.grounded.personas else []
+    runs = ([generate_on_pool.submit(ctx, key, GENERATION, [personas]) for key in keys]
+            + [generate_on_pool.submit(ctx, key, ["grounded"], grounded_upstream) for key in grounded_keys])
+    chains = [f.result() for f in runs]
+    out = {stage: [chain[i] for chain in chains[:len(keys)]] for i, stage in enumerate(GENERATION)}
+    return personas, {**out, "grounded": [chain[0] for chain in chains[len(keys):]]}
 
 
 def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
@@ -88,6 +97,11 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
     cli.add_argument("--revisor-url", help="the revisor's own OpenAI-compatible URL (default: the generator)")
     cli.add_argument("--revisor-model", help="the revisor's model (with --revisor-url)")
     cli.add_argument("--no-revise", action="store_true")
+    cli.add_argument("--corpus", help="your documents (JSON lines/Parquet with id, title, text; a BEIR "
+                     "folder; a datasets folder or hub id): write queries grounded in their passages")
+    cli.add_argument("--documents", type=int, help="with --corpus: documents sampled (default: all)")
+    cli.add_argument("--grounded-share", type=float, default=1.0, help="with --corpus: share of grounded "
+                     "rows; 1 (default) skips the brainstormed stages")
     cli.add_argument("--no-train", action="store_true")
     args = cli.parse_args(argv)
     return SynthParams(
@@ -98,6 +112,7 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
         generator={"base_url": args.base_url, "model": args.model,
                    **({"slots": args.slots} if args.slots else {}),
                    **({"ctx_per_slot": args.ctx_per_slot} if args.ctx_per_slot else {})},
+        grounded={"corpus": args.corpus, "documents": args.documents, "share": args.grounded_share},
         revisor=({"base_url": args.revisor_url, "model": args.revisor_model or args.model}
                  if args.revisor_url else None),
         train=None if args.no_train else TrainConfig())

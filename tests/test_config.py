@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from embedfactory.config import Endpoint, SynthConfig, SynthParams
+from embedfactory.config import Endpoint, SynthConfig, SynthParams, TrainConfig
 from embedfactory.pipeline import default_run_id
 
 
@@ -45,3 +45,41 @@ def test_default_run_id_is_stable_and_follows_what_shapes_the_data():
     assert default_run_id(a) == default_run_id(
         SynthParams(generator=Endpoint(concurrency=2)))
     assert default_run_id(a) != default_run_id(SynthParams(synth=SynthConfig(personas=5)))
+
+
+@pytest.mark.parametrize("template, message", [
+    ("Query: {query} (answer briefly)", "must end with {query}"),
+    ("{instruction}: {query} {query}", "must end with {query}, once"),
+    ("{instruction}", "must end with {query}"),
+    ("Task {task}: {query}", "placeholders {task}"),
+    ("{0} {query}", "placeholders {0}"),
+    ("{instruction!r}: {query}", "without format specs"),
+    ("Instruct: {instruction\nQuery: {query}", "not a format string"),
+])
+def test_query_templates_that_cannot_become_a_query_prompt_are_rejected(template, message):
+    with pytest.raises(ValidationError, match="query_template") as err:
+        TrainConfig(query_template=template)
+    assert message in str(err.value)
+
+
+def test_the_query_prompt_is_the_template_up_to_the_query_with_the_eval_instruction():
+    assert TrainConfig().query_prompt() == "Instruct: Given a question, retrieve passages that answer it\nQuery: "
+    assert TrainConfig(query_template="{query}").query_prompt() == ""
+    custom = TrainConfig(query_template="[{instruction}] {{literal}} {query}", eval_instruction="find docs")
+    assert custom.query_prompt() == "[find docs] {literal} "
+
+
+def test_a_guide_model_selects_gist_and_each_loss_needs_its_model():
+    assert TrainConfig().loss == "infonce"
+    assert TrainConfig(guide_model="g").loss == "gist"
+    assert TrainConfig(guide_model="g", loss="infonce").loss == "gist"  # a form's default beside a guide
+    again = TrainConfig(guide_model="g")
+    assert TrainConfig(**again.model_dump()) == again
+    assert TrainConfig(loss="margin_mse", teacher_model="t").teacher_model == "t"
+    for kwargs, message in [({"loss": "gist"}, "loss 'gist' needs guide_model"),
+                            ({"loss": "margin_mse"}, "needs teacher_model"),
+                            ({"teacher_model": "t"}, "teacher_model is only used by loss 'margin_mse'"),
+                            ({"loss": "margin_mse", "teacher_model": "t", "guide_model": "g"},
+                             "guide_model is only used by loss 'gist'")]:
+        with pytest.raises(ValidationError, match=message):
+            TrainConfig(**kwargs)

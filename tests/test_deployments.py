@@ -24,3 +24,12 @@ def test_synth_parameters_are_described_for_the_ui():
     params = schema["definitions"]["SynthParams"]["properties"]
     assert params["store"]["description"] and params["run_id"]["description"]
     assert schema["definitions"]["SynthConfig"]["properties"]["personas"]["exclusiveMinimum"] == 0
+
+
+def test_grounded_deployment_parameters_are_valid_synth_parameters():
+    from embedfactory.config import SynthParams
+
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    (grounded,) = [d for d in spec["deployments"] if d["name"] == "grounded"]
+    params = SynthParams.model_validate({**grounded["parameters"]["params"], "store": "/tmp/store"})
+    assert params.grounded.corpus == "{{ $EMBEDFACTORY_CORPUS }}" and 0 < params.grounded.share < 1

@@ -51,3 +51,31 @@ def test_mining_returns_corpus_texts_and_never_the_rows_own():
     assert "db" not in verdicts[1]["mined_negatives"]
     assert verdicts[2]["false_negative_suspects"] == 0
     assert all(v["kept"] for v in verdicts)
+
+
+def test_a_revision_that_lowers_its_positives_rank_gives_way_to_the_original():
+    import torch
+
+    from embedfactory.filtering import keep_better_originals, verdicts
+
+    corpus = ["revised positive A", "distractor 1", "distractor 2", "revised positive B"]
+    docs = torch.eye(4)
+    # row 0's revised query points at a distractor (rank 2); its original query hits its positive
+    queries = torch.tensor([[0.6, 0.8, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    rows = [{"anchor": "revised q A", "positive": corpus[0], "negative": None, "fields": "{rev A}",
+             "original_fields": "{orig A}", "revision_status": "revised", "revision_reason": "clearer"},
+            {"anchor": "revised q B", "positive": corpus[3], "negative": None, "fields": "{rev B}",
+             "original_fields": "{orig B}", "revision_status": "revised", "revision_reason": "clearer"}]
+    found = verdicts(rows, queries, corpus, docs, topk=1)
+    assert [v["rank"] for v in found] == [2, 1] and not found[0]["kept"]
+    originals = {0: ("original q A", "original positive A", None), 1: ("original q B", "original positive B", None)}
+    # originals embedded: A's original query is its own positive's direction (rank 1); B's original
+    # query is worse than its revision (a distractor beats it)
+    o_queries = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.6]])
+    o_positives = torch.tensor([[0.99, 0.14, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    assert keep_better_originals(rows, found, originals, o_queries, o_positives, corpus, docs, topk=1) == 1
+    assert rows[0]["anchor"] == "original q A" and rows[0]["positive"] == "original positive A"
+    assert rows[0]["fields"] == "{orig A}" and rows[0]["revision_status"] == "kept-original"
+    assert rows[0]["revision_reason"] == "revision lowered the positive's rank from 1 to 2"
+    assert found[0]["rank"] == 1 and found[0]["kept"] and found[0]["drop_reason"] is None
+    assert rows[1]["anchor"] == "revised q B" and found[1]["rank"] == 1  # the better revision stands

@@ -13,7 +13,7 @@ from tiny import tiny
 
 STAGES = ["personas", "tasks", "examples", "revised", "verdicts"]
 DATASET_COLUMNS = ["anchor", "positive", "negative", "instruction", "task_type",
-                   "persona_id", "task_id", "example_id", "mined_negatives"]
+                   "persona_id", "task_id", "example_id", "source_id", "mined_negatives"]
 
 
 @pytest.mark.slow

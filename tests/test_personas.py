@@ -26,3 +26,19 @@ def test_expansion_removes_duplicates_and_seed_copies_and_asks_again_for_the_res
                     "A poet who writes about rivers"]
     assert out.rejected == 1 and out.extra["duplicates_removed"] == 2
     assert out.usage.calls == len(server.requests) == 6
+
+
+def test_a_persona_that_restates_the_prompt_is_kept_as_a_rejected_row_and_asked_for_again():
+    script = [
+        # a real reply of the embedded model: the persona restates the prompt instead of describing someone
+        personas("An elderly woman whose life could touch this person's work…", "A cook who bakes bread daily"),
+        personas("A pilot who flies cargo at night"),
+    ]
+    with FakeChatServer(script) as server:
+        client = ChatClient(Endpoint(base_url=server.base_url, model="fake", concurrency=1), server.base_url)
+        out = expand_personas(client, count=2, seed=0)
+    kept = [r["persona"] for r in out.rows if r["status"] == "ok"]
+    [gated] = [r for r in out.rows if r["status"] == "rejected"]
+    assert kept == ["A cook who bakes bread daily", "A pilot who flies cargo at night"]
+    assert gated["persona"].startswith("An elderly woman") and gated["reject_reason"].startswith("gate echo")
+    assert gated["raw_response"] and out.extra["gate_persona"] == 1

@@ -44,3 +44,24 @@ def test_skipping_the_revisor_passes_every_example_unchanged_without_calls():
     [row] = out.rows
     assert row["revision_status"] == "skipped" and row["original_fields"] == row["fields"]
     assert out.usage.calls == 0 and out.rejected == 0
+
+
+def test_a_revision_that_fails_a_gate_leaves_the_original_in_use():
+    attributes = {"query_type": "long-tail", "query_length": "5 to 15 words", "clarity": "clear",
+                  "difficulty": "college", "language": "English"}  # no num_words: the documents are stubs
+    examples = [{**example(i, q), "attributes": json.dumps(attributes)}
+                for i, q in enumerate(["which tyre levers fit tubeless rims", "can a cracked carbon frame be repaired"])]
+    # the embedded model's revisor turned a query into the prompt's own words (a real reply)
+    script = [reply("The query does not fit the task.", "What would you type for this task", 0),
+              reply("The query is vague.", "can a cracked carbon bike frame be safely repaired", 1)]
+    with FakeChatServer(script) as server:
+        client = ChatClient(Endpoint(base_url=server.base_url, model="revisor-m", concurrency=1),
+                            server.base_url, max_attempts=1)
+        out = revise_examples(client, examples, seed=0)
+    kept, revised = out.rows
+    assert kept["revision_status"] == "kept-original"
+    assert kept["revision_reason"].startswith("gate echo: user_query repeats the prompt")
+    assert kept["anchor"] == "which tyre levers fit tubeless rims" and kept["fields"] == kept["original_fields"]
+    assert kept["status"] == "ok" and out.rejected == 0
+    assert revised["revision_status"] == "revised"
+    assert revised["anchor"] == "can a cracked carbon bike frame be safely repaired"

@@ -76,3 +76,67 @@ def test_an_external_corpus_joins_the_search(tmp_path):
     pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised], side=corpus)
     bees = ctx.stage_dir("verdicts").read(["00000"]).to_pylist()[1]
     assert bees["anchor"] == "what do bees eat" and bees["rank"] == 2 and not bees["kept"]
+
+
+def test_a_pool_is_its_task_types_texts_and_the_shared_ones_padded_with_background():
+    from embedfactory.filtering import BACKGROUND, EVERY, pool
+
+    groups = [frozenset({"retrieval"}), frozenset({"sts"}), frozenset({EVERY}), frozenset({BACKGROUND}),
+              frozenset({"retrieval", "sts"}), frozenset({BACKGROUND}), frozenset({BACKGROUND})]
+    assert pool(groups, "retrieval", 0) == [0, 2, 4]
+    assert pool(groups, "sts", 3) == [1, 2, 4]  # big enough: no background
+    assert pool(groups, "retrieval", 5) == [0, 2, 3, 4, 5]  # padded in corpus order up to the minimum
+    assert pool(groups, "classification", 10) == [2, 3, 5, 6]  # all there is
+
+
+@pytest.mark.slow
+def test_small_runs_search_their_task_types_pool_joined_by_background_so_top_k_drops_rows(tmp_path):
+    rows = revised_rows(0)
+    rows[1] = {**rows[1], "anchor": "A man is playing a guitar.", "negative": None}  # not about flour
+    sts = {**rows[0], "example_id": "s", "task_type": "sts", "anchor": "A cat sleeps on a warm windowsill.",
+           "positive": "A cat is napping in the sun by the window.", "negative": "The train left the station late."}
+    ctx = pipeline.RunContext(params=SynthParams(store=str(tmp_path), filter={"min_corpus": 200, "mined_negatives": 2,
+                                                                             "mine_range": (0, 50)}),
+                              run_id="r", run_token="t", generator_url="-", revisor_url="-",
+                              generator=Endpoint(), revisor=Endpoint())
+    revised = ctx.stage_dir("revised").commit(pa.Table.from_pylist(rows + [sts], schema=schemas.REVISED),
+                                              ShardRecord(key="00000", fingerprint="f", rows=3, stage="revised"))
+    corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, "00000", [revised]),
+              pipeline.run_shard(pipeline.CORPUS, ctx, pipeline.BACKGROUND, [])]
+    assert pipeline.corpus_keys(ctx.params) == [pipeline.BACKGROUND] and corpus[1].rows == 200
+    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised], side=corpus)
+    tides, guitar, cat = ctx.stage_dir("verdicts").read(["00000"]).to_pylist()
+    print(tides["rank"], guitar["drop_reason"], cat["rank"], tides["mined_negatives"])
+    assert tides["kept"] and tides["rank"] == 1
+    # k = 3 (0.5% of a 200-text pool, at least 3): without the background the pool had 3 texts and
+    # kept everything; background sentences about men playing music now outrank the flour document
+    assert not guitar["kept"] and guitar["drop_reason"].endswith("of 200 (top-k 3)")
+    assert cat["kept"] and cat["drop_reason"] is None
+    sts_texts = {sts["positive"], sts["negative"]}
+    assert tides["mined_negatives"] and not sts_texts & set(tides["mined_negatives"])  # its own type's pool
+
+
+@pytest.mark.slow
+def test_a_revision_that_lowers_the_rank_of_its_positive_is_undone_in_the_verdicts(tmp_path):
+    original = {"user_query": "what makes bees collect pollen",
+                "positive_document": "Bees feed on nectar for energy and pollen for protein.",
+                "hard_negative_document": "Wasps hunt other insects."}
+    revision = {**original, "user_query": "how do tides work"}  # the revisor broke the query
+    rows = revised_rows(0)
+    rows[1] = {**rows[1], "example_id": "bees", "anchor": revision["user_query"],
+               "positive": revision["positive_document"], "negative": revision["hard_negative_document"],
+               "fields": json.dumps(revision), "original_fields": json.dumps(original),
+               "revision_status": "revised", "revision_reason": "clearer"}
+    ctx = pipeline.RunContext(params=SynthParams(store=str(tmp_path), filter={"topk": 1, "background_corpus": None}),
+                              run_id="r", run_token="t", generator_url="-", revisor_url="-",
+                              generator=Endpoint(), revisor=Endpoint())
+    revised = ctx.stage_dir("revised").commit(pa.Table.from_pylist(rows, schema=schemas.REVISED),
+                                              ShardRecord(key="00000", fingerprint="f", rows=2, stage="revised"))
+    corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, "00000", [revised])]
+    record = pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised], side=corpus)
+    bees = ctx.stage_dir("verdicts").read(["00000"]).to_pylist()[1]
+    print(bees["revision_reason"], bees["rank"])
+    assert bees["anchor"] == original["user_query"] and json.loads(bees["fields"]) == original
+    assert bees["revision_status"] == "kept-original" and bees["rank"] == 1 and bees["kept"]
+    assert bees["revision_reason"].startswith("revision lowered the positive's rank from 1 to ")
+    assert record.extra["revisions_reverted_by_rank"] == 1

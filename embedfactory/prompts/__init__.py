@@ -46,3 +46,11 @@ def messages(name: str, **slots) -> list[dict]:
     context = template.new_context(slots)
     return [{"role": role, "content": "".join(template.blocks[role](context)).strip()}
             for role in ("system", "user")]
+
+
+def fixed_part(name: str) -> str:
+    """The system block of a template as rendered (it holds no variables), or "" if it has none."""
+    template = _template(name)
+    if "system" not in template.blocks:
+        return ""
+    return "".join(template.blocks["system"](template.new_context({}))).strip()

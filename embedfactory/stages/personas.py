@@ -1,12 +1,13 @@
 """Personas (KaLM): the LLM expands the shipped seed list into N distinct personas, or N are
-sampled from a user-supplied source."""
+sampled from a user-supplied source. A generated persona that restates the prompt or its seed
+(gates.persona) is kept as a rejected row with the gate's reason and asked for again."""
 from __future__ import annotations
 
 import math
 import random
 import re
 
-from .. import prompts
+from .. import gates, prompts
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
 from ..schemas import persona_list
@@ -41,7 +42,7 @@ def expand_personas(client: ChatClient, count: int, seed: int, progress=None) ->
     kept: dict[str, dict] = {}
     rejected: list[dict] = []
     replies = []
-    duplicates = 0
+    duplicates = gated = 0
     for round_no in range(MAX_ROUNDS):
         missing = count - len(kept)
         if missing <= 0:
@@ -65,7 +66,13 @@ def expand_personas(client: ChatClient, count: int, seed: int, progress=None) ->
                 if key in kept or key in known or not key:
                     duplicates += 1
                     continue
+                if reason := gates.persona(persona, gates.Asked(prompts.fixed_part(PROMPT), seed_persona, {})):
+                    gated += 1
+                    rejected.append({**_row(persona, "llm", seed_persona, meta), "status": "rejected",
+                                     "reject_reason": reason})
+                    continue
                 kept[key] = _row(persona, "llm", seed_persona, meta)
     rows = list(kept.values())[:count] + rejected
     return ShardOutput(rows=rows, rows_in=len(seeds), usage=usage_of(replies),
-                       extra={"duplicates_removed": duplicates, "distinct": min(len(kept), count)})
+                       extra={"duplicates_removed": duplicates, "gate_persona": gated,
+                              "distinct": min(len(kept), count)})

@@ -1,11 +1,15 @@
 """Revisor (SPEED): the LLM judges each example for relevance, completeness and accuracy and
 returns a reason and a revision. The original is kept beside the revision; when the revisor's reply
-never parses, the original stays in use and the row records the rejection."""
+never parses, the original stays in use and the row records the rejection. A revision replaces the
+original only if it passes the quality gates (gates.py); otherwise the original stays in use and the
+row says which gate the revision failed ("kept-original"). The verdict stage applies the second test
+of acceptance, which needs the corpus: a revision whose positive ranks lower than the original's
+gives way to it (stages/consistency.py)."""
 from __future__ import annotations
 
 import json
 
-from .. import prompts
+from .. import gates, prompts
 from ..ids import seed_of
 from ..llm.client import ChatClient, Request
 from ..schemas import revision_of
@@ -25,7 +29,11 @@ def revise_examples(client: ChatClient, examples: list[dict], seed: int, progres
     for example, reply in zip(examples, replies):
         row = {**example, **exchange(reply, client.endpoint.model, PROMPT),
                "original_fields": example["fields"], "status": "ok"}
-        if reply.ok:
+        gate = _gate(example, reply.value.revision) if reply.ok else None
+        if gate:
+            row["revision_status"] = "kept-original"
+            row["revision_reason"] = gate
+        elif reply.ok:
             revision = reply.value.revision
             row["anchor"], row["positive"], row["negative"] = TASK_SPECS[example["task_type"]].columns(revision)
             row["fields"] = revision.model_dump_json()
@@ -38,6 +46,17 @@ def revise_examples(client: ChatClient, examples: list[dict], seed: int, progres
         rows.append(row)
     return ShardOutput(rows=rows, rows_in=len(examples), usage=usage_of(replies),
                        failed_revisions=sum(not r.ok for r in replies))
+
+
+def _gate(example: dict, revision) -> str | None:
+    """The first quality gate a changed revision fails, as 'gate <name>: ...'; None if it passes."""
+    fields = revision.model_dump()
+    if fields == _parsed(example["fields"]):
+        return None  # nothing to replace
+    spec = TASK_SPECS[example["task_type"]]
+    asked = gates.Asked(prompts.fixed_part(spec.generate_prompt), example["task"],
+                        json.loads(example.get("attributes") or "{}"))
+    return gates.check(example["task_type"], fields, asked)
 
 
 def _parsed(text: str):

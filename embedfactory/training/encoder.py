@@ -53,9 +53,13 @@ def load_guide(cfg: TrainConfig, device: torch.device):
     return guide
 
 
-def save_student(model, output_dir: str) -> None:
+def save_student(model, output_dir: str, query_prompt: str = "") -> None:
+    """Save a plain sentence-transformers folder whose prompts are the ones training used: `query_prompt`
+    for queries (sentence-transformers' `encode_query` applies it), none for documents."""
     if hasattr(model[0].auto_model, "merge_and_unload"):  # LoRA: fold the adapters into the weights
         model[0].auto_model = model[0].auto_model.merge_and_unload()
+    model.prompts = {"query": query_prompt, "document": ""}  # a base model's own prompts no longer apply
+    model.default_prompt_name = None
     model.save(output_dir)
 
 

@@ -13,11 +13,24 @@ from ..ids import stable_hash
 from ..pipeline import code_version
 from ..publish import read_dataset
 from ..store import Store
-from . import encoder, gist, loss, sampler, step, trainer
+from . import encoder, gist, loss, margin, sampler, step, teacher, trainer
 
 
 def train_fingerprint(card: dict, cfg: TrainConfig) -> str:
-    return stable_hash(card["sha256"], cfg.fingerprint_fields(), code_version(trainer, loss, gist, sampler, encoder, step))
+    return stable_hash(card["sha256"], cfg.fingerprint_fields(),
+                       code_version(trainer, loss, gist, margin, teacher, sampler, encoder, step))
+
+
+def loss_line(cfg: TrainConfig) -> str:
+    """The model card's description of the loss."""
+    if cfg.loss == "gist":
+        return (f"GISTEmbed, guide `{cfg.guide_model}`, {cfg.gist_margin_strategy} margin {cfg.gist_margin}; "
+                f"temperature {cfg.temperature}")
+    if cfg.loss == "margin_mse":
+        kind = "cross-encoder" if teacher.is_cross_encoder(cfg.teacher_model) else "bi-encoder, cosine"
+        return (f"MarginMSE (GPL), teacher `{cfg.teacher_model}` ({kind}): its (query, positive) - "
+                "(query, hard negative) score margins, student scores cosine; rows without a hard negative skipped")
+    return f"InfoNCE over in-batch and hard negatives (equal texts masked); temperature {cfg.temperature}"
 
 
 class StoreCheckpoints:
@@ -42,18 +55,18 @@ class StoreCheckpoints:
 
 def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
     """What a trained model was made from and how: data version, loss, sampler, hyperparameters."""
-    loss_line = (f"GISTEmbed, guide `{cfg.guide_model}`, {cfg.gist_margin_strategy} margin {cfg.gist_margin}"
-                 if cfg.guide_model else "InfoNCE over in-batch and hard negatives (equal texts masked)")
     sampler_line = (f"semi-homogeneous task batches, ratio {cfg.homogeneous_ratio}" if cfg.homogeneous_ratio
                     else "shuffled batches")
     return "\n".join([
         "## Training (embedfactory)", "",
-        f"- data: `{card['name']}/{card['version']}`, {report['rows']} rows, sha256 `{card['sha256']}`",
+        f"- data: `{card['name']}/{card['version']}`, {report['rows']} rows"
+        + (f" ({report['skipped_rows']} without a hard negative left out)" if report.get("skipped_rows") else "")
+        + f", sha256 `{card['sha256']}`",
         f"- base model: `{cfg.base_model}`",
-        f"- loss: {loss_line}; temperature {cfg.temperature}",
+        f"- loss: {loss_line(cfg)}",
         f"- sampler: {sampler_line}; batch {cfg.batch_size}; {cfg.mined_negatives} mined negatives per row",
         f"- epochs {cfg.epochs}, learning rate {cfg.learning_rate}, max length {cfg.max_seq_length}, "
-        f"seed {cfg.seed}, query template `{cfg.query_template!r}`",
+        f"seed {cfg.seed}, query template `{cfg.query_template!r}`, saved query prompt `{cfg.query_prompt()!r}`",
         f"- pooling {cfg.pooling}, Matryoshka widths {cfg.matryoshka_dims or 'none'}, "
         f"{'LoRA ' + str(cfg.lora.model_dump()) if cfg.lora else 'full fine-tuning'}, {cfg.precision}",
         f"- {report['steps']} steps, loss {report['losses'][0]} -> {report['losses'][-1]}", ""])

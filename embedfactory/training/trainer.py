@@ -1,10 +1,14 @@
 """Fine-tune a sentence-transformers model on a published training set.
 
 Anchors get the instruction prefix (`TrainConfig.query_template`); positives and negatives go in
-bare. The loss is InfoNCE over in-batch and hard negatives, or GISTEmbed's guided version when a
-guide model is set, averaged over the Matryoshka widths when those are set; batches are shuffled or
-semi-homogeneous by task. The guide embeds every distinct text once, before the first step, and is
-then looked up (sentence-transformers' GIST losses run it again on every batch of every epoch).
+bare, and the saved model carries the prefix as its "query" prompt (`TrainConfig.query_prompt`). The
+loss (`TrainConfig.loss`) is InfoNCE over in-batch and hard negatives, GISTEmbed's guided version, or
+MarginMSE against a teacher's score margins, averaged over the Matryoshka widths when those are set;
+batches are shuffled or semi-homogeneous by task. The guide embeds every distinct text once, before
+the first step, and is then looked up (sentence-transformers' GIST losses run it again on every batch
+of every epoch). MarginMSE takes the rows' `teacher_scores` column where it is set (the teacher's
+score of the positive, then of each hard negative, in `hard_negatives` order) and scores the other
+rows with the teacher before the first step; rows without a hard negative are left out.
 A `Checkpoints` store gets the model, optimizer and random state every `checkpoint_every` steps; a
 restarted job resumes after the last one and ends with the same weights as an uninterrupted run.
 """
@@ -16,13 +20,16 @@ import time
 from typing import Callable, Protocol
 
 import torch
+import torch.nn.functional as F
 
 from ..config import TrainConfig
 from .encoder import Encoder, load_guide, load_student, pick_device, save_student
 from .gist import gist_loss
 from .loss import in_batch_infonce
+from .margin import margin_mse_loss
 from .sampler import semi_homogeneous_batches
 from .step import forward_backward
+from .teacher import teacher_scores
 
 
 def query_text(row: dict, template: str) -> str:
@@ -61,9 +68,12 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     torch.manual_seed(cfg.seed)
     model = load_student(cfg, device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    started = time.monotonic()  # the guide's and the teacher's passes over the texts count as training time
+    given = len(rows)
+    if cfg.loss == "margin_mse":
+        rows = with_teacher_scores(cfg, device, rows)
     plan = [b for epoch in range(cfg.epochs)
             for b in batches(rows, cfg.batch_size, cfg.seed + epoch, cfg.homogeneous_ratio)]
-    started = time.monotonic()  # the guide's pass over the texts counts as training time
     guide = _guide_table(cfg, device, rows)
     encoder = Encoder(model, cfg.mini_batch_size, bf16=cfg.precision == "bf16")
     losses = []
@@ -78,8 +88,9 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
         columns = [[query_text(r, cfg.query_template) for r in batch], [r["positive"] for r in batch],
                    [n for r in batch for n in hard_negatives(r, cfg.mined_negatives)]]
         guided = [guide(texts) for texts in columns] if guide else None
+        teacher = _teacher_margins(batch, device) if cfg.loss == "margin_mse" else None
         loss = forward_backward(encoder, columns, functools.partial(
-            batch_loss, cfg, guided=guided, doc_texts=columns[1] + columns[2]), cfg.grad_cache)
+            batch_loss, cfg, guided=guided, doc_texts=columns[1] + columns[2], teacher=teacher), cfg.grad_cache)
         optimizer.step()
         optimizer.zero_grad()
         losses.append(round(loss, 5))
@@ -89,17 +100,54 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
         if progress:
             progress(step, len(plan), losses[-1])
     seconds = round(time.monotonic() - started, 2)
-    save_student(model, output_dir)
-    return {"losses": losses, "steps": len(plan), "rows": len(rows), "device": str(device), "seconds": seconds}
+    save_student(model, output_dir, cfg.query_prompt())
+    return {"losses": losses, "steps": len(plan), "rows": len(rows), "skipped_rows": given - len(rows),
+            "device": str(device), "seconds": seconds}
+
+
+def with_teacher_scores(cfg: TrainConfig, device: torch.device, rows: list[dict]) -> list[dict]:
+    """The rows that have a hard negative, each with `teacher_scores` for its positive and its hard
+    negatives: the row's own column where set, else scored now by `cfg.teacher_model`."""
+    kept = [r for r in rows if hard_negatives(r, cfg.mined_negatives)]
+    if len(kept) < 2:
+        raise ValueError(f"margin_mse needs at least 2 rows with a hard negative, got {len(kept)}")
+    missing = [r for r in kept if r.get("teacher_scores") is None]
+    scored = iter(teacher_scores(missing, cfg.teacher_model, "{query}", cfg.mined_negatives,
+                                 cfg.mini_batch_size, device=str(device)) if missing else [])
+    out = []
+    for row in kept:
+        scores = list(row["teacher_scores"]) if row.get("teacher_scores") is not None else next(scored)
+        needed = 1 + len(hard_negatives(row, cfg.mined_negatives))
+        if len(scores) < needed:
+            raise ValueError(f"row with anchor {row['anchor']!r} has {len(scores)} teacher_scores; it needs "
+                             f"{needed}: the positive's, then each hard negative's")
+        out.append({**row, "teacher_scores": scores[:needed]})
+    return out
+
+
+def _teacher_margins(batch: list[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's margins (positive minus each hard negative) and each negative's row, in the
+    order of the batch's negatives column."""
+    margins, owners = [], []
+    for i, row in enumerate(batch):
+        positive, *negatives = row["teacher_scores"]
+        margins += [positive - s for s in negatives]
+        owners += [i] * len(negatives)
+    return (torch.tensor(margins, dtype=torch.float32, device=device),
+            torch.tensor(owners, dtype=torch.long, device=device))
 
 
 def batch_loss(cfg: TrainConfig, student: list[torch.Tensor], guided: list[torch.Tensor] | None,
-               doc_texts: list[str]) -> torch.Tensor:
-    """The batch's loss, averaged over the full width and every Matryoshka width."""
+               doc_texts: list[str], teacher: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The batch's loss, averaged over the full width and every Matryoshka width. `teacher`: the
+    teacher's margins and the row of each negative (MarginMSE)."""
     losses = []
     for width in [None, *(cfg.matryoshka_dims or [])]:
         q, p, n = (x[:, :width] if x.numel() else None for x in student)
-        if guided is None:
+        if cfg.loss == "margin_mse":
+            q, p, n = (F.normalize(x, dim=-1) for x in (q, p, n))  # cosine, as a bi-encoder teacher scores
+            losses.append(margin_mse_loss(q, p, n, *teacher))
+        elif guided is None:
             docs = p if n is None else torch.cat([p, n])
             losses.append(in_batch_infonce(q, docs, doc_texts, cfg.temperature))
         else:

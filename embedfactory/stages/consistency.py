@@ -1,0 +1,177 @@
+"""The consistency filter's stages: corpus (embed each shard's documents once) and verdicts (gates,
+duplicates, each task type's round trip against its pool, revisor acceptance, mined negatives).
+
+`ctx` is the run's `pipeline.RunContext`; the stage definitions (fingerprints, code versions) live
+in pipeline.py, which calls `corpus_shard` and `verdict_shard`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import warnings
+from collections import Counter
+
+import torch
+
+from .. import dedupe, documents, filtering, gates, prompts, publish, search, sources
+from ..config import FilterConfig, SynthParams
+from ..models import load_embedder
+from ..store import ShardRecord, Store
+from ..task_types import TASK_SPECS
+from . import grounded
+from .common import ShardOutput
+
+
+def published(ctx) -> list[dict]:
+    """Datasets the verdicts dedupe against: all published ones but this run's own."""
+    if not ctx.params.filter.dedupe_against_published:
+        return []
+    return publish.published_cards(Store(ctx.params.store), exclude_version=ctx.run_id)
+
+
+EXTERNAL = "external"  # the corpus shard of `filter.external_corpus`
+DOCUMENTS = "documents"  # the corpus shard of the grounded corpus (every passage, sampled or not)
+BACKGROUND = "background"  # the corpus shard of `filter.background_corpus` (its first `min_corpus` texts)
+
+
+def corpus_keys(params: SynthParams) -> list[str]:
+    """The corpus shards beside those of the brainstormed example shards."""
+    f = params.filter
+    return ([EXTERNAL] if f.external_corpus else []) + ([DOCUMENTS] if params.grounded.corpus else []) + (
+        [BACKGROUND] if f.background_corpus and f.min_corpus else [])
+
+
+def filter_encoder(cfg: FilterConfig) -> filtering.Embed:
+    """The filter model (loaded once per process) on its device, as an embedding function."""
+    return filtering.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size)
+
+
+def corpus_shard(ctx, key, rows, side, progress):
+    """Embed the shard's documents once; every verdict shard searches all corpus shards."""
+    cfg = ctx.params.filter
+    if key == EXTERNAL:
+        pairs = [(t, filtering.EVERY) for t in sources.load_column(cfg.external_corpus, "text")]
+    elif key == DOCUMENTS:
+        g = ctx.params.grounded
+        pairs = [(p.text, grounded.TASK_TYPE)
+                 for p in documents.passages(documents.load_documents(g.corpus), g.passage_words)]
+    elif key == BACKGROUND:
+        pairs = [(t, filtering.BACKGROUND) for t in sources.load_background(cfg.background_corpus)[:cfg.min_corpus]]
+    else:
+        pairs = filtering.grouped_corpus_of(rows)
+    vectors = filter_encoder(cfg)([t for t, _ in pairs]) if pairs else []
+    return ShardOutput(rows=[{"text": t, "group": g, "embedding": v.tolist()} for (t, g), v in zip(pairs, vectors)],
+                       rows_in=len(rows))
+
+
+def _earlier_rows(ctx, side: list[ShardRecord]) -> list[tuple[str, dict]]:
+    """What a verdict shard dedupes against: published datasets, then the run's earlier shards."""
+    store, earlier = Store(ctx.params.store), []
+    for card in published(ctx):
+        table = publish.read_dataset(store, publish.dataset_dir(store, card["name"], card["version"]))
+        earlier += [(f"published {card['name']}/{card['version']}#{i}", row)
+                    for i, row in enumerate(table.select(["anchor", "positive"]).to_pylist())]
+    for stage in ("revised", "grounded"):
+        if keys := [s.key for s in side if s.stage == stage]:
+            earlier += [(r["example_id"], r) for r in ctx.stage_dir(stage).read(keys).to_pylist()]
+    return earlier
+
+
+_corpus_cache: dict[tuple, tuple[list[str], torch.Tensor, list[frozenset]]] = {}  # the last corpus read
+_corpus_lock = threading.Lock()
+
+
+def _corpus_matrix(ctx, side: list[ShardRecord],
+                   device: str) -> tuple[list[str], torch.Tensor, list[frozenset]]:
+    """The run's corpus (each text once), its embeddings on `device` and each text's groups, read
+    from the store once per process: verdict shards running side by side in one worker share one copy."""
+    shards = [s for s in side if s.stage == "corpus"]
+    key = (ctx.params.store, ctx.run_id, tuple(sorted(s.sha256 for s in shards)), device)
+    with _corpus_lock:
+        if key not in _corpus_cache:
+            _corpus_cache.clear()
+            table = ctx.stage_dir("corpus").read([s.key for s in shards])
+            first: dict[str, int] = {}
+            groups: dict[str, set] = {}
+            for i, (text, group) in enumerate(zip(table["text"].to_pylist(), table["group"].to_pylist())):
+                first.setdefault(text, i)  # a text in several shards (or groups) counts once
+                groups.setdefault(text, set()).add(group)
+            texts = list(first)
+            flat = table["embedding"].combine_chunks().flatten().to_numpy()
+            with warnings.catch_warnings():  # Arrow's buffer is read-only; the search never writes to it
+                warnings.simplefilter("ignore", UserWarning)
+                matrix = torch.from_numpy(flat.reshape(len(table), -1) if len(table) else flat.reshape(0, 0))
+            if len(texts) < len(table):
+                matrix = matrix[list(first.values())]
+            _corpus_cache[key] = texts, matrix.to(device), [frozenset(groups[t]) for t in texts]
+        return _corpus_cache[key]
+
+
+def gate_reasons(rows: list[dict], names: list[str], embed: filtering.Embed) -> list[str | None]:
+    """Each row's first failing quality gate (gates.py) as 'gate <name>: ...', or None."""
+    out = []
+    for row in rows:
+        attributes = json.loads(row["attributes"])
+        if row["prompt_name"] == grounded.PROMPT:
+            asked = gates.Asked(prompts.fixed_part(grounded.PROMPT), row["task"], attributes)
+            out.append(gates.check_query(row["anchor"], row["positive"], attributes.get("title"), asked, names))
+        else:
+            spec = TASK_SPECS[row["task_type"]]
+            asked = gates.Asked(prompts.fixed_part(spec.generate_prompt), row["task"], attributes)
+            out.append(gates.check(row["task_type"], json.loads(row["fields"]), asked, names))
+    triples = [i for i, r in enumerate(rows) if r["task_type"] == "sts" and out[i] is None]
+    if "sts" in names and triples:
+        s1, s2, s3 = (embed([rows[i][c] for i in triples]) for c in ("anchor", "positive", "negative"))
+        for i, reason in zip(triples, gates.sts_order(s1, s2, s3)):
+            out[i] = reason
+    return out
+
+
+def _originals(rows: list[dict], picked: list[int]) -> dict[int, tuple]:
+    """Row index -> the original (anchor, positive, negative) of each revised row among `picked`."""
+    out = {}
+    for i in picked:
+        if rows[i]["revision_status"] == "revised":
+            spec = TASK_SPECS[rows[i]["task_type"]]
+            with contextlib.suppress(ValueError):  # an original that is no example cannot come back
+                out[i] = spec.columns(spec.output.model_validate_json(rows[i]["original_fields"]))
+    return out
+
+
+def verdict_shard(ctx, key, rows, side, progress):
+    cfg = ctx.params.filter
+    embed = filter_encoder(cfg)
+    device = search.resolve_device(cfg.device)
+    texts, docs, groups = _corpus_matrix(ctx, side, device)
+    queries = torch.from_numpy(embed([r["anchor"] for r in rows])).to(device)
+    mining = filtering.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
+                              cfg.mine_absolute_margin) if cfg.mined_negatives else None
+    verdicts: list[dict | None] = [None] * len(rows)
+    reverted = 0
+    for task_type in dict.fromkeys(r["task_type"] for r in rows):  # each type searches its own pool
+        mine = [i for i, r in enumerate(rows) if r["task_type"] == task_type]
+        where = filtering.pool(groups, task_type, cfg.min_corpus if cfg.background_corpus else 0)
+        pool_docs = docs if len(where) == len(texts) else docs[torch.tensor(where, device=docs.device)]
+        pool_texts = [texts[j] for j in where]
+        found = filtering.verdicts([rows[i] for i in mine], queries[mine], pool_texts, pool_docs, cfg.topk, mining)
+        for i, verdict in zip(mine, found):
+            verdicts[i] = verdict
+        if originals := _originals(rows, mine):  # a revision must not lower its positive's rank
+            anchors, positives = (torch.from_numpy(embed([o[c] for o in originals.values()])).to(device)
+                                  for c in (0, 1))
+            reverted += filtering.keep_better_originals(rows, verdicts, originals, anchors, positives,
+                                                        pool_texts, pool_docs, cfg.topk)
+    gated = gate_reasons(rows, cfg.gates, embed)  # on the texts that stand, original or revision
+    duplicates = dedupe.find_duplicates(rows, _earlier_rows(ctx, side), cfg.near_duplicate_threshold)
+    out = []
+    for row, verdict, duplicate, gate in zip(rows, verdicts, duplicates, gated):
+        if gate or duplicate:  # a gate's reason first: it says what is wrong with the row itself
+            verdict = {**verdict, "kept": False, "drop_reason": gate or duplicate}
+        out.append({**row, **verdict})
+    extra = {"duplicates_exact": sum(bool(d) and d.startswith("exact") for d in duplicates),
+             "duplicates_near": sum(bool(d) and d.startswith("near") for d in duplicates),
+             "duplicates_of_published": sum(bool(d) and ": published " in d for d in duplicates),
+             "revisions_reverted_by_rank": reverted,
+             **{f"gate_{name}": n for name, n in Counter(g.split(":")[0][5:] for g in gated if g).items()}}
+    return ShardOutput(rows=out, rows_in=len(rows), dropped=sum(not r["kept"] for r in out), extra=extra)
