@@ -21,4 +21,7 @@ def tiny(store, endpoint: Endpoint, **synth) -> SynthParams:
                        synth={"personas": 2, "tasks_per_persona": 2, "max_num_words": 50,
                               "task_mix": {"retrieval": 1, "classification": 1, "sts": 1, "short-short": 1},
                               **synth},
+                       # plumbing runs of a few rows: no gates and no background, so rows survive to
+                       # training (gates: test_gates.py; background pools: test_sharded_verdicts.py)
+                       filter={"gates": [], "background_corpus": None},
                        train=TrainConfig(batch_size=4, eval_sets=[small_sts()]))

@@ -126,7 +126,7 @@ def judged(ctx, record: ShardRecord) -> ShardRecord:
     def produce():
         rows = [{"example_id": r["example_id"], "task_type": r["task_type"], "task": r["task"],
                  "fields": r["candidates"][0]} for r in _candidate_rows(ctx, record)]
-        return revise.revise_examples(teacher_client(ctx), rows, ctx.params.synth.seed)
+        return revise.revise_examples(teacher_client(ctx), rows, ctx.params.synth.seed, gate=False)
 
     return _stage(ctx, "judged", (record.sha256, revise.PROMPT, ctx.generator.model), produce)
 

@@ -19,7 +19,10 @@ from .common import ShardOutput, exchange, usage_of
 PROMPT = "revise"
 
 
-def revise_examples(client: ChatClient, examples: list[dict], seed: int, progress=None) -> ShardOutput:
+def revise_examples(client: ChatClient, examples: list[dict], seed: int, progress=None,
+                    gate: bool = True) -> ShardOutput:
+    """`gate=False` takes every parsed revision as it is (flow `align` trains the revisor on the
+    teacher's revisions; the gates judge the factory's product)."""
     requests = [Request(
         messages=prompts.messages(PROMPT, task_type=e["task_type"], task=e["task"], example=e["fields"]),
         output=revision_of(TASK_SPECS[e["task_type"]].output),
@@ -29,10 +32,10 @@ def revise_examples(client: ChatClient, examples: list[dict], seed: int, progres
     for example, reply in zip(examples, replies):
         row = {**example, **exchange(reply, client.endpoint.model, PROMPT),
                "original_fields": example["fields"], "status": "ok"}
-        gate = _gate(example, reply.value.revision) if reply.ok else None
-        if gate:
+        failed = _gate(example, reply.value.revision) if reply.ok and gate else None
+        if failed:
             row["revision_status"] = "kept-original"
-            row["revision_reason"] = gate
+            row["revision_reason"] = failed
         elif reply.ok:
             revision = reply.value.revision
             row["anchor"], row["positive"], row["negative"] = TASK_SPECS[example["task_type"]].columns(revision)
