@@ -63,8 +63,9 @@ def test_query_templates_that_cannot_become_a_query_prompt_are_rejected(template
 
 
 def test_the_query_prompt_is_the_template_up_to_the_query_with_the_eval_instruction():
-    assert TrainConfig().query_prompt() == "Instruct: Given a question, retrieve passages that answer it\nQuery: "
-    assert TrainConfig(query_template="{query}").query_prompt() == ""
+    e5 = TrainConfig(query_template="Instruct: {instruction}\nQuery: {query}")
+    assert e5.query_prompt() == "Instruct: Given a question, retrieve passages that answer it\nQuery: "
+    assert TrainConfig().query_prompt() == ""
     custom = TrainConfig(query_template="[{instruction}] {{literal}} {query}", eval_instruction="find docs")
     assert custom.query_prompt() == "[find docs] {literal} "
 

@@ -110,7 +110,8 @@ def test_a_model_folder_is_scored_by_its_content_not_its_name(tmp_path):
 def test_a_trained_model_carries_its_query_prompt_and_evaluation_applies_it(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    cfg = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-4, device="cpu")
+    cfg = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-4, device="cpu",
+                      query_template="Instruct: {instruction}\nQuery: {query}")
     folder = str(tmp_path / "model")
     train_contrastive(ROWS, cfg, folder)
     prompt = "Instruct: Given a question, retrieve passages that answer it\nQuery: "

@@ -146,3 +146,21 @@ def test_verdict_gates_name_the_failure_of_real_embedded_model_outputs():
     assert reasons[1].startswith("gate length: ")
     assert reasons[2] is None
     assert reasons[3].startswith("gate echo: ")
+
+
+def test_a_prompt_variant_replaces_the_shipped_prompt_and_nothing_else():
+    """bench/grounded_prompts.py sends a candidate prompt through the stage's own request builder."""
+    from embedfactory import prompts
+    from embedfactory.stages import grounded
+
+    passage = documents.Passage("d1#0", "d1", "Wing flutter", "Flutter of thin wings at transonic speeds.")
+    variant = prompts.compile_source("{% block system %}Write a query.{% endblock %}"
+                                     "{% block user %}{{ passage }} ({{ query_length }}){% endblock %}")
+    shipped_jobs, shipped = grounded.query_requests([passage], 1, 0, "Find papers")
+    jobs, tried = grounded.query_requests([passage], 1, 0, "Find papers", prompt=variant)
+    assert jobs == shipped_jobs and tried[0].seed == shipped[0].seed  # same draws, same sampling seed
+    assert shipped[0].messages[0]["content"] == prompts.fixed_part(grounded.PROMPT)
+    length = jobs[0][2]["query_length"]
+    assert tried[0].messages == [{"role": "system", "content": "Write a query."},
+                                 {"role": "user", "content": f"{passage.text} ({length})"}]
+    assert prompts.fixed_part(variant) == "Write a query."

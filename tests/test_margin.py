@@ -132,3 +132,27 @@ def test_rows_whose_teacher_scores_are_too_few_are_refused(tmp_path):
     cfg = TrainConfig(loss="margin_mse", teacher_model=EMBEDDED_EMBEDDER, device="cpu")
     with pytest.raises(ValueError, match="has 1 teacher_scores; it needs 3"):
         train_contrastive(rows, cfg, str(tmp_path / "model"))
+
+
+def test_the_teachers_scores_are_stored_beside_the_dataset_and_reused(tmp_path, monkeypatch):
+    from embedfactory.store import Store
+    from embedfactory.training import job, trainer
+
+    store, card = Store(str(tmp_path / "store")), {"name": "d", "version": "v1", "sha256": "1" * 64}
+    rows = [*MINED, {"anchor": "alone", "positive": "no negative", "negative": None, "mined_negatives": [],
+                     "instruction": "Find it"}]
+    cfg = TrainConfig(loss="margin_mse", teacher_model=EMBEDDED_EMBEDDER, device="cpu")
+    path, labelled = job.pseudo_labels(store, card, rows, cfg)
+    assert path.startswith(store.path("labels", "d")) and store.exists(path)
+    want = teacher_scores(rows[:-1], EMBEDDED_EMBEDDER, mined=1)
+    assert [r["anchor"] for r in labelled] == [r["anchor"] for r in MINED]  # the row without a negative left out
+    for got, expected in zip(labelled, want, strict=True):
+        assert got["teacher_scores"] == pytest.approx(expected, abs=1e-6)
+    stored = store.read_table(path).to_pylist()
+    assert [r["teacher_scores"] for r in stored] == [r["teacher_scores"] for r in labelled]
+
+    monkeypatch.setattr(trainer, "with_teacher_scores", lambda *a: pytest.fail("scored again"))
+    again_path, again = job.pseudo_labels(store, card, rows, cfg)
+    assert again_path == path and [r["teacher_scores"] for r in again] == [r["teacher_scores"] for r in stored]
+    with pytest.raises(pytest.fail.Exception, match="scored again"):  # another teacher: labelled anew
+        job.pseudo_labels(store, card, rows, TrainConfig(loss="margin_mse", teacher_model="other", device="cpu"))

@@ -29,28 +29,38 @@ def version(name: str) -> str:
     return hashlib.sha256(_source(name).encode()).hexdigest()[:12]
 
 
+def compile_source(source: str) -> jinja2.Template:
+    """A template from its text (a prompt being tried out before it ships), rendered like the shipped ones."""
+    return _env.from_string(source)
+
+
 @lru_cache(maxsize=None)
 def _template(name: str) -> jinja2.Template:
-    return _env.from_string(_source(name))
+    return compile_source(_source(name))
+
+
+def _of(prompt: str | jinja2.Template) -> jinja2.Template:
+    return prompt if isinstance(prompt, jinja2.Template) else _template(prompt)
 
 
 def render(name: str, **slots) -> str:
     return _template(name).render(**slots).strip()
 
 
-def messages(name: str, **slots) -> list[dict]:
-    """The chat messages of a prompt: [system, user] for a template with those blocks, else [user]."""
-    template = _template(name)
+def messages(prompt: str | jinja2.Template, **slots) -> list[dict]:
+    """The chat messages of a prompt (a shipped name or a compiled template): [system, user] for a
+    template with those blocks, else [user]."""
+    template = _of(prompt)
     if "system" not in template.blocks:
-        return [{"role": "user", "content": render(name, **slots)}]
+        return [{"role": "user", "content": template.render(**slots).strip()}]
     context = template.new_context(slots)
     return [{"role": role, "content": "".join(template.blocks[role](context)).strip()}
             for role in ("system", "user")]
 
 
-def fixed_part(name: str) -> str:
+def fixed_part(prompt: str | jinja2.Template) -> str:
     """The system block of a template as rendered (it holds no variables), or "" if it has none."""
-    template = _template(name)
+    template = _of(prompt)
     if "system" not in template.blocks:
         return ""
     return "".join(template.blocks["system"](template.new_context({}))).strip()

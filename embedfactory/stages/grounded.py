@@ -31,8 +31,9 @@ def draw_attributes(passage_id: str, index: int, seed: int) -> dict:
 
 
 def query_requests(passages: list[Passage], per_passage: int, seed: int, instruction: str,
-                   personas: list[dict] = ()) -> tuple[list[tuple], list[Request]]:
-    """One prompt per passage and query index; a persona (cycled by a seeded draw) when given."""
+                   personas: list[dict] = (), prompt=PROMPT) -> tuple[list[tuple], list[Request]]:
+    """One prompt per passage and query index; a persona (cycled by a seeded draw) when given.
+    `prompt`: the shipped template's name, or a compiled variant (`prompts.compile_source`)."""
     jobs = []
     for passage in passages:
         for index in range(per_passage):
@@ -41,7 +42,7 @@ def query_requests(passages: list[Passage], per_passage: int, seed: int, instruc
                        if personas else None)
             jobs.append((passage, index, attributes, persona))
     requests = [Request(
-        messages=prompts.messages(PROMPT, passage=p.text, instruction=instruction,
+        messages=prompts.messages(prompt, passage=p.text, instruction=instruction,
                                   persona=persona["persona"] if persona else None, **attrs),
         output=GroundedQuery, seed=seed_of(seed, "grounded-query", p.id, i))
         for p, i, attrs, persona in jobs]

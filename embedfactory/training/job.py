@@ -6,6 +6,7 @@ import io
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
 import torch
 
 from ..config import TrainConfig
@@ -14,6 +15,7 @@ from ..pipeline import code_version
 from ..publish import read_dataset
 from ..store import Store
 from . import encoder, gist, loss, margin, sampler, step, teacher, trainer
+from .encoder import pick_device
 
 
 def train_fingerprint(card: dict, cfg: TrainConfig) -> str:
@@ -83,15 +85,33 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
     if store.exists(report_path) and (done := store.read_json(report_path))["fingerprint"] == fp:
         return done
     rows = read_dataset(store, dataset_path).to_pylist()
+    labels, published = None, len(rows)
+    if cfg.loss == "margin_mse":
+        labels, rows = pseudo_labels(store, card, rows, cfg)
     checkpoints = StoreCheckpoints(store, f"{out}/checkpoint.pt")
     with tempfile.TemporaryDirectory() as tmp:
         report = trainer.train_contrastive(rows, cfg, tmp, progress, checkpoints)
+        report["skipped_rows"] = published - report["rows"]
         readme = Path(tmp) / "README.md"
         existing = readme.read_text() if readme.exists() else ""
         readme.write_text(model_card(card, cfg, report) + "\n" + existing)
         store.upload_dir(tmp, f"{out}/model")
-    report.update(fingerprint=fp, run_token=run_token, model_path=f"{out}/model",
+    report.update(fingerprint=fp, run_token=run_token, model_path=f"{out}/model", labels=labels,
                   dataset={"path": dataset_path, "sha256": card["sha256"]}, config=cfg.model_dump())
     store.write_json(report_path, report)  # written last: the job's commit
     checkpoints.clear()
     return report
+
+
+def pseudo_labels(store: Store, card: dict, rows: list[dict], cfg: TrainConfig) -> tuple[str, list[dict]]:
+    """MarginMSE's training set: the published rows that have a hard negative, each with the teacher's
+    `teacher_scores` (positive, then each hard negative), stored under `labels/` once per (dataset,
+    teacher, negatives per row, teacher code), so retraining with other settings does not score again
+    and the scores can be inspected beside the data. Returns the labels' path and rows."""
+    key = stable_hash(card["sha256"], cfg.teacher_model, cfg.mined_negatives, code_version(teacher))
+    path = store.path("labels", card["name"], f"{card['version']}-{key[:10]}.parquet")
+    if store.exists(path):
+        return path, store.read_table(path).to_pylist()
+    labelled = trainer.with_teacher_scores(cfg, pick_device(cfg.device), rows)
+    store.write_table(path, pa.Table.from_pylist(labelled))
+    return path, labelled
