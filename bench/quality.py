@@ -256,9 +256,12 @@ def main() -> None:
         result = variant(f"MarginMSE (teacher {Path(args.teacher).name})", chosen, margin)
         if result["dev"] > best[2]["dev"]:
             best = ("margin_mse", margin, result)
-        for other in filters[1:]:  # the same rows, their round trip judged by another model
+        # the same rows, their round trip judged by another model, at the best filtering k on dev
+        # (at "no filter" the filter model would change nothing)
+        filter_k = max(args.ks, key=lambda k: tried[k]["dev"])
+        for other in filters[1:]:
             again = reranked(store, rows, corpus_source, SynthParams().grounded.passage_words, other)
-            variant(f"filter {other.split(':')[-1]}, k={best_k}", select(again, best_k), base_cfg)
+            variant(f"filter {other.split(':')[-1]}, k={filter_k}", select(again, filter_k), base_cfg)
     print(f"\nbest on dev: {best[0]}, k={best_k}")
     for name, metric in (("test", "ndcg@10"), ("stsb", "spearman")):
         b, t = base[name], best[2][name]
