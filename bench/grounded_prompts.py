@@ -21,7 +21,6 @@ import json
 import sys
 import time
 from collections import Counter
-from importlib import resources
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 
 def variant_source(name: str) -> str:
     if name == "shipped":
-        return resources.files(prompts).joinpath(f"{grounded.PROMPT}.j2").read_text(encoding="utf-8")
+        return prompts.source(grounded.PROMPT)
     if name == "plain":
         return (HERE / "prompts" / "grounded_query_plain.j2").read_text(encoding="utf-8")
     return Path(name).read_text(encoding="utf-8")

@@ -21,22 +21,23 @@ _env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, ls
 
 
 @lru_cache(maxsize=None)
-def _source(name: str) -> str:
+def source(name: str) -> str:
+    """A shipped template's text."""
     return resources.files(__package__).joinpath(f"{name}.j2").read_text(encoding="utf-8")
 
 
 def version(name: str) -> str:
-    return hashlib.sha256(_source(name).encode()).hexdigest()[:12]
+    return hashlib.sha256(source(name).encode()).hexdigest()[:12]
 
 
-def compile_source(source: str) -> jinja2.Template:
+def compile_source(text: str) -> jinja2.Template:
     """A template from its text (a prompt being tried out before it ships), rendered like the shipped ones."""
-    return _env.from_string(source)
+    return _env.from_string(text)
 
 
 @lru_cache(maxsize=None)
 def _template(name: str) -> jinja2.Template:
-    return compile_source(_source(name))
+    return compile_source(source(name))
 
 
 def _of(prompt: str | jinja2.Template) -> jinja2.Template:

@@ -106,9 +106,9 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
 def pseudo_labels(store: Store, card: dict, rows: list[dict], cfg: TrainConfig) -> tuple[str, list[dict]]:
     """MarginMSE's training set: the published rows that have a hard negative, each with the teacher's
     `teacher_scores` (positive, then each hard negative), stored under `labels/` once per (dataset,
-    teacher, negatives per row, teacher code), so retraining with other settings does not score again
+    teacher, negatives per row, teacher and trainer code), so retraining with other settings does not score again
     and the scores can be inspected beside the data. Returns the labels' path and rows."""
-    key = stable_hash(card["sha256"], cfg.teacher_model, cfg.mined_negatives, code_version(teacher))
+    key = stable_hash(card["sha256"], cfg.teacher_model, cfg.mined_negatives, code_version(teacher, trainer))
     path = store.path("labels", card["name"], f"{card['version']}-{key[:10]}.parquet")
     if store.exists(path):
         return path, store.read_table(path).to_pylist()
