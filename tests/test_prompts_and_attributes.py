@@ -36,7 +36,7 @@ def test_prompt_version_is_a_hash_of_the_file_and_follows_an_edit(monkeypatch):
     path = Path(prompts.__file__).with_name("revise.j2")
     before = prompts.version("revise")
     assert before == hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    monkeypatch.setattr(prompts, "_source", lambda name: path.read_text() + "\nOne more rule.")
+    monkeypatch.setattr(prompts, "source", lambda name: path.read_text() + "\nOne more rule.")
     assert prompts.version("revise") != before
 
 
