@@ -7,11 +7,12 @@ variant the valid share, each gate's rejects and the share passing every gate, t
 the first variant to the last. Replies are kept in `--cache` by prompt text, passages and seed, so a
 rerun (or a new variant next to old ones) costs only the new calls.
 
-    python bench/grounded_prompts.py [--beir DIR] [--passages 48] [--variants plain,shipped]
+    python bench/grounded_prompts.py [--beir DIR] [--passages 48] [--variants plain,examples,shipped]
 
-Variants: `shipped` (the package's `grounded_query` prompt), `plain` (bench/prompts: the same task and
-user block without the shipped prompt's rules and worked examples, i.e. the prompt before the prompt
-work), or a path to a Jinja2 file with the same blocks and slots.
+Variants: `shipped` (the package's `grounded_query` prompt: the task and its rules), `plain`
+(bench/prompts: the same task and user block without the rules, i.e. the prompt before the prompt
+work), `examples` (bench/prompts: the rules followed by two worked examples, the shipped prompt until
+2026-12-02, which the 0.5B generator copied), or a path to a Jinja2 file with the same blocks and slots.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ HERE = Path(__file__).resolve().parent
 def variant_source(name: str) -> str:
     if name == "shipped":
         return prompts.source(grounded.PROMPT)
-    if name == "plain":
-        return (HERE / "prompts" / "grounded_query_plain.j2").read_text(encoding="utf-8")
+    if name in ("plain", "examples"):
+        return (HERE / "prompts" / f"grounded_query_{name}.j2").read_text(encoding="utf-8")
     return Path(name).read_text(encoding="utf-8")
 
 
@@ -77,7 +78,7 @@ def main() -> None:
     cli.add_argument("--passages", type=int, default=48)
     cli.add_argument("--seed", type=int, default=1, help="passage sample and sampling seed (the quality "
                      "bench samples with seed 0)")
-    cli.add_argument("--variants", default="plain,shipped")
+    cli.add_argument("--variants", default="plain,examples,shipped")
     cli.add_argument("--cache", default="./bench-prompts")
     cli.add_argument("--base-url", default="embedded")
     cli.add_argument("--model", default=SynthParams().generator.model)

@@ -7,8 +7,8 @@ round trip against the whole corpus and mines negatives there; then all-MiniLM-L
 scored on the folder's real queries and on STS-B, base vs tuned.
 
 The real queries are split once, by a hash of their ids, into a dev half and a test half. Choices
-(the round-trip k, and which recipe is best) are made on dev; test figures are reported for every
-variant. Ablations reuse the same generated shards (the store's shard cache): no gates, no round-trip
+(the number of epochs, from the snapshots of one run on the unfiltered rows; then the round-trip k;
+then which recipe is best) are made on dev; test figures are reported for every variant. Ablations reuse the same generated shards (the store's shard cache): no gates, no round-trip
 filter, no mined negatives, and the losses (in-batch InfoNCE, GIST with a guide, MarginMSE with a
 teacher). Trained models and scores are cached in the store too, so a rerun costs minutes.
 
@@ -20,6 +20,7 @@ each gate's rejects, and the ablation table.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -110,38 +111,50 @@ def select(rows: list[dict], k: int | None, gates: bool = True, mined: bool = Tr
     return out
 
 
-def train(store: Store, rows: list[dict], cfg: TrainConfig) -> str:
-    """A trained model folder for (rows, cfg), trained once per store."""
+def train(store: Store, rows: list[dict], cfg: TrainConfig, snapshots: bool = False) -> dict[int, str]:
+    """Model folders for (rows, cfg), trained once per store: {epochs: folder}, the last epoch only, or
+    with `snapshots` every epoch's model from the same run (epoch e's is the model an e-epoch run saves)."""
+    from embedfactory.training.encoder import save_student
     from embedfactory.training.trainer import train_contrastive
 
     key = stable_hash(rows, cfg.fingerprint_fields(), length=16)
     folder = Path(store.root) / "bench-models" / key
-    if not (folder / "modules.json").exists():
-        started = time.monotonic()
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-            report = train_contrastive(rows, cfg, f"{tmp}/model")
-            if folder.exists():  # a half-written folder from a killed run
-                shutil.rmtree(folder)
-            os.replace(f"{tmp}/model", folder)
-        print(f"  trained {len(rows)} rows, {report['steps']} steps in {time.monotonic() - started:.0f} s "
-              f"(loss {report['losses'][0]} -> {report['losses'][-1]})", flush=True)
-    return str(folder)
+    wanted = range(1, cfg.epochs + 1) if snapshots else [cfg.epochs]
+    out = {e: str(folder if e == cfg.epochs else folder.with_name(f"{key}-epoch{e}")) for e in wanted}
+    if all((Path(f) / "modules.json").exists() for f in out.values()):
+        return out
+    started = time.monotonic()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        def keep(epoch: int, model) -> None:
+            save_student(copy.deepcopy(model), f"{tmp}/{epoch}", cfg.query_prompt())
+
+        report = train_contrastive(rows, cfg, f"{tmp}/{cfg.epochs}", epoch_end=keep if snapshots else None)
+        for e, target in out.items():
+            if Path(target).exists():  # a half-written folder from a killed run
+                shutil.rmtree(target)
+            os.replace(f"{tmp}/{e}", target)
+    print(f"  trained {len(rows)} rows, {report['steps']} steps in {time.monotonic() - started:.0f} s "
+          f"(loss {report['losses'][0]} -> {report['losses'][-1]})", flush=True)
+    return out
 
 
-def scores(store: Store, model: str, sets: dict[str, object]) -> dict:
+def scores(store: Store, model: str, sets: dict[str, object], max_length: int) -> dict:
     """Main score per set for `model`, cached in the store by the model's content. Queries are embedded
-    with the model's "query" prompt (the one it was trained with; none for the base), as flow `eval` does."""
+    with the model's "query" prompt (the one it was trained with; none for the base), as flow `eval` does;
+    every model reads texts up to the same `max_length` tokens, whatever length it was trained at."""
     from sentence_transformers import SentenceTransformer
 
     from embedfactory.evaluation import embedders, model_identity
     from embedfactory.models import embedding_model_path
 
-    key = stable_hash(model_identity(store, model), sorted(sets), length=16)
+    key = stable_hash(model_identity(store, model), sorted(sets), max_length, length=16)
     path = Path(store.root) / "bench-scores" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    embed = embedders(SentenceTransformer(embedding_model_path(model)))
+    loaded = SentenceTransformer(embedding_model_path(model))
+    loaded.max_seq_length = max_length
+    embed = embedders(loaded)
     embedded = {}  # dev and test share the corpus: embed it once
 
     def documents(texts: list[str]):
@@ -183,9 +196,14 @@ def main() -> None:
     cli.add_argument("--store", default="./bench-quality")
     cli.add_argument("--seed", type=int, default=0)
     cli.add_argument("--ks", default="1,3,10", help="round-trip k values tried on dev")
-    cli.add_argument("--epochs", type=int, default=2)
+    cli.add_argument("--epochs", type=int, default=4, help="the most epochs: the number used (1 to this) "
+                     "is chosen on dev from the snapshots of one run")
     cli.add_argument("--batch-size", type=int, default=32)
     cli.add_argument("--learning-rate", type=float, default=2e-5)
+    cli.add_argument("--train-max-length", type=int, default=128, help="tokens per text in training "
+                     "(all-MiniLM-L6-v2 was trained at 128; half of 256's compute per step)")
+    cli.add_argument("--eval-max-length", type=int, default=256, help="tokens per text in evaluation, "
+                     "the same for base and tuned (all-MiniLM-L6-v2's own limit)")
     cli.add_argument("--query-template", default="{query}", help="how anchors (and evaluation queries) "
                      "are shown to the model")
     stronger = EMBEDDED_TEACHER if _installed(EMBEDDED_TEACHER) else EMBEDDED_EMBEDDER
@@ -217,10 +235,11 @@ def main() -> None:
     rows = generate(args, corpus_source, filters[0])
     print(f"generation + filter: {time.monotonic() - started:.0f} s", flush=True)
     base_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                           query_template=args.query_template, mined_negatives=1, seed=args.seed)
+                           query_template=args.query_template, mined_negatives=1, seed=args.seed,
+                           max_seq_length=args.train_max_length)
 
     def evaluate(model: str) -> dict:
-        return scores(store, model, {"dev": dev, "test": test, "stsb": sts})
+        return scores(store, model, {"dev": dev, "test": test, "stsb": sts}, args.eval_max_length)
 
     base = evaluate(EMBEDDED_EMBEDDER)
     gates = Counter((r["drop_reason"] or "").split(":")[0] for r in rows if (r["drop_reason"] or "").startswith("gate"))
@@ -230,21 +249,30 @@ def main() -> None:
 
     table = []
 
-    def variant(name: str, chosen: list[dict], cfg: TrainConfig) -> dict:
-        result = evaluate(train(store, chosen, cfg))
-        table.append({"variant": name, "rows": len(chosen), **result})
+    def variant(name: str, chosen: list[dict], cfg: TrainConfig, model: str | None = None) -> dict:
+        result = evaluate(model or train(store, chosen, cfg)[cfg.epochs])
+        table.append({"variant": name, "rows": len(chosen), "epochs": cfg.epochs, **result})
         print(f"  {name:34} rows {len(chosen):5d}  dev {result['dev']:.4f}  test {result['test']:.4f}  "
               f"stsb {result['stsb']:.4f}", flush=True)
         return result
 
-    print("round-trip k, chosen on dev (filter: " + filters[0] + ")", flush=True)
+    # the number of epochs: one run on every gated row, a snapshot after each epoch, chosen on dev
+    unfiltered = select(rows, None)
+    print(f"epochs, chosen on dev (no round-trip filter, one run of {args.epochs} epochs)", flush=True)
+    snapshots = train(store, unfiltered, changed(base_cfg, epochs=args.epochs), snapshots=True)
+    by_epoch = {e: variant(f"epochs={e}", unfiltered, changed(base_cfg, epochs=e), model)
+                for e, model in snapshots.items()}
+    epochs = max(by_epoch, key=lambda e: by_epoch[e]["dev"])
+    base_cfg = changed(base_cfg, epochs=epochs)
+
+    print(f"round-trip k, chosen on dev at {epochs} epochs (filter: {filters[0]})", flush=True)
     tried = {k: variant(f"k={k}", select(rows, k), base_cfg) for k in args.ks}
-    tried[None] = variant("no round-trip filter", select(rows, None), base_cfg)
+    tried[None] = by_epoch[epochs]
     best_k = max(tried, key=lambda k: tried[k]["dev"])
     chosen = select(rows, best_k)
     best = ("infonce", base_cfg, tried[best_k])
     if not args.quick:
-        print(f"ablations at k={best_k}", flush=True)
+        print(f"ablations at k={best_k}, {epochs} epochs", flush=True)
         variant("no gates", select(rows, best_k, gates=False), base_cfg)
         variant("no mined negatives", select(rows, best_k, mined=False),
                 changed(base_cfg, mined_negatives=0))
@@ -262,7 +290,7 @@ def main() -> None:
         for other in filters[1:]:
             again = reranked(store, rows, corpus_source, SynthParams().grounded.passage_words, other)
             variant(f"filter {other.split(':')[-1]}, k={filter_k}", select(again, filter_k), base_cfg)
-    print(f"\nbest on dev: {best[0]}, k={best_k}")
+    print(f"\nbest on dev: {best[0]}, k={best_k}, epochs={epochs}")
     for name, metric in (("test", "ndcg@10"), ("stsb", "spearman")):
         b, t = base[name], best[2][name]
         label = f"{args.name}-test" if name == "test" else "stsb-test"
@@ -271,7 +299,7 @@ def main() -> None:
     print(f"accepted share: {kept}/{len(rows)} = {kept / max(len(rows), 1):.1%} of valid queries")
     print(f"total {time.monotonic() - started:.0f} s")
     Path(args.store, f"quality-{args.name}.json").write_text(json.dumps(
-        {"base": base, "variants": table, "best": {"recipe": best[0], "k": best_k, **best[2]},
+        {"base": base, "variants": table, "best": {"recipe": best[0], "k": best_k, "epochs": epochs, **best[2]},
          "gates": dict(gates), "rows": len(rows), "accepted": kept}, indent=1))
 
 

@@ -48,3 +48,26 @@ def test_gist_training_with_semi_homogeneous_batches_runs_and_learns(tmp_path):
     report = train_contrastive(ROWS, cfg, str(tmp_path / "gist"))
     assert len(report["losses"]) == 4 and all(math.isfinite(x) for x in report["losses"])
     assert report["losses"][-1] < report["losses"][0]
+
+
+@pytest.mark.slow
+def test_epoch_snapshots_are_the_models_of_shorter_runs(tmp_path):
+    """`epoch_end` sees the model after each epoch but the last; the snapshot after epoch 1 of a
+    3-epoch run is the model a 1-epoch run saves (how bench/quality.py chooses epochs on dev)."""
+    from sentence_transformers import SentenceTransformer
+
+    snapshots = {}
+
+    def keep(epoch, model):
+        snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.eval()  # the trainer puts the model back in training mode
+
+    cfg = TrainConfig(epochs=3, batch_size=2, learning_rate=1e-4)
+    report = train_contrastive(ROWS, cfg, str(tmp_path / "three"), epoch_end=keep)
+    assert sorted(snapshots) == [1, 2] and report["steps"] == 6
+    train_contrastive(ROWS, TrainConfig(epochs=1, batch_size=2, learning_rate=1e-4), str(tmp_path / "one"))
+    one = SentenceTransformer(str(tmp_path / "one")).state_dict()
+    three = SentenceTransformer(str(tmp_path / "three")).state_dict()
+    assert all(torch.allclose(one[k], snapshots[1][k], atol=1e-6) for k in one)
+    assert not all(torch.allclose(one[k], snapshots[2][k], atol=1e-6) for k in one)
+    assert not all(torch.allclose(three[k], snapshots[2][k], atol=1e-6) for k in three)

@@ -11,6 +11,8 @@ score of the positive, then of each hard negative, in `hard_negatives` order) an
 rows with the teacher before the first step; rows without a hard negative are left out.
 A `Checkpoints` store gets the model, optimizer and random state every `checkpoint_every` steps; a
 restarted job resumes after the last one and ends with the same weights as an uninterrupted run.
+`epoch_end(epoch, model)` is called after each epoch but the last (e.g. to keep snapshots for choosing
+the number of epochs on a dev set); it must not change the model.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ class Checkpoints(Protocol):
 
 def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
                       progress: Callable[[int, int, float], None] | None = None,
-                      checkpoints: Checkpoints | None = None) -> dict:
+                      checkpoints: Checkpoints | None = None,
+                      epoch_end: Callable[[int, object], None] | None = None) -> dict:
     """Train and save to `output_dir`; returns the per-step losses and timing."""
     if len(rows) < 2:
         raise ValueError(f"training needs at least 2 rows, got {len(rows)}")
@@ -72,8 +75,9 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     given = len(rows)
     if cfg.loss == "margin_mse":
         rows = with_teacher_scores(cfg, device, rows)
-    plan = [b for epoch in range(cfg.epochs)
-            for b in batches(rows, cfg.batch_size, cfg.seed + epoch, cfg.homogeneous_ratio)]
+    epochs = [batches(rows, cfg.batch_size, cfg.seed + epoch, cfg.homogeneous_ratio) for epoch in range(cfg.epochs)]
+    plan = [b for epoch in epochs for b in epoch]
+    ends = {sum(map(len, epochs[:e])): e for e in range(1, cfg.epochs)}  # last step of epoch e -> e
     guide = _guide_table(cfg, device, rows)
     encoder = Encoder(model, cfg.mini_batch_size, bf16=cfg.precision == "bf16")
     losses = []
@@ -99,6 +103,9 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
                               "rng": torch.get_rng_state(), "losses": list(losses)})
         if progress:
             progress(step, len(plan), losses[-1])
+        if epoch_end and step in ends:
+            epoch_end(ends[step], model)
+            model.train()
     seconds = round(time.monotonic() - started, 2)
     save_student(model, output_dir, cfg.query_prompt())
     return {"losses": losses, "steps": len(plan), "rows": len(rows), "skipped_rows": given - len(rows),
