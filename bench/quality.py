@@ -242,6 +242,11 @@ def main() -> None:
         return scores(store, model, {"dev": dev, "test": test, "stsb": sts}, args.eval_max_length)
 
     base = evaluate(EMBEDDED_EMBEDDER)
+    # the strongest model on hand (guide and teacher) scored as it is: what distilling it can reach
+    reference = {m: evaluate(m) for m in dict.fromkeys([args.guide, args.teacher]) if m != EMBEDDED_EMBEDDER}
+    for m, result in [(EMBEDDED_EMBEDDER, base), *reference.items()]:
+        print(f"  as shipped: {Path(m).name:26} dev {result['dev']:.4f}  test {result['test']:.4f}  "
+              f"stsb {result['stsb']:.4f}", flush=True)
     gates = Counter((r["drop_reason"] or "").split(":")[0] for r in rows if (r["drop_reason"] or "").startswith("gate"))
     print(f"\ngenerated {len(rows)} valid queries; gates rejected {sum(gates.values())} "
           f"({sum(gates.values()) / max(len(rows), 1):.1%}): "
@@ -299,7 +304,7 @@ def main() -> None:
     print(f"accepted share: {kept}/{len(rows)} = {kept / max(len(rows), 1):.1%} of valid queries")
     print(f"total {time.monotonic() - started:.0f} s")
     Path(args.store, f"quality-{args.name}.json").write_text(json.dumps(
-        {"base": base, "variants": table, "best": {"recipe": best[0], "k": best_k, "epochs": epochs, **best[2]},
+        {"base": base, "reference": reference, "variants": table, "best": {"recipe": best[0], "k": best_k, "epochs": epochs, **best[2]},
          "gates": dict(gates), "rows": len(rows), "accepted": kept}, indent=1))
 
 
