@@ -46,13 +46,20 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
 
     training = first["training"]
     assert len(training["losses"]) == training["steps"] >= 1
+    import numpy as np
     from sentence_transformers import SentenceTransformer
-    assert SentenceTransformer(training["model_path"]).encode(["x"]).shape == (1, 384)
+
+    from embedfactory.models import embedding_model_path
+    probe = ["how do I reset my card pin", "the boundary layer separates at high angles of attack"]
+    tuned = SentenceTransformer(training["model_path"]).encode(probe)
+    base = SentenceTransformer(embedding_model_path(params.train.base_model)).encode(probe)
+    assert tuned.shape == (2, 384) and not np.allclose(tuned, base, atol=1e-5)  # the steps moved the weights
     card = (Path(training["model_path"]) / "README.md").read_text()
     assert "## Training (embedfactory)" in card and first["dataset"]["sha256"] in card
     (main,) = [r for r in training["evaluation"]["rows"] if r["main"]]  # base vs fine-tuned, held out
     assert main["set"] == "stsb-200" and main["metric"] == "spearman" and 0.7 < main["base"] < 0.95
-    assert abs(main["fine_tuned"] - main["base"]) < 0.1 and main["fine_tuned"] != main["base"]
+    # a few rows and steps: the figure is the tuned model's, measured (quality: bench/quality.py)
+    assert abs(main["fine_tuned"] - main["base"]) < 0.1 and training["evaluation"]["model"] == training["model_path"]
     assert json.loads(Path(training["evaluation"]["path"]).read_text())["fine_tuned"][0]["metrics"]["pairs"] == 200
 
     from flows.train import train  # the standalone flow finds the latest dataset, reuses the model
