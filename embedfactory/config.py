@@ -264,6 +264,15 @@ class TrainConfig(Strict):
     batch_size: int = Field(16, gt=1)
     learning_rate: float = Field(2e-5, gt=0)
     temperature: float = Field(0.05, gt=0, description="Softmax temperature of InfoNCE.")
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="Share of the steps over which the learning rate rises linearly "
+        "from 0 (GISTEmbed and E5 warm up; 0: no warmup).")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="After warmup: 'constant', or 'linear' decay to 0 at the last step "
+        "(transformers' and sentence-transformers' default).")
+    max_grad_norm: float | None = Field(
+        None, gt=0, description="Clip the gradients' global norm to this before each step "
+        "(transformers' default: 1.0); null: no clipping.")
     max_seq_length: int = Field(256, gt=8)
     mined_negatives: int = Field(1, ge=0, description="Mined hard negatives used per row (beside the "
                                  "generated one), from the dataset's `mined_negatives` column.")
@@ -306,6 +315,9 @@ class TrainConfig(Strict):
     matryoshka_dims: list[int] | None = Field(
         None, description="Also train these truncated widths (Matryoshka), e.g. [256, 128, 64]; the "
         "loss is the mean over the full width and these.")
+    matryoshka_weights: list[float] | None = Field(
+        None, description="The loss weight of the full width, then of each `matryoshka_dims` width "
+        "(normalised to sum 1); null: equal weights.")
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights.")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: forward passes under bf16 autocast (fp32 master weights); for GPUs.")
@@ -327,6 +339,14 @@ class TrainConfig(Strict):
         if dims is not None and (not dims or min(dims) < 1 or len(set(dims)) != len(dims)):
             raise ValueError("matryoshka_dims must be distinct positive widths")
         return dims
+
+    @model_validator(mode="after")
+    def _matryoshka_weights(self) -> "TrainConfig":
+        weights = self.matryoshka_weights
+        if weights is not None and (len(weights) != 1 + len(self.matryoshka_dims or []) or min(weights) <= 0):
+            raise ValueError(f"matryoshka_weights needs one positive weight for the full width and one per "
+                             f"matryoshka_dims width ({1 + len(self.matryoshka_dims or [])}), got {weights}")
+        return self
 
     @field_validator("query_template")
     @classmethod

@@ -59,6 +59,9 @@ def test_a_revision_that_fails_a_gate_leaves_the_original_in_use():
                             server.base_url, max_attempts=1)
         out = revise_examples(client, examples, seed=0)
     kept, revised = out.rows
+    # the revisor judges against what generation asked for (SPEED): the attributes are in its prompt
+    assert all("- query length: 5 to 15 words\n- query type: long-tail" in r["messages"][1]["content"]
+               for r in server.requests)
     assert kept["revision_status"] == "kept-original"
     assert kept["revision_reason"].startswith("gate echo: user_query repeats the prompt")
     assert kept["anchor"] == "which tyre levers fit tubeless rims" and kept["fields"] == kept["original_fields"]

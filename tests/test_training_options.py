@@ -9,7 +9,7 @@ from embedfactory.training.encoder import Encoder, load_student, pick_device
 from embedfactory.training.job import StoreCheckpoints
 from embedfactory.training.loss import in_batch_infonce
 from embedfactory.training.step import forward_backward
-from embedfactory.training.trainer import batch_loss, train_contrastive
+from embedfactory.training.trainer import batch_loss, lr_factor, train_contrastive
 from test_trainer import ROWS
 
 COLUMNS = [["how do I reset my PIN", "wing lift at low speed", "charged twice", "card not here yet"],
@@ -62,6 +62,12 @@ def test_matryoshka_loss_is_the_mean_over_the_full_and_truncated_widths():
     got = batch_loss(cfg, [q, p, torch.empty(0)], None, texts)
     want = sum(in_batch_infonce(q[:, :w], p[:, :w], texts, cfg.temperature) for w in (8, 2, 4)) / 3
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    weighted = batch_loss(TrainConfig(matryoshka_dims=[2, 4], matryoshka_weights=[2, 1, 1]),
+                          [q, p, torch.empty(0)], None, texts)
+    parts = [in_batch_infonce(q[:, :w], p[:, :w], texts, cfg.temperature).item() for w in (8, 2, 4)]
+    assert weighted.item() == pytest.approx((2 * parts[0] + parts[1] + parts[2]) / 4, rel=1e-6)
+    with pytest.raises(ValueError, match="one per matryoshka_dims width"):
+        TrainConfig(matryoshka_dims=[2, 4], matryoshka_weights=[1, 1])
     # and each width is a proper InfoNCE of normalised truncations
     logits = F.normalize(q[:, :2], dim=-1) @ F.normalize(p[:, :2], dim=-1).T / cfg.temperature
     assert in_batch_infonce(q[:, :2], p[:, :2], texts, cfg.temperature).item() == pytest.approx(
@@ -103,7 +109,9 @@ class CountingCheckpoints(StoreCheckpoints):
 def test_a_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    cfg = TrainConfig(epochs=5, batch_size=2, learning_rate=1e-4, checkpoint_every=2)
+    # warmup, decay and clipping: the resumed run must also restore the schedule's position
+    cfg = TrainConfig(epochs=5, batch_size=2, learning_rate=1e-4, checkpoint_every=2,
+                      warmup_ratio=0.3, lr_schedule="linear", max_grad_norm=1.0)
     straight = train_contrastive(ROWS, cfg, str(tmp_path / "straight"))
 
     def crash_at_step_7(step, total, loss):
@@ -123,3 +131,34 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights
     a, b = SentenceTransformer(str(tmp_path / "straight")), SentenceTransformer(str(tmp_path / "resumed"))
     for x, y in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(x, y)
+
+
+def test_learning_rate_warms_up_linearly_then_stays_or_decays_to_zero():
+    factors = lambda cfg: [round(lr_factor(cfg, 10)(i), 4) for i in range(10)]  # noqa: E731
+    assert factors(TrainConfig()) == [1.0] * 10
+    assert factors(TrainConfig(warmup_ratio=0.2)) == [0.3333, 0.6667] + [1.0] * 8
+    decay = factors(TrainConfig(warmup_ratio=0.2, lr_schedule="linear"))
+    assert decay[:3] == [0.3333, 0.6667, 1.0] and decay[-1] == 0.125
+    assert all(a > b for a, b in zip(decay[2:], decay[3:]))
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.05])
+def test_gradients_are_clipped_to_the_norm_before_each_step(tmp_path, max_norm):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        train_contrastive(ROWS, TrainConfig(batch_size=2, max_grad_norm=max_norm), str(tmp_path / "m"))
+    finally:
+        handle.remove()
+    assert len(norms) >= 2
+    if max_norm is None:
+        assert max(norms) > 0.05  # the unclipped norm is above the bound, so the clipped case can fail
+    else:
+        assert max(norms) <= max_norm * 1.001

@@ -1,4 +1,5 @@
-"""Revisor (SPEED): the LLM judges each example for relevance, completeness and accuracy and
+"""Revisor (SPEED): the LLM judges each example for relevance, completeness and accuracy against
+its task, type and the attributes it was generated with (query type, lengths, difficulty...) and
 returns a reason and a revision. The original is kept beside the revision; when the revisor's reply
 never parses, the original stays in use and the row records the rejection. A revision replaces the
 original only if it passes the quality gates (gates.py); otherwise the original stays in use and the
@@ -24,7 +25,8 @@ def revise_examples(client: ChatClient, examples: list[dict], seed: int, progres
     """`gate=False` takes every parsed revision as it is (flow `align` trains the revisor on the
     teacher's revisions; the gates judge the factory's product)."""
     requests = [Request(
-        messages=prompts.messages(PROMPT, task_type=e["task_type"], task=e["task"], example=e["fields"]),
+        messages=prompts.messages(PROMPT, task_type=e["task_type"], task=e["task"], example=e["fields"],
+                                  attributes=json.loads(e.get("attributes") or "{}")),
         output=revision_of(TASK_SPECS[e["task_type"]].output),
         seed=seed_of(seed, "revise", e["example_id"])) for e in examples]
     replies = client.run_sync(requests, progress)

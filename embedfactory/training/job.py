@@ -67,11 +67,17 @@ def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
         f"- base model: `{cfg.base_model}`",
         f"- loss: {loss_line(cfg)}",
         f"- sampler: {sampler_line}; batch {cfg.batch_size}; {cfg.mined_negatives} mined negatives per row",
-        f"- epochs {cfg.epochs}, learning rate {cfg.learning_rate}, max length {cfg.max_seq_length}, "
+        f"- epochs {cfg.epochs}, learning rate {cfg.learning_rate} ({schedule_line(cfg)}), max length {cfg.max_seq_length}, "
         f"seed {cfg.seed}, query template `{cfg.query_template!r}`, saved query prompt `{cfg.query_prompt()!r}`",
         f"- pooling {cfg.pooling}, Matryoshka widths {cfg.matryoshka_dims or 'none'}, "
         f"{'LoRA ' + str(cfg.lora.model_dump()) if cfg.lora else 'full fine-tuning'}, {cfg.precision}",
         f"- {report['steps']} steps, loss {report['losses'][0]} -> {report['losses'][-1]}", ""])
+
+
+def schedule_line(cfg: TrainConfig) -> str:
+    warmup = f"{cfg.warmup_ratio:.0%} of steps warmup, then " if cfg.warmup_ratio else ""
+    clip = f"gradient norm clipped at {cfg.max_grad_norm}" if cfg.max_grad_norm else "no gradient clipping"
+    return f"{warmup}{cfg.lr_schedule}; {clip}"
 
 
 def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_token: str,

@@ -17,6 +17,7 @@ the number of epochs on a dev set); it must not change the model.
 from __future__ import annotations
 
 import functools
+import math
 import random
 import time
 from typing import Callable, Protocol
@@ -70,7 +71,8 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = load_student(cfg, device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     started = time.monotonic()  # the guide's and the teacher's passes over the texts count as training time
     given = len(rows)
     if cfg.loss == "margin_mse":
@@ -80,10 +82,13 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     ends = {sum(map(len, epochs[:e])): e for e in range(1, cfg.epochs)}  # last step of epoch e -> e
     guide = _guide_table(cfg, device, rows)
     encoder = Encoder(model, cfg.mini_batch_size, bf16=cfg.precision == "bf16")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, len(plan)))
     losses = []
     if checkpoints and (state := checkpoints.load()):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         losses = state["losses"]
     model.train()
@@ -95,11 +100,15 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
         teacher = _teacher_margins(batch, device) if cfg.loss == "margin_mse" else None
         loss = forward_backward(encoder, columns, functools.partial(
             batch_loss, cfg, guided=guided, doc_texts=columns[1] + columns[2], teacher=teacher), cfg.grad_cache)
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
+        scheduler.step()
         optimizer.zero_grad()
         losses.append(round(loss, 5))
         if checkpoints and step % cfg.checkpoint_every == 0 and step < len(plan):
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(),
                               "rng": torch.get_rng_state(), "losses": list(losses)})
         if progress:
             progress(step, len(plan), losses[-1])
@@ -110,6 +119,20 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     save_student(model, output_dir, cfg.query_prompt())
     return {"losses": losses, "steps": len(plan), "rows": len(rows), "skipped_rows": given - len(rows),
             "device": str(device), "seconds": seconds}
+
+
+def lr_factor(cfg: TrainConfig, steps: int) -> Callable[[int], float]:
+    """The learning rate's multiplier before optimizer step i (0-based): a linear rise over the first
+    `warmup_ratio` of the steps, then constant or a linear fall to 0 after the last step."""
+    warmup = math.ceil(cfg.warmup_ratio * steps)
+
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / (warmup + 1)
+        if cfg.lr_schedule == "linear":
+            return max(0.0, (steps - i) / max(1, steps - warmup))
+        return 1.0
+    return factor
 
 
 def with_teacher_scores(cfg: TrainConfig, device: torch.device, rows: list[dict]) -> list[dict]:
@@ -146,7 +169,8 @@ def _teacher_margins(batch: list[dict], device: torch.device) -> tuple[torch.Ten
 
 def batch_loss(cfg: TrainConfig, student: list[torch.Tensor], guided: list[torch.Tensor] | None,
                doc_texts: list[str], teacher: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """The batch's loss, averaged over the full width and every Matryoshka width. `teacher`: the
+    """The batch's loss, averaged over the full width and every Matryoshka width (weighted by
+    `matryoshka_weights` when set). `teacher`: the
     teacher's margins and the row of each negative (MarginMSE)."""
     losses = []
     for width in [None, *(cfg.matryoshka_dims or [])]:
@@ -161,7 +185,8 @@ def batch_loss(cfg: TrainConfig, student: list[torch.Tensor], guided: list[torch
             gq, gp, gn = (g if g.numel() else None for g in guided)
             losses.append(gist_loss(q, p, n, gq, gp, gn, temperature=cfg.temperature,
                                     margin=cfg.gist_margin, strategy=cfg.gist_margin_strategy))
-    return torch.stack(losses).mean()
+    weights = torch.tensor(cfg.matryoshka_weights or [1.0] * len(losses), device=losses[0].device)
+    return (torch.stack(losses) * weights).sum() / weights.sum()
 
 
 def _guide_table(cfg: TrainConfig, device: torch.device, rows: list[dict]):
