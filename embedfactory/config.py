@@ -213,8 +213,11 @@ class FilterConfig(Strict):
                             "joined by background texts up to it.")
     mined_negatives: int = Field(7, ge=0, description="Hard negatives to mine per sample (0: none), "
                                  "beside the generated one.")
-    mine_range: tuple[int, int] = Field((30, 100), description="Rank window [min, max) of the "
-                                        "candidates (own positive and negative skipped).")
+    mine_range: tuple[int, int] = Field((50, 100), description="Rank window [min, max) of the "
+                                        "candidates (own positive and negative skipped); KaLM's 50-100.")
+    mine_sampling: Literal["random", "top"] = Field(
+        "random", description="'random': the negatives are a sample of the window, seeded by the query, "
+        "stored hardest first (KaLM); 'top': the window's first (sentence-transformers' default).")
     mine_relative_margin: float = Field(
         0.05, ge=0, lt=1, description="Discard candidates scoring above (1 - margin) x the positive's "
         "score (NV-Retriever's TopK-PercPos with 95%); they are counted as likely false negatives.",
@@ -294,8 +297,12 @@ class TrainConfig(Strict):
     gist_margin_strategy: Literal["absolute", "relative"] = "absolute"
     homogeneous_ratio: float | None = Field(
         None, gt=0, le=1, description="Semi-homogeneous batches (KaLM): this share of each batch from "
-        "one task (the instruction), the rest from others; null for plain shuffled batches.",
+        "one group (`homogeneous_key`), the rest from others; null for plain shuffled batches.",
     )
+    homogeneous_key: Literal["task_type", "instruction"] = Field(
+        "task_type", description="What a semi-homogeneous group is: 'task_type' (retrieval, sts...; "
+        "large enough to fill a batch's homogeneous part) or 'instruction' (one generated task, "
+        "usually a handful of rows).")
     query_template: str = Field(
         "{query}",
         description="How an anchor is shown to the model; documents get no prefix. Placeholders "

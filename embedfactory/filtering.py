@@ -14,12 +14,14 @@ from the rank window of the rest.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from .ids import stable_hash
 from .search import auto_topk, rank_outside, search
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised rows
@@ -32,6 +34,7 @@ class Mining:
     range_max: int = 100
     relative_margin: float = 0.05
     absolute_margin: float | None = None
+    sampling: str = "top"  # "top": the window's first; "random": a sample of it (KaLM), in rank order
 
 
 EVERY = "*"  # the group of texts every pool searches (the external corpus)
@@ -94,7 +97,7 @@ def verdicts(rows: list[dict], queries: torch.Tensor, corpus: list[str], docs: t
                    "drop_reason": None if kept else f"ranking: positive ranked {rank} of {len(corpus)} (top-k {k})"}
         if mining:
             skip = {index[row["positive"]]} | ({index[row["negative"]]} if row["negative"] is not None else set())
-            picked, suspects = pick_negatives(scores[i], indices[i], positive, skip, mining)
+            picked, suspects = pick_negatives(scores[i], indices[i], positive, skip, mining, key=row["anchor"])
             verdict.update(mined_negatives=[corpus[j] for j in picked], false_negative_suspects=suspects)
         out.append(verdict)
     return out
@@ -134,17 +137,22 @@ def keep_better_originals(rows: list[dict], verdicts: list[dict], originals: dic
 
 
 def pick_negatives(scores: list[float], indices: list[int], positive: float, skip: set[int],
-                   cfg: Mining) -> tuple[list[int], int]:
+                   cfg: Mining, key: str = "") -> tuple[list[int], int]:
     """Negatives from ranks [range_min, range_max) of the trusted candidates, and how many candidates
     sat too close to the positive to be trusted (likely false negatives). As in NV-Retriever's
     TopK-PercPos and sentence-transformers' `mine_hard_negatives`, the row's own texts and the
-    untrusted candidates are removed first; the window ranks what remains."""
+    untrusted candidates are removed first; the window ranks what remains. `cfg.sampling` "random"
+    draws them from the whole window (KaLM: 7 from ranks 50-100), seeded by `key` (the query), and
+    returns them hardest first."""
     ceiling = positive - cfg.relative_margin * abs(positive)
     if cfg.absolute_margin is not None:
         ceiling = min(ceiling, positive - cfg.absolute_margin)
     candidates = [(score, j) for score, j in zip(scores, indices) if j not in skip]
     trusted = [j for score, j in candidates if score <= ceiling]
     window = trusted[cfg.range_min:cfg.range_max]
+    if cfg.sampling == "random" and len(window) > cfg.negatives:
+        rng = random.Random(stable_hash("mine", key))
+        window = [window[i] for i in sorted(rng.sample(range(len(window)), cfg.negatives))]
     return window[:cfg.negatives], len(candidates) - len(trusted)
 
 

@@ -38,6 +38,21 @@ def test_mining_removes_untrusted_candidates_then_takes_the_window():
     assert picked == [3, 4] and suspects == 2
 
 
+def test_random_sampling_draws_from_the_whole_window_hardest_first_and_repeatably():
+    scores = [1.0 - i / 200 for i in range(120)]  # descending; the positive (index 0) scores 1.0
+    indices = list(range(120))
+    cfg = Mining(negatives=7, range_min=50, range_max=100, relative_margin=0.0, sampling="random")
+    picks = {q: pick_negatives(scores, indices, 1.0, skip={0}, cfg=cfg, key=q)[0] for q in ("qa", "qb", "qc")}
+    for picked in picks.values():  # trusted ranks 50-99 are indices 51-100
+        assert len(picked) == 7 == len(set(picked)) and all(51 <= j <= 100 for j in picked)
+        assert picked == sorted(picked)  # in rank order: the hardest first
+    assert len({tuple(p) for p in picks.values()}) == 3  # each query its own draw ...
+    assert pick_negatives(scores, indices, 1.0, skip={0}, cfg=cfg, key="qa")[0] == picks["qa"]  # ... repeatable
+    assert max(j for p in picks.values() for j in p) > 60  # not the window's top (51-57)
+    top = Mining(negatives=7, range_min=50, range_max=100, relative_margin=0.0)
+    assert pick_negatives(scores, indices, 1.0, skip={0}, cfg=top)[0] == list(range(51, 58))
+
+
 def test_absolute_margin_tightens_the_ceiling():
     cfg = Mining(negatives=5, range_min=0, range_max=10, relative_margin=0.0, absolute_margin=0.2)
     picked, suspects = pick_negatives([0.7, 0.65, 0.55], [1, 2, 3], 0.8, skip=set(), cfg=cfg)

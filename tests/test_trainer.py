@@ -1,3 +1,4 @@
+import collections
 import math
 
 import pytest
@@ -26,6 +27,18 @@ def test_batches_cover_every_row_once_and_skip_lone_rows():
 
 
 @pytest.mark.slow
+def test_semi_homogeneous_groups_are_task_types_by_default_so_the_home_part_fills():
+    # generated data: every row its own instruction, a few task types (KaLM groups by dataset/type)
+    rows = [{"anchor": f"q{i}", "positive": f"p{i}", "instruction": f"task {i}",
+             "task_type": ["retrieval", "sts"][i % 2]} for i in range(64)]
+    home_share = lambda plan, key: min(collections.Counter(r[key] for r in b).most_common(1)[0][1]  # noqa: E731
+                                       for b in plan if len(b) == 8) / 8
+    assert home_share(batches(rows, 8, seed=0, homogeneous_ratio=0.75), "task_type") >= 0.75
+    assert home_share(batches(rows, 8, seed=0, homogeneous_ratio=0.75, key="instruction"), "instruction") == 1 / 8
+    with pytest.raises(ValueError, match="homogeneous_key"):
+        batches([{k: v for k, v in r.items() if k != "task_type"} for r in rows], 8, 0, 0.75)
+
+
 def test_fine_tuning_changes_weights_lowers_loss_and_saves_a_loadable_model(tmp_path):
     from sentence_transformers import SentenceTransformer
 
@@ -44,7 +57,8 @@ def test_fine_tuning_changes_weights_lowers_loss_and_saves_a_loadable_model(tmp_
 @pytest.mark.slow
 def test_gist_training_with_semi_homogeneous_batches_runs_and_learns(tmp_path):
     cfg = TrainConfig(epochs=4, batch_size=4, learning_rate=1e-4, temperature=0.05,
-                      guide_model="embedded:all-MiniLM-L6-v2", homogeneous_ratio=0.5)
+                      guide_model="embedded:all-MiniLM-L6-v2", homogeneous_ratio=0.5,
+                      homogeneous_key="instruction")
     report = train_contrastive(ROWS, cfg, str(tmp_path / "gist"))
     assert len(report["losses"]) == 4 and all(math.isfinite(x) for x in report["losses"])
     assert report["losses"][-1] < report["losses"][0]

@@ -146,7 +146,7 @@ def verdict_shard(ctx, key, rows, side, progress):
     texts, docs, groups = _corpus_matrix(ctx, side, device)
     queries = torch.from_numpy(embed([r["anchor"] for r in rows])).to(device)
     mining = filtering.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
-                              cfg.mine_absolute_margin) if cfg.mined_negatives else None
+                              cfg.mine_absolute_margin, cfg.mine_sampling) if cfg.mined_negatives else None
     verdicts: list[dict | None] = [None] * len(rows)
     reverted = 0
     for task_type in dict.fromkeys(r["task_type"] for r in rows):  # each type searches its own pool

@@ -57,7 +57,8 @@ class StoreCheckpoints:
 
 def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
     """What a trained model was made from and how: data version, loss, sampler, hyperparameters."""
-    sampler_line = (f"semi-homogeneous task batches, ratio {cfg.homogeneous_ratio}" if cfg.homogeneous_ratio
+    sampler_line = (f"semi-homogeneous batches by {cfg.homogeneous_key}, ratio {cfg.homogeneous_ratio}"
+                    if cfg.homogeneous_ratio
                     else "shuffled batches")
     return "\n".join([
         "## Training (embedfactory)", "",

@@ -45,9 +45,13 @@ def hard_negatives(row: dict, mined: int) -> list[str]:
     return generated + list(row.get("mined_negatives") or [])[:mined]
 
 
-def batches(rows: list[dict], size: int, seed: int, homogeneous_ratio: float | None = None) -> list[list[dict]]:
+def batches(rows: list[dict], size: int, seed: int, homogeneous_ratio: float | None = None,
+            key: str = "task_type") -> list[list[dict]]:
     if homogeneous_ratio:
-        plan = semi_homogeneous_batches(rows, "instruction", size, homogeneous_ratio, seed)
+        if missing := sum(not r.get(key) for r in rows):
+            raise ValueError(f"homogeneous_ratio groups rows by {key!r}, which {missing} of {len(rows)} "
+                             "rows lack; set homogeneous_key to a column the data has")
+        plan = semi_homogeneous_batches(rows, key, size, homogeneous_ratio, seed)
     else:
         order = list(range(len(rows)))
         random.Random(seed).shuffle(order)
@@ -77,7 +81,8 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     given = len(rows)
     if cfg.loss == "margin_mse":
         rows = with_teacher_scores(cfg, device, rows)
-    epochs = [batches(rows, cfg.batch_size, cfg.seed + epoch, cfg.homogeneous_ratio) for epoch in range(cfg.epochs)]
+    epochs = [batches(rows, cfg.batch_size, cfg.seed + epoch, cfg.homogeneous_ratio, cfg.homogeneous_key)
+              for epoch in range(cfg.epochs)]
     plan = [b for epoch in epochs for b in epoch]
     ends = {sum(map(len, epochs[:e])): e for e in range(1, cfg.epochs)}  # last step of epoch e -> e
     guide = _guide_table(cfg, device, rows)
