@@ -86,3 +86,8 @@ def test_mining_agrees_with_sentence_transformers_on_real_pairs():
 def test_mining_window_is_validated():
     with pytest.raises(ValueError, match="mine_range"):
         FilterConfig(mine_range=(50, 30))
+
+
+def test_mining_defaults_are_kalms_recipe():
+    cfg = FilterConfig()  # KaLM-Embedding: 7 hard negatives sampled from ranks 50-100
+    assert (cfg.mined_negatives, cfg.mine_range, cfg.mine_sampling) == (7, (50, 100), "random")
