@@ -68,3 +68,17 @@ def test_a_revision_that_fails_a_gate_leaves_the_original_in_use():
     assert kept["status"] == "ok" and out.rejected == 0
     assert revised["revision_status"] == "revised"
     assert revised["anchor"] == "can a cracked carbon bike frame be safely repaired"
+
+
+def test_align_trains_the_revisor_on_the_prompt_the_revise_stage_sends():
+    from embedfactory.align.data import revisor_rows
+    from embedfactory.stages.revise import revise_messages
+
+    row = {**example(0, "how fix bike"), "attributes": json.dumps({"query_length": "5 to 15 words"}),
+           "revision_status": "revised", "revision_reason": "Ungrammatical query.",
+           "original_fields": example(0, "how fix bike")["fields"],
+           "fields": json.dumps({"user_query": "how do I fix my bike", "positive_document": "doc 0",
+                                 "hard_negative_document": "other 0"})}
+    [sft] = revisor_rows([row])
+    assert sft["prompt"] == revise_messages(row, row["original_fields"])
+    assert "- query length: 5 to 15 words" in sft["prompt"][1]["content"]

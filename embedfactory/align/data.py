@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 
-from .. import prompts
 from ..config import SynthConfig
 from ..ids import stable_hash
 from ..schemas import revision_of
 from ..stages.generate import example_requests
-from ..stages.revise import PROMPT as REVISE_PROMPT
+from ..stages.revise import revise_messages
 from ..task_types import TASK_SPECS
 
 
@@ -32,13 +31,9 @@ def chat(messages: list[dict], reply: str) -> dict:
     return {"prompt": messages, "completion": [{"role": "assistant", "content": reply}]}
 
 
-def revise_messages(task_type: str, task: str, output: str) -> list[dict]:
-    return prompts.messages(REVISE_PROMPT, task_type=task_type, task=task, example=output)
-
-
 def revisor_rows(judged: list[dict]) -> list[dict]:
     """(prompt, task, junior output) -> the teacher's reason and revision, as the revisor replies."""
-    return [chat(revise_messages(r["task_type"], r["task"], r["original_fields"]),
+    return [chat(revise_messages(r, r["original_fields"]),
                  revision_of(TASK_SPECS[r["task_type"]].output).model_validate(
                      {"reason": r["revision_reason"], "revision": json.loads(r["fields"])}).model_dump_json())
             for r in judged if r["revision_status"] in ("revised", "unchanged")]

@@ -25,8 +25,7 @@ def revise_examples(client: ChatClient, examples: list[dict], seed: int, progres
     """`gate=False` takes every parsed revision as it is (flow `align` trains the revisor on the
     teacher's revisions; the gates judge the factory's product)."""
     requests = [Request(
-        messages=prompts.messages(PROMPT, task_type=e["task_type"], task=e["task"], example=e["fields"],
-                                  attributes=json.loads(e.get("attributes") or "{}")),
+        messages=revise_messages(e, e["fields"]),
         output=revision_of(TASK_SPECS[e["task_type"]].output),
         seed=seed_of(seed, "revise", e["example_id"])) for e in examples]
     replies = client.run_sync(requests, progress)
@@ -51,6 +50,13 @@ def revise_examples(client: ChatClient, examples: list[dict], seed: int, progres
         rows.append(row)
     return ShardOutput(rows=rows, rows_in=len(examples), usage=usage_of(replies),
                        failed_revisions=sum(not r.ok for r in replies))
+
+
+def revise_messages(example: dict, fields: str) -> list[dict]:
+    """The revisor's prompt for an example row and its fields (JSON): task, type and the attributes
+    it was generated with. Flow `align` trains the revisor on the same prompt."""
+    return prompts.messages(PROMPT, task_type=example["task_type"], task=example["task"], example=fields,
+                            attributes=json.loads(example.get("attributes") or "{}"))
 
 
 def _gate(example: dict, revision) -> str | None:
