@@ -99,12 +99,26 @@ class Endpoint(Strict):
 # that llama-server (whose repeat_penalty default is 1.0) samples the same way: the penalty on tokens
 # just generated keeps a small model from copying one field into the next (S2 = S1, label = decoy).
 EMBEDDED_SAMPLING = {"repeat_penalty": 1.1, "top_k": 40, "min_p": 0.05}
+DEFAULT_MAX_TOKENS = 2048
+# The embedded server is a 0.5B model on CPU: its length asks are capped at EMBEDDED_MAX_WORDS words
+# (the reference draws up to 500), and its replies at EMBEDDED_MAX_TOKENS tokens.
+EMBEDDED_MAX_WORDS = 100
+EMBEDDED_MAX_TOKENS = 768
 
 
 class Sampling(Strict):
     temperature: float = Field(1.0, ge=0, le=2, description="SPEED samples at 1.0.")
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(768, gt=0, description="Cap on generated tokens per call.")
+    max_tokens: int | None = Field(
+        None, gt=0, description="Cap on generated tokens per call. null: 2048 (two 500-word documents "
+        "fit), or EMBEDDED_MAX_TOKENS (768) on the embedded CPU server.")
+
+    def for_endpoint(self, endpoint: "Endpoint") -> "Sampling":
+        """The settings as sent to `endpoint` (the token cap resolved)."""
+        if self.max_tokens is not None:
+            return self
+        cap = EMBEDDED_MAX_TOKENS if endpoint.base_url == EMBEDDED else DEFAULT_MAX_TOKENS
+        return self.model_copy(update={"max_tokens": cap})
 
 
 class Price(Strict):
@@ -144,9 +158,10 @@ class SynthConfig(Strict):
     personas_per_shard: int = Field(
         8, gt=0, description="Personas per shard of the tasks stage (later stages keep the shards)."
     )
-    max_num_words: int = Field(
-        100, ge=10, description="Cap on the num_words attribute (the reference draws up to 500; "
-        "long documents are slow on a CPU model).",
+    max_num_words: int | None = Field(
+        None, ge=10, description="Cap on the length asks (num_words): values above it are not drawn. "
+        "null: the reference values (documents of at least 50-500 words, long-long texts of at least "
+        "300), except on the embedded CPU server, where EMBEDDED_MAX_WORDS (100) applies.",
     )
     seed: int = Field(0, description="Seeds attribute draws and per-request sampling.")
     max_attempts: int = Field(
@@ -155,6 +170,12 @@ class SynthConfig(Strict):
     )
     revise: bool = Field(True, description="Run the revisor over every generated example.")
     sampling: Sampling = Sampling()
+
+    def word_cap(self, generator: Endpoint) -> int | None:
+        """The cap on length asks for this generator (see `max_num_words`)."""
+        if self.max_num_words is not None:
+            return self.max_num_words
+        return EMBEDDED_MAX_WORDS if generator.base_url == EMBEDDED else None
 
     @field_validator("task_mix")
     @classmethod

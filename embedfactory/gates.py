@@ -57,7 +57,10 @@ GENERIC_LABELS = frozenset({
 EMPTY_TEXTS = frozenset({"n a", "na", "none", "null", "nil", "tbd", "todo", "placeholder", "text",
                          "string", "example", "etc", "query", "document", "passage", "answer"})
 META = re.compile(  # the text talks about the request instead of doing it
-    r"\b(?:this|the given|the above) (?:task|prompt|instructions?|passage)\b", re.IGNORECASE)
+    r"\b(?:this|the given|the above) (?:task|prompt|instructions?|passage)\b"
+    # describing the data instead of writing it (0.5B STS: "a description of the same scenario")
+    r"|\bfor (?:retrieval|classification|matching|similarity) tasks?\b"
+    r"|\bdescription of (?:a|the same) (?:scenario|event|situation)\b", re.IGNORECASE)
 DIMENSION_WORDS = ("classification", "category", "categorization", "label")  # "book classification"
 PLACEHOLDER = re.compile(  # template slots and stock filler ("quick brown fox": 0.5B's favourite S1)
     r"lorem ipsum|quick brown fox|\[\s*(?:insert|your|add|enter|put|placeholder|name of)\b"
@@ -200,9 +203,10 @@ def copy(query: str, source: str, title: str | None = None) -> str | None:
 
 
 def asked_range(value) -> tuple[float, float] | None:
-    """The word range a length attribute asks for: 50 -> (50, 50), "5 to 15 words" -> (5, 15)."""
+    """The word range a length attribute asks for: "5 to 15 words" -> (5, 15); a number N is asked as
+    "at least N words" (E5's documents): 50 -> (50, inf)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value), float(value)
+        return float(value), math.inf
     text = str(value or "").casefold()
     if m := re.search(r"(\d+)\s*(?:to|-)\s*(\d+)", text):
         return float(m[1]), float(m[2])

@@ -46,7 +46,7 @@ class RunContext(BaseModel):
         endpoint, url = ((self.generator, self.generator_url) if role == "generator"
                          else (self.revisor, self.revisor_url))
         synth = self.params.synth
-        return ChatClient(endpoint, url, synth.sampling, synth.max_attempts)
+        return ChatClient(endpoint, url, synth.sampling.for_endpoint(endpoint), synth.max_attempts)
 
     def stage_dir(self, stage: str) -> StageDir:
         return StageDir(Store(self.params.store), self.run_id, stage)
@@ -174,7 +174,8 @@ def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
 # ---- the stages ------------------------------------------------------------------------------
 def _llm_inputs(params: SynthParams, endpoint: Endpoint, prompt_names: list[str]) -> dict:
     synth = params.synth
-    return {"model": endpoint.fingerprint_fields(), "sampling": synth.sampling.fingerprint_fields(),
+    return {"model": endpoint.fingerprint_fields(),
+            "sampling": synth.sampling.for_endpoint(endpoint).fingerprint_fields(),
             "max_attempts": synth.max_attempts, "seed": synth.seed,
             "prompts": {n: prompts.version(n) for n in prompt_names}}
 
@@ -223,14 +224,16 @@ def _tasks(ctx, key, rows, side, progress):
     start, end = int(key) * synth.personas_per_shard, (int(key) + 1) * synth.personas_per_shard
     types = brainstorm.assign_task_types(len(rows), synth.tasks_per_persona, synth.task_mix, synth.seed)
     topics = sources.load_topics(synth.topic_source) if synth.topic_source else None
+    dealt = brainstorm.deal_topics(types, topics, synth.tasks_per_topic, synth.seed)
     return brainstorm.brainstorm_tasks(ctx.client("generator"), rows[start:end], types[start:end],
-                                       synth.seed, topics, synth.tasks_per_topic, progress)
+                                       synth.seed, dealt[start:end], synth.tasks_per_topic, progress)
 
 
 def _examples(ctx, key, rows, side, progress):
     synth = ctx.params.synth
     return generate.generate_examples(ctx.client("generator"), rows, synth.examples_per_task,
-                                      synth.seed, synth.max_num_words, synth.languages, progress)
+                                      synth.seed, synth.word_cap(ctx.params.generator), synth.languages,
+                                      progress)
 
 
 def _grounded(ctx, key, rows, side, progress):
@@ -263,7 +266,7 @@ TASKS = Stage(
     _tasks, (brainstorm, sources, *LLM_CODE))
 EXAMPLES = Stage(
     "examples", schemas.EXAMPLES, "tasks",
-    lambda p: {"per_task": p.synth.examples_per_task, "max_num_words": p.synth.max_num_words,
+    lambda p: {"per_task": p.synth.examples_per_task, "max_num_words": p.synth.word_cap(p.generator),
                "languages": p.synth.languages,
                **_llm_inputs(p, p.generator, [TASK_SPECS[t].generate_prompt for t in p.synth.task_mix])},
     _examples, (generate, *LLM_CODE))

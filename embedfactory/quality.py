@@ -11,6 +11,7 @@ import numpy as np
 
 from .config import Price
 from .store import ShardRecord
+from .task_types import NOT_ASKED, TASK_SPECS, reference_distribution
 
 
 def _reason_class(reason: str) -> str:
@@ -47,14 +48,34 @@ def usage_table(records: dict[str, list[ShardRecord]], models: dict[str, str],
     return out
 
 
+def attribute_histograms(examples: list[dict], kept: list[dict]) -> dict:
+    """Per task type and drawn attribute, each value's share among the generation prompts (`drawn`),
+    among the kept rows (`kept`) and in the reference recipe (`reference`, see task_types)."""
+    counts: dict[str, dict[str, dict[str, Counter]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(Counter)))
+    totals: dict[str, Counter] = defaultdict(Counter)
+    for side, rows in (("drawn", examples), ("kept", kept)):
+        for row in rows:
+            if row["task_type"] not in TASK_SPECS or not row.get("attributes"):
+                continue  # grounded rows: their own draws
+            totals[row["task_type"]][side] += 1
+            attrs = json.loads(row["attributes"])
+            for name in reference_distribution(row["task_type"]):
+                counts[row["task_type"]][name][side][str(attrs.get(name, NOT_ASKED))] += 1
+    out = {}
+    for task_type, by_name in counts.items():
+        reference = reference_distribution(task_type)
+        out[task_type] = {name: {value: {"reference": round(reference[name].get(value, 0.0), 3),
+                                         **{side: round(sides[side][value] / totals[task_type][side], 3)
+                                            if totals[task_type][side] else 0.0 for side in ("drawn", "kept")}}
+                                 for value in sorted(set(reference[name]) | set(sides["drawn"]) | set(sides["kept"]))}
+                          for name, sides in by_name.items()}
+    return out
+
+
 def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[ShardRecord]],
                    usage: list[dict]) -> dict:
     verdicts = stage_rows["verdicts"]
     kept = [r for r in verdicts if r["kept"]]
-    attributes: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
-    for row in kept:
-        for name, value in json.loads(row["attributes"]).items():
-            attributes[row["task_type"]][name][str(value)] += 1
     drops = Counter(r["drop_reason"].partition(":")[0] for r in verdicts if not r["kept"])
     revised = [r for r in stage_rows.get("revised", []) if r["status"] == "ok"]
     revisions = Counter(r["revision_status"] for r in revised)
@@ -71,7 +92,7 @@ def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[Sh
         "by_task_type": {"examples": dict(Counter(r["task_type"] for stage in ("examples", "grounded")
                                                   for r in stage_rows.get(stage, []))),
                          "kept": dict(Counter(r["task_type"] for r in kept))},
-        "attributes": {t: {a: dict(c) for a, c in by.items()} for t, by in attributes.items()},
+        "attributes": attribute_histograms(stage_rows.get("examples", []), kept),
         "lengths_in_words": {c: _lengths([r[c] for r in kept]) for c in ("anchor", "positive", "negative")},
         "rejection_reasons": {stage: dict(Counter(_reason_class(r["reject_reason"]) for r in rows
                                                   if r["status"] == "rejected" and r["reject_reason"]))
@@ -95,7 +116,11 @@ def to_markdown(report: dict) -> str:
     lines += [f"| {u['stage']} | {u['model']} | {u['calls']} | {u['prompt_tokens']} | "
               f"{u['prompt_cache_hit_rate']:.0%} | {u['completion_tokens']} | {u['schema_fallbacks']} | "
               f"{u['cost_usd']} |" for u in report["llm_usage"]]
-    for title in ("by_task_type", "attributes", "rejection_reasons", "filter_drops", "duplicates", "revisor",
+    lines += ["", "## attributes (share of prompts drawn, of rows kept, and in the reference recipe)", "",
+              "| task type | attribute | value | reference | drawn | kept |", "|---|---|---|---|---|---|"]
+    lines += [f"| {t} | {a} | {v} | {s['reference']:.3f} | {s['drawn']:.3f} | {s['kept']:.3f} |"
+              for t, by in report["attributes"].items() for a, values in by.items() for v, s in values.items()]
+    for title in ("by_task_type", "rejection_reasons", "filter_drops", "duplicates", "revisor",
                   "lengths_in_words"):
         lines += ["", f"## {title.replace('_', ' ')}", "", "```json", json.dumps(report[title], indent=1), "```"]
     return "\n".join(lines)

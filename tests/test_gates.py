@@ -104,6 +104,10 @@ BAD = {
     "revised bitext restates the task": ("echo", "bitext", BITEXT, bitext("Arabic", "German"), {
         "S1": "Translate the given text into English.", "S2": "Find parallel sentences that translate this text.",
         "S3": "Identify the parallel sentence with the maximum number of translations."}),
+    "STS texts describe the fields": ("echo", "sts", STS, sts(), {  # kept by the 96-persona mix run
+        "S1": "A concise, coherent description of a scenario or event that might be useful for retrieval tasks.",
+        "S2": "An informative but not very clear description of the same scenario or event.",
+        "S3": "A story about a city at night."}),
     "pangram filler": ("degenerate", "sts", STS, sts("passage"), {
         "S1": "The quick brown fox jumps over the lazy dog", "S2": "A cat chased a mouse in the park",
         "S3": "A group of children playing with toys"}),
@@ -272,7 +276,10 @@ def test_length_ranges():
     assert gates.length("word " * 9, {"query_length": "less than 5 words"}, "query_length") is None
     assert gates.length("word " * 10, {"query_length": "less than 5 words"}, "query_length")
     assert gates.length("word " * 25, {"num_words": 50}) is None and gates.length("word " * 24, {"num_words": 50})
-    assert gates.length("word " * 78, {"num_words": 50}) is None and gates.length("word " * 79, {"num_words": 50})
+    # a number asks "at least N words" (E5's documents): no upper bound
+    assert gates.length("word " * 400, {"num_words": 50}) is None
+    # classification's input_text lengths as E5 words them
+    assert gates.asked_range("less than 10") == (1, 9) and gates.asked_range("at least 200") == (200, float("inf"))
     assert gates.length("", {}) is None  # nothing asked
 
 

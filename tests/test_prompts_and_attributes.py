@@ -8,11 +8,12 @@ import jinja2
 import pytest
 
 from embedfactory import prompts
+from embedfactory.config import Endpoint, Sampling, SynthConfig
 from embedfactory.stages.generate import draw_attributes
 from embedfactory.sources import seed_personas
 from embedfactory.stages.personas import normalized
 from embedfactory.stages.brainstorm import assign_task_types
-from embedfactory.task_types import QUERY_TYPE, TASK_SPECS, Draw
+from embedfactory.task_types import ATTRIBUTES, BITEXT_LANGUAGES, QUERY_TYPE, TASK_SPECS, Draw, draw_attributes_for
 from fake_llm import fake_value
 
 
@@ -69,9 +70,83 @@ def test_query_type_follows_the_reference_weights():
         assert abs(counts[value] / 3000 - weight) < 0.04, (value, counts)
 
 
-def test_num_words_respects_the_cap():
-    draw = Draw(random.Random(0), 100, ["English"])
-    assert {TASK_SPECS["retrieval"].attributes(draw)["num_words"] for _ in range(50)} == {50, 100}
+def test_length_asks_respect_the_cap():
+    capped = Draw(random.Random(0), 100, ["English"])
+    assert {draw_attributes_for("retrieval", capped)["num_words"] for _ in range(60)} == {50, 100}
+    assert {draw_attributes_for("long-long", capped)["num_words"] for _ in range(5)} == {100}  # the cap itself
+    assert ({draw_attributes_for("classification", capped)["num_words"] for _ in range(200)}
+            == {"less than 10", "at least 10", "at least 50", "at least 100"})
+    free = Draw(random.Random(0), None, ["English"])
+    assert {draw_attributes_for("retrieval", free)["num_words"] for _ in range(200)} == {50, 100, 200, 300, 400, 500}
+    assert {draw_attributes_for("long-long", free)["num_words"] for _ in range(5)} == {300}
+
+
+# The reference value sets (E5-mistral's prompt tables; SPEED's weights where its code gives them).
+RECIPE = {
+    "retrieval": {"query_type": {"extremely long-tail": .4, "long-tail": .5, "common": .1},
+                  "query_length": {"less than 5 words": .4, "5 to 15 words": .4, "at least 10 words": .2},
+                  "clarity": {"clear": .6, "understandable with some effort": .2, "ambiguous": .2},
+                  "num_words": {n: 1 / 6 for n in (50, 100, 200, 300, 400, 500)},
+                  "difficulty": {"high school": 1 / 3, "college": 1 / 3, "PhD": 1 / 3}},
+    "classification": {"num_words": {"less than 10": .1, "at least 10": .3, "at least 50": .2,
+                                     "at least 100": .2, "at least 200": .2},
+                       "clarity": {"clear": .6, "understandable with some effort": .2, "ambiguous": .2},
+                       "difficulty": {"high school": 1 / 3, "college": 1 / 3, "PhD": 1 / 3}},
+    "long-long": {"num_words": {300: 1}},
+    "sts": {"unit": {"sentence": .9, "phrase": .05, "passage": .05}, "high_score": {4: 1 / 3, 4.5: 1 / 3, 5: 1 / 3},
+            "low_score": {2.5: 1 / 3, 3: 1 / 3, 3.5: 1 / 3},
+            "difficulty": {"elementary school": 1 / 3, "high school": 1 / 3, "college": 1 / 3}},
+    "bitext": {"unit": {"sentence": 1 / 3, "phrase": 1 / 3, "passage": 1 / 3},
+               "high_score": {4: 1 / 3, 4.5: 1 / 3, 5: 1 / 3}, "low_score": {1.5: 1 / 3, 2: 1 / 3, 2.5: 1 / 3},
+               "difficulty": {"elementary school": 1 / 3, "high school": 1 / 3, "college": 1 / 3}},
+}
+OPTIONAL = {"retrieval": {"difficulty"}, "classification": {"clarity", "difficulty"}, "sts": {"difficulty"}}
+
+
+@pytest.mark.parametrize("task_type", sorted(RECIPE))
+def test_attribute_draws_follow_the_recipe(task_type):
+    n = 4000
+    draws = [draw_attributes({"task_id": f"t{i}", "task_type": task_type}, 0, 0, None)[0] for i in range(n)]
+    for name, weights in RECIPE[task_type].items():
+        present = [d[name] for d in draws if name in d]
+        share = len(present) / n
+        assert abs(share - (.5 if name in OPTIONAL.get(task_type, ()) else 1)) < .03, (name, share)
+        counts = collections.Counter(present)
+        assert set(counts) == set(weights), (name, counts)
+        for value, weight in weights.items():
+            assert abs(counts[value] / len(present) - weight) < .03, (name, value, counts)
+    for group in [OPTIONAL.get(task_type, set())]:  # an optional group is asked together or not at all
+        assert all(len(group & set(d)) in (0, len(group)) for d in draws)
+    assert set(ATTRIBUTES["short-short"]) == {"language"}  # E5: short-short asks only the language
+
+
+def test_bitext_draws_from_about_ninety_languages():
+    assert len(BITEXT_LANGUAGES) >= 90 and len(set(BITEXT_LANGUAGES)) == len(BITEXT_LANGUAGES)
+    pairs = {tuple(draw_attributes({"task_id": f"t{i}", "task_type": "bitext"}, 0, 0, None)[0][k]
+                   for k in ("source_language", "target_language")) for i in range(3000)}
+    assert len({lang for pair in pairs for lang in pair}) >= 85
+
+
+def _user(task_type: str, **attributes) -> str:
+    order = list(range(TASK_SPECS[task_type].guidelines))
+    return prompts.messages(TASK_SPECS[task_type].generate_prompt, task="Given a tide table, find the port",
+                            order=order, topic="Science/Earth_Sciences/Oceanography", **attributes)[1]["content"]
+
+
+def test_generation_prompts_ask_the_recipe_lengths():
+    retrieval = _user("retrieval", query_type="common", query_length="less than 5 words", clarity="clear",
+                      num_words=300, language="English")
+    assert "at least 300 words" in retrieval and "about" not in retrieval
+    assert "less than 5 words" in retrieval and "level education" not in retrieval  # no difficulty drawn
+    assert "at least 300 words" in _user("long-long", num_words=300, language="English")
+    assert "at least 50 words long" in _user("classification", num_words="at least 50", language="German")
+    assert "less than 10 words long" in _user("classification", num_words="less than 10", language="German")
+    assert "very short: a sentence or a phrase" in _user("short-short", language="English")
+    sts = _user("sts", unit="sentence", high_score=4.5, low_score=3, language="English")
+    assert "Science > Earth Sciences > Oceanography" in sts  # STS and bitext get a topic
+    bitext = _user("bitext", unit="phrase", high_score=5, low_score=1.5, difficulty="college",
+                   source_language="Welsh", target_language="Korean")
+    assert "Oceanography" in bitext and "Welsh" in bitext and "1.5" in bitext
 
 
 def test_bitext_pairs_two_different_languages():
@@ -123,3 +198,13 @@ def test_revise_and_persona_prompts_vary_only_in_their_last_message():
     d = prompts.messages("persona_expand", seed_persona="A pilot", count=3)
     assert c[0] == d[0] and "A baker" in c[1]["content"] and "3" in d[1]["content"]
     assert prompts.messages("topic", topic="x") == [{"role": "user", "content": prompts.render("topic", topic="x")}]
+
+
+def test_length_and_token_caps_follow_the_endpoint():
+    """The reference lengths for a served model; the CPU caps only on the embedded 0.5B server."""
+    embedded, remote = Endpoint(), Endpoint(base_url="http://gpu-1:8000/v1")
+    assert SynthConfig().word_cap(embedded) == 100 and SynthConfig().word_cap(remote) is None
+    assert SynthConfig(max_num_words=200).word_cap(embedded) == 200
+    assert Sampling().for_endpoint(embedded).max_tokens == 768
+    assert Sampling().for_endpoint(remote).max_tokens == 2048
+    assert Sampling(max_tokens=99).for_endpoint(remote).max_tokens == 99

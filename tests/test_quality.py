@@ -40,7 +40,11 @@ def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
                                     "rate": 0.25}
     assert report["revisor"]["change_rate"] == 0.5
     assert report["revisor"]["failed_reasons"] == {"invalid JSON": 1}
-    assert report["attributes"]["retrieval"]["difficulty"] == {"college": 1}
+    # histograms against the recipe: drawn (generation prompts) and kept; absent optional values counted
+    assert report["attributes"]["retrieval"]["difficulty"]["college"] == {"reference": 0.167, "drawn": 1.0, "kept": 1.0}
+    assert report["attributes"]["retrieval"]["difficulty"]["(not asked)"] == {"reference": 0.5, "drawn": 0.0, "kept": 0.0}
+    assert report["attributes"]["sts"]["difficulty"]["PhD"] == {"reference": 0.0, "drawn": 0.0, "kept": 1.0}
     assert report["lengths_in_words"]["positive"]["p50"] == 4
     markdown = to_markdown(report)
-    assert "| examples | gpt-x | 3 |" in markdown and '"difficulty"' in markdown
+    assert "| examples | gpt-x | 3 |" in markdown
+    assert "| retrieval | difficulty | college | 0.167 | 1.000 | 1.000 |" in markdown

@@ -8,7 +8,7 @@ import pytest
 from embedfactory.config import Endpoint
 from embedfactory.llm.client import ChatClient
 from embedfactory.sources import MAX_DEPTH, load_personas, load_topics
-from embedfactory.stages.brainstorm import brainstorm_tasks
+from embedfactory.stages.brainstorm import brainstorm_tasks, deal_topics
 from embedfactory.stages.personas import sample_personas
 from fake_llm import FakeChatServer
 
@@ -59,8 +59,9 @@ def test_each_brainstorm_prompt_speaks_as_the_persona_inside_its_own_topic():
     topics = [f"Science/Field {chr(65 + i)}" for i in range(20)]
     with FakeChatServer() as server:
         client = ChatClient(Endpoint(base_url=server.base_url, model="fake"), server.base_url)
-        out = brainstorm_tasks(client, [persona], [["retrieval"] * 6 + ["sts"]], seed=0,
-                               topics=topics, per_topic=1)
+        types = [["retrieval"] * 6 + ["sts"]]
+        out = brainstorm_tasks(client, [persona], types, seed=0,
+                               topics=deal_topics(types, topics, 1, seed=0), per_topic=1)
     assert len(server.requests) == 6  # sts has a fixed task: no call
     for request in server.requests:
         system, user = request["messages"]
@@ -71,3 +72,35 @@ def test_each_brainstorm_prompt_speaks_as_the_persona_inside_its_own_topic():
     retrieval = [r for r in out.rows if r["task_type"] == "retrieval"]
     assert sorted(r["topic"] for r in retrieval) == sorted(asked)
     assert [r["task"] for r in out.rows if r["task_type"] == "sts"] == ["Retrieve semantically similar text."]
+    assert [r["topic"] in topics for r in out.rows if r["task_type"] == "sts"] == [True]  # STS gets a topic too
+
+
+def test_topics_are_dealt_one_task_per_topic_before_any_repeats():
+    """SPEED's one task per topic: over the run, a type's k-th prompt gets the k-th card of a shuffled
+    deck, so no (type, topic) repeats until every topic has had one; fixed types are dealt too."""
+    topics = [f"Topic/{i}" for i in range(10)]
+    types = [["retrieval", "sts"], ["retrieval", "retrieval"], ["classification", "sts"]] * 4
+    dealt = deal_topics(types, topics, per_topic=1, seed=3)
+    retrieval = [t for d in dealt for t in d.get("retrieval", [])]
+    assert len(retrieval) == 12 and len(set(retrieval[:10])) == 10  # a full pass before a repeat
+    assert set(retrieval[10:]) <= set(topics)
+    sts = [t for d in dealt for t in d.get("sts", [])]
+    assert len(sts) == 8 and len(set(sts)) == 8
+    assert dealt == deal_topics(types, topics, per_topic=1, seed=3)  # every shard computes the same deal
+    assert deal_topics(types, None, 1, 3)[0] == {"retrieval": [None], "sts": [None]}
+
+
+def test_prompts_sharing_a_topic_are_told_what_was_already_proposed():
+    persona = {"persona_id": "p1", "persona": "A ferry engineer"}
+    types = [["retrieval"] * 4]
+    dealt = deal_topics(types, ["Science/Tides", "Arts/Opera"], 1, seed=0)
+    with FakeChatServer() as server:
+        client = ChatClient(Endpoint(base_url=server.base_url, model="fake"), server.base_url)
+        out = brainstorm_tasks(client, [persona], types, seed=0, topics=dealt, per_topic=1)
+    first, later = server.requests[:2], server.requests[2:]
+    assert all("already proposed" not in r["messages"][1]["content"] for r in first)
+    for request in later:
+        user = request["messages"][1]["content"]
+        topic = next(t for t in ("Science/Tides", "Arts/Opera") if t in user)
+        earlier = [r["task"] for r in out.rows[:2] if r["topic"] == topic]
+        assert "already proposed" in user and earlier and all(t in user for t in earlier)

@@ -15,9 +15,11 @@ from ..stages.revise import revise_messages
 from ..task_types import TASK_SPECS
 
 
-def seed_prompts(tasks: list[dict], examples: list[dict], synth: SynthConfig) -> list[dict]:
-    """One row per valid teacher example: its task, the user message that asked for it, the reply."""
-    jobs, requests = example_requests(tasks, synth.examples_per_task, synth.seed, synth.max_num_words,
+def seed_prompts(tasks: list[dict], examples: list[dict], synth: SynthConfig,
+                 max_words: int | None) -> list[dict]:
+    """One row per valid teacher example: its task, the user message that asked for it, the reply.
+    `max_words`: the length cap the seed set was generated with (`SynthConfig.word_cap`)."""
+    jobs, requests = example_requests(tasks, synth.examples_per_task, synth.seed, max_words,
                                       synth.languages)
     asked = {stable_hash("example", task["task_id"], index, attributes): request.messages
              for (task, index, attributes, _), request in zip(jobs, requests)}

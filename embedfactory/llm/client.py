@@ -85,6 +85,7 @@ class ChatClient:
 
     def __post_init__(self) -> None:
         self.mode = self.mode or self.endpoint.structured_output
+        self.sampling = self.sampling.for_endpoint(self.endpoint)
 
     def _api(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(

@@ -7,22 +7,23 @@ import random
 from .. import prompts
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
-from ..task_types import TASK_SPECS, Draw
+from ..task_types import TASK_SPECS, Draw, draw_attributes_for
 from .common import ShardOutput, exchange, usage_of
 
 
-def draw_attributes(task: dict, index: int, seed: int, max_words: int,
+def draw_attributes(task: dict, index: int, seed: int, max_words: int | None,
                     languages: list[str] = ("English",)) -> tuple[dict, list[int]]:
-    """Attributes and guideline order for the index-th example of a task, reproducible by lineage."""
+    """Attributes and guideline order for the index-th example of a task, reproducible by lineage.
+    `max_words`: the run's cap on length asks (None: the reference values as they are)."""
     spec = TASK_SPECS[task["task_type"]]
     rng = random.Random(seed_of(seed, "attributes", task["task_id"], index))
-    attributes = spec.attributes(Draw(rng, max_words, list(languages)))
+    attributes = draw_attributes_for(task["task_type"], Draw(rng, max_words, list(languages)))
     order = list(range(spec.guidelines))
     rng.shuffle(order)
     return attributes, order
 
 
-def example_requests(tasks: list[dict], per_task: int, seed: int, max_words: int,
+def example_requests(tasks: list[dict], per_task: int, seed: int, max_words: int | None,
                      languages: list[str]) -> tuple[list[tuple], list[Request]]:
     """The generation prompts: one per task and example index, with its attribute draw."""
     jobs = []
@@ -32,14 +33,14 @@ def example_requests(tasks: list[dict], per_task: int, seed: int, max_words: int
             jobs.append((task, index, attributes, order))
     requests = [Request(
         messages=prompts.messages(TASK_SPECS[t["task_type"]].generate_prompt, task=t["task"], order=order,
-                                  **attrs),
+                                  topic=t.get("topic"), **attrs),
         output=TASK_SPECS[t["task_type"]].output,
         seed=seed_of(seed, "examples", t["task_id"], i)) for t, i, attrs, order in jobs]
     return jobs, requests
 
 
 def generate_examples(client: ChatClient, tasks: list[dict], per_task: int, seed: int,
-                      max_words: int, languages: list[str], progress=None) -> ShardOutput:
+                      max_words: int | None, languages: list[str], progress=None) -> ShardOutput:
     jobs, requests = example_requests(tasks, per_task, seed, max_words, languages)
     replies = client.run_sync(requests, progress)
     rows = []
