@@ -276,6 +276,10 @@ class LoraSettings(Strict):
     target_modules: list[str] | None = Field(None, description="Module names; null: every linear layer.")
 
 
+GIST_TEMPERATURE = 0.01  # GISTEmbed (arXiv 2402.16829) and sentence-transformers' GISTEmbedLoss
+INFONCE_TEMPERATURE = 0.05  # sentence-transformers' MultipleNegativesRankingLoss (scale 20); KaLM: 0.01
+
+
 class TrainConfig(Strict):
     """Contrastive fine-tuning with in-batch negatives (plus the generated hard negative), or
     distillation of a teacher's score margins (MarginMSE).
@@ -287,7 +291,9 @@ class TrainConfig(Strict):
     epochs: int = Field(1, gt=0)
     batch_size: int = Field(16, gt=1)
     learning_rate: float = Field(2e-5, gt=0)
-    temperature: float = Field(0.05, gt=0, description="Softmax temperature of InfoNCE.")
+    temperature: float | None = Field(
+        None, gt=0, description="Softmax temperature. null: GIST_TEMPERATURE (0.01, GISTEmbed's and "
+        "sentence-transformers' GISTEmbedLoss) for 'gist', INFONCE_TEMPERATURE for 'infonce'.")
     warmup_ratio: float = Field(
         0.0, ge=0, lt=1, description="Share of the steps over which the learning rate rises linearly "
         "from 0 (GISTEmbed and E5 warm up; 0: no warmup).")
@@ -417,6 +423,12 @@ class TrainConfig(Strict):
             raise ValueError(f"teacher_model is only used by loss 'margin_mse', not {self.loss!r}")
         return self
 
+    def softmax_temperature(self) -> float:
+        """The temperature the loss uses (see `temperature`)."""
+        if self.temperature is not None:
+            return self.temperature
+        return GIST_TEMPERATURE if self.loss == "gist" else INFONCE_TEMPERATURE
+
     def query_prompt(self) -> str:
         """The query prefix the trained model expects: the template before {query}, with
         `eval_instruction` as the instruction (saved as the model's sentence-transformers prompt)."""
@@ -441,6 +453,9 @@ class SynthParams(Strict):
     synth: SynthConfig = SynthConfig()
     grounded: GroundedConfig = GroundedConfig()
     generator: Endpoint = Endpoint()
+    brainstormer: Endpoint | None = Field(
+        None, description="Endpoint of the persona and task brainstorm (SPEED: the teacher, e.g. GPT-4o, "
+        "a few calls per persona); the generator's when unset.")
     revisor: Endpoint | None = Field(None, description="Revisor endpoint; the generator's when unset.")
     filter: FilterConfig = FilterConfig()
     train: TrainConfig | None = Field(TrainConfig(), description="Fine-tune on the result; null to skip.")

@@ -41,10 +41,16 @@ class RunContext(BaseModel):
     revisor_url: str
     generator: Endpoint  # as resolved (the embedded server's slot count as concurrency)
     revisor: Endpoint
+    brainstormer: Endpoint | None = None  # None: the generator
+    brainstormer_url: str | None = None
 
     def client(self, role: str) -> ChatClient:
-        endpoint, url = ((self.generator, self.generator_url) if role == "generator"
-                         else (self.revisor, self.revisor_url))
+        """The client of a role: 'generator' (examples, grounded queries), 'brainstormer' (personas,
+        tasks) or 'revisor'."""
+        endpoint, url = {"generator": (self.generator, self.generator_url),
+                         "brainstormer": (self.brainstormer or self.generator,
+                                          self.brainstormer_url or self.generator_url),
+                         "revisor": (self.revisor, self.revisor_url)}[role]
         synth = self.params.synth
         return ChatClient(endpoint, url, synth.sampling.for_endpoint(endpoint), synth.max_attempts)
 
@@ -61,10 +67,18 @@ def open_run(params: SynthParams, run_id: str, run_token: str, serve: bool = Tru
     with contextlib.ExitStack() as servers:
         generator, generator_url = (servers.enter_context(serving(params.generator)) if serve
                                     else (params.generator, params.generator.base_url))
-        revisor, revisor_url = (generator, generator_url) if params.revisor is None else \
-            servers.enter_context(serving(params.revisor)) if serve else (params.revisor, params.revisor.base_url)
+
+        def own(endpoint: Endpoint | None) -> tuple[Endpoint, str]:
+            """A role's endpoint as served; the generator's when unset or the same endpoint."""
+            if endpoint is None or endpoint == params.generator:
+                return generator, generator_url
+            return servers.enter_context(serving(endpoint)) if serve else (endpoint, endpoint.base_url)
+
+        revisor, revisor_url = own(params.revisor)
+        brainstormer, brainstormer_url = own(params.brainstormer)
         yield RunContext(params=params, run_id=run_id, run_token=run_token, generator=generator,
-                         generator_url=generator_url, revisor=revisor, revisor_url=revisor_url)
+                         generator_url=generator_url, revisor=revisor, revisor_url=revisor_url,
+                         brainstormer=brainstormer, brainstormer_url=brainstormer_url)
 
 
 def committed_chain(ctx: RunContext, key: str, stages: list[str], upstream: list[ShardRecord]) -> list[ShardRecord]:
@@ -98,8 +112,9 @@ def check_sources(params: SynthParams) -> None:
 def default_run_id(params: SynthParams) -> str:
     """Same parameters, same run: what makes `make run` twice resume instead of starting over."""
     revisor = params.revisor or params.generator
+    brainstormer = [] if params.brainstormer is None else [params.brainstormer.fingerprint_fields()]
     return "run-" + stable_hash(params.dataset_name, params.synth.fingerprint_fields(),
-                                params.generator.fingerprint_fields(), revisor.fingerprint_fields(),
+                                params.generator.fingerprint_fields(), revisor.fingerprint_fields(), *brainstormer,
                                 params.filter.fingerprint_fields(), params.grounded.fingerprint_fields(),
                                 length=10)
 
@@ -165,7 +180,8 @@ def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
     rows = {s.name: ctx.stage_dir(s.name).read([r.key for r in records[s.name]], ok_only=False).to_pylist()
             for s in SYNTH_STAGES if s is not CORPUS and records.get(s.name)}  # corpus rows: embeddings
     generator = ctx.generator.model
-    models = {"personas": generator, "tasks": generator, "examples": generator, "grounded": generator,
+    brainstormer = (ctx.brainstormer or ctx.generator).model
+    models = {"personas": brainstormer, "tasks": brainstormer, "examples": generator, "grounded": generator,
               "revised": ctx.revisor.model, "corpus": ctx.params.filter.model, "verdicts": ctx.params.filter.model}
     usage = quality.usage_table(records, models, ctx.params.prices)
     return quality.quality_report(rows, records, usage)
@@ -216,7 +232,7 @@ def _personas(ctx, key, rows, side, progress):
     if synth.persona_source:
         return personas.sample_personas(sources.load_personas(synth.persona_source), synth.personas,
                                         synth.seed, synth.persona_source)
-    return personas.expand_personas(ctx.client("generator"), synth.personas, synth.seed, progress)
+    return personas.expand_personas(ctx.client("brainstormer"), synth.personas, synth.seed, progress)
 
 
 def _tasks(ctx, key, rows, side, progress):
@@ -225,7 +241,7 @@ def _tasks(ctx, key, rows, side, progress):
     types = brainstorm.assign_task_types(len(rows), synth.tasks_per_persona, synth.task_mix, synth.seed)
     topics = sources.load_topics(synth.topic_source) if synth.topic_source else None
     dealt = brainstorm.deal_topics(types, topics, synth.tasks_per_topic, synth.seed)
-    return brainstorm.brainstorm_tasks(ctx.client("generator"), rows[start:end], types[start:end],
+    return brainstorm.brainstorm_tasks(ctx.client("brainstormer"), rows[start:end], types[start:end],
                                        synth.seed, dealt[start:end], synth.tasks_per_topic, progress)
 
 
@@ -253,14 +269,14 @@ def _revised(ctx, key, rows, side, progress):
 PERSONAS = Stage(
     "personas", schemas.PERSONAS, None,
     lambda p: {"count": p.synth.personas, "source": sources.source_version(p.synth.persona_source),
-               **_llm_inputs(p, p.generator, [personas.PROMPT])},
+               **_llm_inputs(p, p.brainstormer or p.generator, [personas.PROMPT])},
     _personas, (personas, sources, *LLM_CODE))
 TASKS = Stage(
     "tasks", schemas.TASKS, "personas",
     lambda p: {"task_mix": p.synth.task_mix, "per_persona": p.synth.tasks_per_persona,
                "personas_per_shard": p.synth.personas_per_shard, "per_topic": p.synth.tasks_per_topic,
                "topics": sources.source_version(p.synth.topic_source),
-               **_llm_inputs(p, p.generator, ["persona_system", "topic"] + [
+               **_llm_inputs(p, p.brainstormer or p.generator, ["persona_system", "topic"] + [
                    TASK_SPECS[t].brainstorm_prompt for t in p.synth.task_mix
                    if TASK_SPECS[t].brainstorm_prompt])},
     _tasks, (brainstorm, sources, *LLM_CODE))

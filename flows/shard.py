@@ -24,7 +24,7 @@ def synth_shard(params: SynthParams, run_id: str, run_token: str, key: str, stag
     """Run `stages` one after another on shard `key` of run `run_id`, each stage reading the previous
     one's shard; already committed shards are reused."""
     load_store_secret(params.store_secret)
-    load_api_keys(params.generator, params.revisor)
+    load_api_keys(params.generator, params.revisor, params.brainstormer)
     with pipeline.open_run(params, run_id, run_token) as ctx:
         shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
         for stage in stages:

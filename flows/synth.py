@@ -29,7 +29,7 @@ def synth(params: SynthParams = SynthParams()) -> dict:
     pipeline.check_sources(params)
     if params.train:
         resolve_eval_sets(params.train.eval_sets)
-    load_api_keys(params.generator, params.revisor)
+    load_api_keys(params.generator, params.revisor, params.brainstormer)
     run_id = params.run_id or pipeline.default_run_id(params)
     with pipeline.open_run(params, run_id, uuid.uuid4().hex, serve=not params.fan_out) as ctx:
         shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
@@ -94,6 +94,9 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
                      f"(default {Endpoint().slots}; the client keeps that many in flight)")
     cli.add_argument("--ctx-per-slot", type=int, help=f"embedded server: context tokens per slot "
                      f"(default {Endpoint().ctx_per_slot})")
+    cli.add_argument("--brainstorm-url", help="the persona and task brainstorm's own OpenAI-compatible URL "
+                     "(SPEED: the teacher; default: the generator)")
+    cli.add_argument("--brainstorm-model", help="the brainstorm's model (with --brainstorm-url)")
     cli.add_argument("--revisor-url", help="the revisor's own OpenAI-compatible URL (default: the generator)")
     cli.add_argument("--revisor-model", help="the revisor's model (with --revisor-url)")
     cli.add_argument("--no-revise", action="store_true")
@@ -115,6 +118,8 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
         grounded={"corpus": args.corpus, "documents": args.documents, "share": args.grounded_share},
         revisor=({"base_url": args.revisor_url, "model": args.revisor_model or args.model}
                  if args.revisor_url else None),
+        brainstormer=({"base_url": args.brainstorm_url, "model": args.brainstorm_model or args.model}
+                      if args.brainstorm_url else None),
         train=None if args.no_train else TrainConfig())
 
 

@@ -19,11 +19,14 @@ def rows(store, run_id, stage):
 @pytest.mark.slow
 def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect_api):
     with FakeChatServer(fault_rates=RATES, seed=3, stall_s=1.5, poison=("Example", 2)) as server, \
-            FakeChatServer(fault_rates={"invalid_json": 0.2}, seed=4) as revisor_server:
+            FakeChatServer(fault_rates={"invalid_json": 0.2}, seed=4) as revisor_server, \
+            FakeChatServer(fault_rates={"http_500": 0.1, "invalid_json": 0.1}, seed=5) as teacher_server:
         endpoint = Endpoint(base_url=server.base_url, model="fake", timeout_s=1.0, transport_retries=8,
                             concurrency=8)
         revisor = Endpoint(base_url=revisor_server.base_url, model="fake-revisor", concurrency=4)
-        params = SynthParams(store=str(tmp_path), generator=endpoint, revisor=revisor, train=None, synth={
+        teacher = Endpoint(base_url=teacher_server.base_url, model="fake-teacher", transport_retries=8)
+        params = SynthParams(store=str(tmp_path), generator=endpoint, revisor=revisor, brainstormer=teacher,
+                             train=None, synth={
             "personas": 6, "tasks_per_persona": 3, "examples_per_task": 2, "personas_per_shard": 3,
             "task_mix": {"retrieval": 2, "classification": 2, "short-short": 1, "long-long": 1, "sts": 1,
                          "bitext": 1}})
@@ -57,5 +60,15 @@ def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect
     assert all(r["response_format"]["json_schema"]["name"].endswith("Revision") for r in revisor_server.requests)
     assert not any(r["response_format"]["json_schema"]["name"].endswith("Revision") for r in server.requests)
 
-    # every reply the server completed was counted once, transport faults not at all
-    assert sum(r["llm_calls"] for r in result["summary"]) == server.counts["paid"] + revisor_server.counts["paid"]
+    # the brainstorm (personas, tasks) has its own endpoint (SPEED: the teacher); nothing else goes there
+    def schemas(srv):
+        return {r["response_format"]["json_schema"]["name"] for r in srv.requests}
+    assert schemas(teacher_server) == {"PersonaList", "TaskList"}
+    assert not schemas(server) & {"PersonaList", "TaskList"}
+    assert {t["model"] for t in tasks if t["model"]} == {"fake-teacher"}
+    usage = {u["stage"]: u for u in result["dataset"]["quality"]["llm_usage"]}
+    assert usage["tasks"]["model"] == usage["personas"]["model"] == "fake-teacher"
+
+    # every reply the servers completed was counted once, brainstorm included, transport faults not at all
+    assert sum(r["llm_calls"] for r in result["summary"]) == (
+        server.counts["paid"] + revisor_server.counts["paid"] + teacher_server.counts["paid"])

@@ -6,6 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from embedfactory import pipeline
 from embedfactory.config import Endpoint
 from embedfactory.store import StoreError
 from flows.synth import synth
@@ -123,3 +124,14 @@ def test_missing_persona_source_fails_before_any_model_starts(tmp_path, prefect_
         synth(tiny(tmp_path, Endpoint(base_url="http://127.0.0.1:9/v1"),
                    persona_source=str(tmp_path / "nobody.parquet")))
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_routes_the_brainstorm_to_its_own_endpoint():
+    from flows.synth import _params_from_cli
+
+    params = _params_from_cli(["--brainstorm-url", "https://api.openai.com/v1", "--brainstorm-model", "gpt-4o",
+                               "--base-url", "http://gpu-1:8000/v1", "--model", "senior-8b"])
+    assert (params.brainstormer.base_url, params.brainstormer.model) == ("https://api.openai.com/v1", "gpt-4o")
+    assert params.generator.model == "senior-8b" and _params_from_cli([]).brainstormer is None
+    # the brainstorm endpoint is part of the run's identity: another teacher, another run
+    assert pipeline.default_run_id(params) != pipeline.default_run_id(params.model_copy(update={"brainstormer": None}))

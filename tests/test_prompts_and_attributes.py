@@ -122,6 +122,8 @@ def test_attribute_draws_follow_the_recipe(task_type):
 
 def test_bitext_draws_from_about_ninety_languages():
     assert len(BITEXT_LANGUAGES) >= 90 and len(set(BITEXT_LANGUAGES)) == len(BITEXT_LANGUAGES)
+    # XLM-R's low-resource languages are there, not only the ten largest
+    assert {"Swahili", "Urdu", "Uzbek", "Welsh", "Amharic", "Sinhala", "Xhosa"} <= set(BITEXT_LANGUAGES)
     pairs = {tuple(draw_attributes({"task_id": f"t{i}", "task_type": "bitext"}, 0, 0, None)[0][k]
                    for k in ("source_language", "target_language")) for i in range(3000)}
     assert len({lang for pair in pairs for lang in pair}) >= 85

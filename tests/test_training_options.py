@@ -60,17 +60,17 @@ def test_matryoshka_loss_is_the_mean_over_the_full_and_truncated_widths():
     texts = ["a", "b", "c", "d"]
     cfg = TrainConfig(matryoshka_dims=[2, 4])
     got = batch_loss(cfg, [q, p, torch.empty(0)], None, texts)
-    want = sum(in_batch_infonce(q[:, :w], p[:, :w], texts, cfg.temperature) for w in (8, 2, 4)) / 3
+    want = sum(in_batch_infonce(q[:, :w], p[:, :w], texts, cfg.softmax_temperature()) for w in (8, 2, 4)) / 3
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
     weighted = batch_loss(TrainConfig(matryoshka_dims=[2, 4], matryoshka_weights=[2, 1, 1]),
                           [q, p, torch.empty(0)], None, texts)
-    parts = [in_batch_infonce(q[:, :w], p[:, :w], texts, cfg.temperature).item() for w in (8, 2, 4)]
+    parts = [in_batch_infonce(q[:, :w], p[:, :w], texts, cfg.softmax_temperature()).item() for w in (8, 2, 4)]
     assert weighted.item() == pytest.approx((2 * parts[0] + parts[1] + parts[2]) / 4, rel=1e-6)
     with pytest.raises(ValueError, match="one per matryoshka_dims width"):
         TrainConfig(matryoshka_dims=[2, 4], matryoshka_weights=[1, 1])
     # and each width is a proper InfoNCE of normalised truncations
-    logits = F.normalize(q[:, :2], dim=-1) @ F.normalize(p[:, :2], dim=-1).T / cfg.temperature
-    assert in_batch_infonce(q[:, :2], p[:, :2], texts, cfg.temperature).item() == pytest.approx(
+    logits = F.normalize(q[:, :2], dim=-1) @ F.normalize(p[:, :2], dim=-1).T / cfg.softmax_temperature()
+    assert in_batch_infonce(q[:, :2], p[:, :2], texts, cfg.softmax_temperature()).item() == pytest.approx(
         F.cross_entropy(logits, torch.arange(4)).item(), rel=1e-6)
 
 
@@ -162,3 +162,19 @@ def test_gradients_are_clipped_to_the_norm_before_each_step(tmp_path, max_norm):
         assert max(norms) > 0.05  # the unclipped norm is above the bound, so the clipped case can fail
     else:
         assert max(norms) <= max_norm * 1.001
+
+
+def test_temperature_defaults_follow_the_loss_and_reach_the_card():
+    """GISTEmbed (and sentence-transformers' GISTEmbedLoss) train at 0.01; InfoNCE keeps MNRL's 0.05
+    (KaLM's 0.01 is a bench/quality.py ablation, chosen on dev); an explicit value wins."""
+    from embedfactory.training.job import loss_line
+
+    gist = TrainConfig(loss="gist", guide_model="embedded:all-MiniLM-L6-v2")
+    assert gist.softmax_temperature() == 0.01 and TrainConfig().softmax_temperature() == 0.05
+    assert TrainConfig(temperature=0.02).softmax_temperature() == 0.02
+    assert loss_line(gist).endswith("temperature 0.01") and loss_line(TrainConfig()).endswith("temperature 0.05")
+    q, p = torch.randn(4, 8), torch.randn(4, 8)
+    texts = [f"p{i}" for i in range(4)]
+    # the loss really runs at the resolved temperature
+    assert batch_loss(gist.model_copy(update={"loss": "infonce", "temperature": 0.01}), [q, p, torch.empty(0)],
+                      None, texts).item() == pytest.approx(in_batch_infonce(q, p, texts, 0.01).item())

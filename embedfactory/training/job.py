@@ -27,12 +27,12 @@ def loss_line(cfg: TrainConfig) -> str:
     """The model card's description of the loss."""
     if cfg.loss == "gist":
         return (f"GISTEmbed, guide `{cfg.guide_model}`, {cfg.gist_margin_strategy} margin {cfg.gist_margin}; "
-                f"temperature {cfg.temperature}")
+                f"temperature {cfg.softmax_temperature()}")
     if cfg.loss == "margin_mse":
         kind = "cross-encoder" if teacher.is_cross_encoder(cfg.teacher_model) else "bi-encoder, cosine"
         return (f"MarginMSE (GPL), teacher `{cfg.teacher_model}` ({kind}): its (query, positive) - "
                 "(query, hard negative) score margins, student scores cosine; rows without a hard negative skipped")
-    return f"InfoNCE over in-batch and hard negatives (equal texts masked); temperature {cfg.temperature}"
+    return f"InfoNCE over in-batch and hard negatives (equal texts masked); temperature {cfg.softmax_temperature()}"
 
 
 class StoreCheckpoints:

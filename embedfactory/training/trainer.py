@@ -185,10 +185,10 @@ def batch_loss(cfg: TrainConfig, student: list[torch.Tensor], guided: list[torch
             losses.append(margin_mse_loss(q, p, n, *teacher))
         elif guided is None:
             docs = p if n is None else torch.cat([p, n])
-            losses.append(in_batch_infonce(q, docs, doc_texts, cfg.temperature))
+            losses.append(in_batch_infonce(q, docs, doc_texts, cfg.softmax_temperature()))
         else:
             gq, gp, gn = (g if g.numel() else None for g in guided)
-            losses.append(gist_loss(q, p, n, gq, gp, gn, temperature=cfg.temperature,
+            losses.append(gist_loss(q, p, n, gq, gp, gn, temperature=cfg.softmax_temperature(),
                                     margin=cfg.gist_margin, strategy=cfg.gist_margin_strategy))
     weights = torch.tensor(cfg.matryoshka_weights or [1.0] * len(losses), device=losses[0].device)
     return (torch.stack(losses) * weights).sum() / weights.sum()
