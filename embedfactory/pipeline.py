@@ -17,7 +17,7 @@ from typing import Callable
 import pyarrow as pa
 from pydantic import BaseModel
 
-from . import dedupe, documents, filtering, gates, prompts, quality, schemas, search, sources, task_types
+from . import dedupe, documents, economics, filtering, gates, prompts, quality, schemas, search, sources, task_types
 from .config import Endpoint, SynthParams
 from .ids import stable_hash
 from .llm import client
@@ -184,7 +184,10 @@ def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
     models = {"personas": brainstormer, "tasks": brainstormer, "examples": generator, "grounded": generator,
               "revised": ctx.revisor.model, "corpus": ctx.params.filter.model, "verdicts": ctx.params.filter.model}
     usage = quality.usage_table(records, models, ctx.params.prices)
-    return quality.quality_report(rows, records, usage)
+    generated = sum(r.rows for stage in ("examples", "grounded") for r in records.get(stage, []))
+    alignment = economics.teacher_calls_per_example(Store(ctx.params.store), [generator, ctx.revisor.model],
+                                                    generated)
+    return {**quality.quality_report(rows, records, usage), "alignment": alignment}
 
 
 # ---- the stages ------------------------------------------------------------------------------

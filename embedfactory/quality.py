@@ -120,6 +120,12 @@ def to_markdown(report: dict) -> str:
               "| task type | attribute | value | reference | drawn | kept |", "|---|---|---|---|---|---|"]
     lines += [f"| {t} | {a} | {v} | {s['reference']:.3f} | {s['drawn']:.3f} | {s['kept']:.3f} |"
               for t, by in report["attributes"].items() for a, values in by.items() for v, s in values.items()]
+    if alignment := report.get("alignment"):
+        lines += ["", "## teacher calls per example (SPEED's economics)", "",
+                  f"{alignment['teacher_calls']} teacher calls of align run(s) {', '.join(alignment['align_runs'])} "
+                  f"for {alignment['examples_generated']} examples generated: "
+                  f"{alignment['teacher_calls_per_example']} per example (SPEED "
+                  f"{alignment['speed_calls_per_example']}, E5-mistral {alignment['e5_mistral_calls_per_example']})"]
     for title in ("by_task_type", "rejection_reasons", "filter_drops", "duplicates", "revisor",
                   "lengths_in_words"):
         lines += ["", f"## {title.replace('_', ' ')}", "", "```json", json.dumps(report[title], indent=1), "```"]

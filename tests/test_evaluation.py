@@ -34,6 +34,7 @@ def test_training_negatives_take_the_generated_one_then_the_mined_ones():
     row = {"negative": "gen", "mined_negatives": ["m1", "m2", "m3"]}
     assert hard_negatives(row, 2) == ["gen", "m1", "m2"]
     assert hard_negatives({"negative": None, "mined_negatives": None}, 3) == []
+    assert hard_negatives(row, None) == ["gen", "m1", "m2", "m3"]  # null: every mined negative the row has
 
 
 STS = [("A man is playing a guitar.", "A person plays an instrument.", 4.2),

@@ -48,3 +48,24 @@ def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
     markdown = to_markdown(report)
     assert "| examples | gpt-x | 3 |" in markdown
     assert "| retrieval | difficulty | college | 0.167 | 1.000 | 1.000 |" in markdown
+
+
+def test_a_run_with_aligned_generators_divides_their_teacher_calls_by_its_examples(tmp_path):
+    """SPEED's economics where the examples are made: the align run that produced the senior (and
+    the revisor) spent its teacher calls once; a synthesis run divides them by what it generated."""
+    from embedfactory.economics import teacher_calls_per_example
+    from embedfactory.store import Store
+
+    store = Store(str(tmp_path))
+    store.write_json(store.path("registry", "generators.json"),
+                     {"aligned-senior": {"role": "senior", "run_id": "align-1"},
+                      "aligned-revisor": {"role": "revisor", "run_id": "align-1"}})
+    store.write_json(store.path("runs", "align-1", "align_report.json"),
+                     {"teacher_calls": [{"stage": "examples", "teacher_calls": 40},
+                                        {"stage": "total", "teacher_calls": 90}], "models": {}})
+    out = teacher_calls_per_example(store, ["aligned-senior", "aligned-revisor"], 1800)
+    assert out["teacher_calls"] == 90 and out["align_runs"] == ["align-1"]  # one align run, counted once
+    assert out["teacher_calls_per_example"] == 0.05 and out["speed_calls_per_example"] == round(45_000 / 920_000, 6)
+    assert teacher_calls_per_example(store, ["Qwen/Qwen2.5-7B-Instruct"], 1800) is None
+    markdown = to_markdown({**quality_report({"verdicts": []}, {"verdicts": []}, []), "alignment": out})
+    assert "90 teacher calls of align run(s) align-1 for 1800 examples generated: 0.05 per example" in markdown

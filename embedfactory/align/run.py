@@ -13,6 +13,7 @@ import time
 
 from .. import pipeline
 from ..config import Sampling, SynthParams
+from ..economics import E5_CALLS, E5_EXAMPLES, REGISTRY, SPEED_CALLS, SPEED_EXAMPLES
 from ..ids import stable_hash
 from ..llm.client import ChatClient
 from ..stages import revise
@@ -21,8 +22,6 @@ from ..store import ShardRecord, Store
 from . import data, judge, models, sampling, trainers
 from .config import AlignParams, Finetune
 
-SPEED_CALLS, SPEED_EXAMPLES = 45_000, 920_000  # SPEED's teacher calls for its 920K examples
-E5_CALLS, E5_EXAMPLES = 500_000, 500_000  # E5-mistral: one GPT-4 call per example
 
 
 def synth_params(params: AlignParams) -> SynthParams:
@@ -144,7 +143,7 @@ def revisor_rows(ctx, record: ShardRecord) -> list[dict]:
 def register(params: AlignParams, reports: dict[str, dict]) -> dict:
     """Add the aligned models to the store's registry, by `<export_name>-<role>`."""
     store = Store(params.store)
-    path = store.path("registry", "generators.json")
+    path = store.path(*REGISTRY)
     registry = store.read_json(path) if store.exists(path) else {}
     for role, report in reports.items():
         name = f"{params.export_name}-{role}"
@@ -156,7 +155,9 @@ def register(params: AlignParams, reports: dict[str, dict]) -> dict:
 
 
 def teacher_report(params: AlignParams, records: dict[str, list[ShardRecord]]) -> list[dict]:
-    """Teacher calls and tokens per stage, and calls per planned example against SPEED and E5-mistral."""
+    """Teacher calls and tokens per stage, and calls per planned example against SPEED and E5-mistral
+    (a synthesis run with these generators reports the calls per example it actually generated:
+    `economics.teacher_calls_per_example`)."""
     rows = [{"stage": stage, "teacher_calls": sum(r.llm_calls for r in recs),
              "tokens": sum(r.prompt_tokens + r.completion_tokens for r in recs), "rows": sum(r.rows for r in recs)}
             for stage, recs in records.items()]

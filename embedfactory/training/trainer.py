@@ -39,8 +39,8 @@ def query_text(row: dict, template: str) -> str:
     return template.format(instruction=row["instruction"], query=row["anchor"])
 
 
-def hard_negatives(row: dict, mined: int) -> list[str]:
-    """The row's generated negative (if any) and its first `mined` mined ones."""
+def hard_negatives(row: dict, mined: int | None) -> list[str]:
+    """The row's generated negative (if any) and its first `mined` mined ones (None: all of them)."""
     generated = [row["negative"]] if row.get("negative") is not None else []
     return generated + list(row.get("mined_negatives") or [])[:mined]
 
