@@ -67,7 +67,7 @@ def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
         + f", sha256 `{card['sha256']}`",
         f"- base model: `{cfg.base_model}`",
         f"- loss: {loss_line(cfg)}",
-        f"- sampler: {sampler_line}; batch {cfg.batch_size}; {"all" if cfg.mined_negatives is None else cfg.mined_negatives} mined negatives per row",
+        f"- sampler: {sampler_line}; batch {cfg.batch_size}; {'all' if cfg.mined_negatives is None else cfg.mined_negatives} mined negatives per row",
         f"- epochs {cfg.epochs}, learning rate {cfg.learning_rate} ({schedule_line(cfg)}), max length {cfg.max_seq_length}, "
         f"seed {cfg.seed}, query template `{cfg.query_template!r}`, saved query prompt `{cfg.query_prompt()!r}`",
         f"- pooling {cfg.pooling}, Matryoshka widths {cfg.matryoshka_dims or 'none'}, "
