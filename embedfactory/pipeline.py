@@ -243,7 +243,7 @@ def _tasks(ctx, key, rows, side, progress):
     start, end = int(key) * synth.personas_per_shard, (int(key) + 1) * synth.personas_per_shard
     types = brainstorm.assign_task_types(len(rows), synth.tasks_per_persona, synth.task_mix, synth.seed)
     topics = sources.load_topics(synth.topic_source) if synth.topic_source else None
-    dealt = brainstorm.deal_topics(types, topics, synth.tasks_per_topic, synth.seed)
+    dealt = brainstorm.deal_topics(types[:end], topics, synth.tasks_per_topic, synth.seed)  # the run's prefix
     return brainstorm.brainstorm_tasks(ctx.client("brainstormer"), rows[start:end], types[start:end],
                                        synth.seed, dealt[start:end], synth.tasks_per_topic, progress)
 

@@ -87,6 +87,7 @@ def test_topics_are_dealt_one_task_per_topic_before_any_repeats():
     sts = [t for d in dealt for t in d.get("sts", [])]
     assert len(sts) == 8 and len(set(sts)) == 8
     assert dealt == deal_topics(types, topics, per_topic=1, seed=3)  # every shard computes the same deal
+    assert deal_topics(types[:5], topics, per_topic=1, seed=3) == dealt[:5]  # a shard deals its prefix only
     assert deal_topics(types, None, 1, 3)[0] == {"retrieval": [None], "sts": [None]}
 
 

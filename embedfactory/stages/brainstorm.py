@@ -35,7 +35,7 @@ def deal_topics(types: list[list[str]], topics: list[str] | None, per_topic: int
     (fixed types: one per task). Topics are dealt per type from a seeded deck without replacement,
     so a topic gets a second task of a type only once every topic has one (SPEED: one task per
     topic); the deck is reshuffled each pass. Over the whole run, so every shard agrees."""
-    dealt, counters = [], Counter()
+    dealt, counters, decks = [], Counter(), {}  # decks: task type -> (pass, shuffled topics)
     for wanted in types:
         mine: dict[str, list[str | None]] = {}
         for task_type, count in Counter(wanted).items():
@@ -44,12 +44,14 @@ def deal_topics(types: list[list[str]], topics: list[str] | None, per_topic: int
             for _ in range(units):
                 k = counters[task_type]
                 counters[task_type] += 1
-                if topics:
-                    deck = list(topics)
-                    random.Random(seed_of(seed, "topic-deck", task_type, k // len(deck))).shuffle(deck)
-                    picks.append(deck[k % len(deck)])
-                else:
+                if not topics:
                     picks.append(None)
+                    continue
+                if decks.get(task_type, (None,))[0] != k // len(topics):
+                    deck = list(topics)
+                    random.Random(seed_of(seed, "topic-deck", task_type, k // len(topics))).shuffle(deck)
+                    decks[task_type] = (k // len(topics), deck)
+                picks.append(decks[task_type][1][k % len(topics)])
             mine[task_type] = picks
         dealt.append(mine)
     return dealt
