@@ -23,7 +23,10 @@ def teacher_calls_per_example(store: Store, models: list[str], examples: int) ->
     runs = sorted({registry[m]["run_id"] for m in models if m in registry})
     if not runs:
         return None
-    calls = 0
+    calls, reports = 0, [store.path("runs", run, "align_report.json") for run in runs]
+    runs = [run for run, path in zip(runs, reports) if store.exists(path)]  # an align run cut short has none
+    if not runs:
+        return None
     for run in runs:
         report = store.read_json(store.path("runs", run, "align_report.json"))
         calls += next(r["teacher_calls"] for r in report["teacher_calls"] if r["stage"] == "total")

@@ -59,7 +59,6 @@ EMPTY_TEXTS = frozenset({"n a", "na", "none", "null", "nil", "tbd", "todo", "pla
 META = re.compile(  # the text talks about the request instead of doing it
     r"\b(?:this|the given|the above) (?:task|prompt|instructions?|passage)\b"
     # describing the data instead of writing it (0.5B STS: "a description of the same scenario")
-    r"|\bfor (?:retrieval|classification|matching|similarity) tasks?\b"
     r"|\bdescription of (?:a|the same) (?:scenario|event|situation)\b", re.IGNORECASE)
 DIMENSION_WORDS = ("classification", "category", "categorization", "label")  # "book classification"
 PLACEHOLDER = re.compile(  # template slots and stock filler ("quick brown fox": 0.5B's favourite S1)
@@ -166,7 +165,10 @@ def echo(text: str, asked: Asked) -> str | None:
         value_key = _normal(value) if isinstance(value, str) and name not in NOT_INSTRUCTIONS else ""
         if not value_key or f" {value_key} " in f" {task_key} ":
             continue
-        if key == value_key or (len(value_key.split()) >= 3 and f" {value_key} " in f" {key} "):
+        # a length ask ("less than 10", "at least 50 words") may occur in real text: only the text
+        # that is nothing but the ask is an echo
+        inside = len(value_key.split()) >= 3 and asked_range(value) is None and f" {value_key} " in f" {key} "
+        if key == value_key or inside:
             return f"repeats the attribute value {value!r}"
     forms = [_echo_form(t) for t in raw]
     grams = _prompt_grams(asked.prompt)

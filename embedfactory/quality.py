@@ -55,8 +55,8 @@ def attribute_histograms(examples: list[dict], kept: list[dict]) -> dict:
     totals: dict[str, Counter] = defaultdict(Counter)
     for side, rows in (("drawn", examples), ("kept", kept)):
         for row in rows:
-            if row["task_type"] not in TASK_SPECS or not row.get("attributes"):
-                continue  # grounded rows: their own draws
+            if row.get("source_id") or row["task_type"] not in TASK_SPECS or not row.get("attributes"):
+                continue  # grounded rows (a source passage): their own draws
             totals[row["task_type"]][side] += 1
             attrs = json.loads(row["attributes"])
             for name in reference_distribution(row["task_type"]):

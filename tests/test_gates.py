@@ -224,6 +224,11 @@ def test_the_prompt_echoed_as_a_query():
     assert gates.echo("user_query", a) == "names the field 'user_query'"
     assert gates.echo("5 to 15 words", a) == "repeats the attribute value '5 to 15 words'"
     assert gates.echo("how often should a chain be waxed", a) is None
+    # a length ask inside real text is not an echo; the ask alone is
+    c = asked("classification", "Classify shipping requests by urgency", classification("less than 10"))
+    assert gates.echo("Please ship less than 10 boxes to our Denver office today", c) is None
+    assert gates.echo("less than 10", c) == "repeats the attribute value 'less than 10'"
+    assert gates.echo("Gradient boosted trees remain strong baselines for classification tasks.", c) is None
 
 
 def test_personas_that_restate_the_prompt_or_copy_their_seed():

@@ -69,3 +69,16 @@ def test_a_run_with_aligned_generators_divides_their_teacher_calls_by_its_exampl
     assert teacher_calls_per_example(store, ["Qwen/Qwen2.5-7B-Instruct"], 1800) is None
     markdown = to_markdown({**quality_report({"verdicts": []}, {"verdicts": []}, []), "alignment": out})
     assert "90 teacher calls of align run(s) align-1 for 1800 examples generated: 0.05 per example" in markdown
+
+
+def test_grounded_rows_stay_out_of_the_brainstormed_attribute_histograms(tmp_path):
+    from embedfactory.economics import teacher_calls_per_example
+    from embedfactory.quality import attribute_histograms
+    from embedfactory.store import Store
+
+    grounded = {"task_type": "retrieval", "source_id": "passage-1", "attributes": json.dumps({"difficulty": "PhD"})}
+    assert attribute_histograms([], [grounded]) == {}
+    # an align run cut short (registered, no report yet) is not counted rather than failing the report
+    store = Store(str(tmp_path))
+    store.write_json(store.path("registry", "generators.json"), {"x-senior": {"role": "senior", "run_id": "align-2"}})
+    assert teacher_calls_per_example(store, ["x-senior"], 10) is None

@@ -175,6 +175,8 @@ def test_temperature_defaults_follow_the_loss_and_reach_the_card():
     assert loss_line(gist).endswith("temperature 0.01") and loss_line(TrainConfig()).endswith("temperature 0.05")
     q, p = torch.randn(4, 8), torch.randn(4, 8)
     texts = [f"p{i}" for i in range(4)]
-    # the loss really runs at the resolved temperature
-    assert batch_loss(gist.model_copy(update={"loss": "infonce", "temperature": 0.01}), [q, p, torch.empty(0)],
-                      None, texts).item() == pytest.approx(in_batch_infonce(q, p, texts, 0.01).item())
+    # the loss really runs at the resolved default
+    assert batch_loss(TrainConfig(), [q, p, torch.empty(0)], None, texts).item() == pytest.approx(
+        in_batch_infonce(q, p, texts, 0.05).item())
+    assert batch_loss(TrainConfig(), [q, p, torch.empty(0)], None, texts).item() != pytest.approx(
+        in_batch_infonce(q, p, texts, 0.01).item())
