@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedfactory import documents
-from embedfactory.config import SynthParams
+from embedfactory.config import EMBEDDED_MAX_TOKENS, SynthParams
 from embedfactory.evaldata import SHARED_DATA
 from embedfactory.pipeline import grounded_chunks, grounded_passages, persona_chunks
 
@@ -81,6 +81,7 @@ def test_synth_with_a_corpus_writes_gated_round_trip_filtered_queries(tmp_path, 
     corpus = write_jsonl(tmp_path / "docs.jsonl", DOCS)
     params = SynthParams(store=str(tmp_path / "store"), generator=endpoint.model_copy(update={"base_url": url}),
                          grounded={"corpus": corpus, "queries_per_passage": 2},
+                         synth={"sampling": {"max_tokens": EMBEDDED_MAX_TOKENS}},  # the CPU server by URL
                          filter={"topk": 1, "mined_negatives": 1, "mine_range": (0, 3)}, train=None)
     result = synth(params)
     summary = {row["stage"]: row for row in result["summary"]}

@@ -3,7 +3,7 @@ import functools
 import tempfile
 from pathlib import Path
 
-from embedfactory.config import Endpoint, SynthParams, TrainConfig
+from embedfactory.config import EMBEDDED_MAX_TOKENS, Endpoint, SynthParams, TrainConfig
 from embedfactory.evalsets import SHIPPED
 
 
@@ -18,7 +18,9 @@ def small_sts() -> str:
 
 def tiny(store, endpoint: Endpoint, **synth) -> SynthParams:
     return SynthParams(store=str(store), generator=endpoint,
+                       # the shared llama-server is the embedded CPU one, reached by URL: its reply cap
                        synth={"personas": 2, "tasks_per_persona": 2, "max_num_words": 50,
+                              "sampling": {"max_tokens": EMBEDDED_MAX_TOKENS},
                               "task_mix": {"retrieval": 1, "classification": 1, "sts": 1, "short-short": 1},
                               **synth},
                        # plumbing runs of a few rows: no gates and no background, so rows survive to
