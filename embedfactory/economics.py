@@ -23,13 +23,12 @@ def teacher_calls_per_example(store: Store, models: list[str], examples: int) ->
     runs = sorted({registry[m]["run_id"] for m in models if m in registry})
     if not runs:
         return None
-    calls, reports = 0, [store.path("runs", run, "align_report.json") for run in runs]
-    runs = [run for run, path in zip(runs, reports) if store.exists(path)]  # an align run cut short has none
+    reports = {run: store.path("runs", run, "align_report.json") for run in runs}
+    runs = [run for run in runs if store.exists(reports[run])]  # an align run cut short has none
     if not runs:
         return None
-    for run in runs:
-        report = store.read_json(store.path("runs", run, "align_report.json"))
-        calls += next(r["teacher_calls"] for r in report["teacher_calls"] if r["stage"] == "total")
+    calls = sum(next(r["teacher_calls"] for r in store.read_json(reports[run])["teacher_calls"]
+                     if r["stage"] == "total") for run in runs)
     return {"align_runs": runs, "teacher_calls": calls, "examples_generated": examples,
             "teacher_calls_per_example": round(calls / examples, 6) if examples else None,
             "speed_calls_per_example": round(SPEED_CALLS / SPEED_EXAMPLES, 6),

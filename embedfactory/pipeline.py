@@ -52,7 +52,7 @@ class RunContext(BaseModel):
                                           self.brainstormer_url or self.generator_url),
                          "revisor": (self.revisor, self.revisor_url)}[role]
         synth = self.params.synth
-        return ChatClient(endpoint, url, synth.sampling.for_endpoint(endpoint), synth.max_attempts)
+        return ChatClient(endpoint, url, synth.sampling, synth.max_attempts)  # the client resolves the token cap
 
     def stage_dir(self, stage: str) -> StageDir:
         return StageDir(Store(self.params.store), self.run_id, stage)

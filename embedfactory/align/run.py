@@ -32,7 +32,8 @@ def synth_params(params: AlignParams) -> SynthParams:
 
 def teacher_client(ctx: pipeline.RunContext) -> ChatClient:
     """The teacher for judging and revising: greedy (temperature 0), same endpoint as the seed set."""
-    return ChatClient(ctx.generator, ctx.generator_url, Sampling(temperature=0.0), ctx.params.synth.max_attempts)
+    sampling = Sampling(temperature=0.0, max_tokens=ctx.params.synth.sampling.max_tokens)  # the seed set's cap
+    return ChatClient(ctx.generator, ctx.generator_url, sampling, ctx.params.synth.max_attempts)
 
 
 def seed_rows(ctx: pipeline.RunContext, tasks: list[ShardRecord], examples: list[ShardRecord]) -> list[dict]:
