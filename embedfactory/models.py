@@ -124,6 +124,15 @@ def _teacher_zip(work: Path) -> Path:
 
 
 EMBEDDED_MODELS = {EMBEDDED_EMBEDDER: _minilm_zip, EMBEDDED_TEACHER: _teacher_zip}  # name -> zip maker
+HUB_IDS = {EMBEDDED_EMBEDDER: "sentence-transformers/all-MiniLM-L6-v2",  # the models the packages ship
+           EMBEDDED_TEACHER: "sentence-transformers/all-mpnet-base-v2"}
+
+
+def hub_id(name: str) -> str | None:
+    """The Hub id of an embedding model name, for a model card's `base_model`; None for a local folder."""
+    if name in HUB_IDS:
+        return HUB_IDS[name]
+    return None if Path(name).exists() or name.count("/") != 1 else name
 
 
 def embedding_model_path(name: str) -> str:

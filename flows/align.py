@@ -8,7 +8,7 @@ import uuid
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from embedfactory import pipeline
+from embedfactory import pipeline, runconfig
 from embedfactory.align import run
 from embedfactory.align.config import AlignParams
 from embedfactory.ids import stable_hash
@@ -40,11 +40,14 @@ def align(params: AlignParams = AlignParams()) -> dict:
                             upstream=stable_hash(*(e.sha256 for e in examples)))
         candidates = sample_candidates(ctx, params, junior, seed)
         preferences, judged = judge_preferences(ctx, candidates), judge_junior(ctx, candidates)
-        pairs = run.preference_rows(ctx, preferences)
+        pairs, revisions = run.preference_rows(ctx, preferences), run.revisor_rows(ctx, judged)
         if not pairs:
             raise RuntimeError("the teacher judged no candidate set validly: no preference pairs for DPO")
+        if not revisions:
+            raise RuntimeError(f"the teacher revised none of the junior's {judged.rows_in} answers validly: "
+                               "no revisor data (see the reject reasons of stage 'judged')")
         senior = train_role(params, "senior", junior["path"], pairs, params.senior, upstream=preferences.sha256)
-        revisor = train_role(params, "revisor", params.base_model, run.revisor_rows(ctx, judged), params.revisor,
+        revisor = train_role(params, "revisor", params.base_model, revisions, params.revisor,
                              upstream=judged.sha256)
     models = {"junior": junior, "senior": senior, "revisor": revisor}
     registry = run.register(params, models)
@@ -57,15 +60,24 @@ def align(params: AlignParams = AlignParams()) -> dict:
     return {"models": models, "registry": registry, "teacher_calls": calls}
 
 
-if __name__ == "__main__":
+def _params_from_cli(argv: list[str] | None = None) -> AlignParams:
     cli = argparse.ArgumentParser(description="Run flow `align` (see AlignParams for every field).")
-    cli.add_argument("--store", default="./data")
-    cli.add_argument("--base-model", default=AlignParams().base_model)
-    cli.add_argument("--teacher-url", default="embedded")
-    cli.add_argument("--teacher-model", default=AlignParams().teacher.model)
-    cli.add_argument("--steps", type=int, default=20)
-    args = cli.parse_args()
-    steps = {"steps": args.steps}
-    align(AlignParams(store=args.store, base_model=args.base_model,
-                      teacher={"base_url": args.teacher_url, "model": args.teacher_model},
-                      junior=steps, senior={**steps, "learning_rate": 5e-5}, revisor=steps))
+    runconfig.add_arguments(cli)
+    cli.add_argument("--store", help="local folder or s3://bucket/prefix (default ./data)")
+    cli.add_argument("--base-model", help=f"default {AlignParams().base_model}")
+    cli.add_argument("--teacher-url", help="the teacher's OpenAI-compatible URL, or 'embedded' (default)")
+    cli.add_argument("--teacher-model", help=f"default {AlignParams().teacher.model}")
+    cli.add_argument("--steps", type=int, help="optimizer steps of each of the three models (default 20)")
+    args = cli.parse_args(argv)
+    flags = {"store": args.store, "base_model": args.base_model, "teacher.base_url": args.teacher_url,
+             "teacher.model": args.teacher_model,
+             **{f"{role}.steps": args.steps for role in ("junior", "senior", "revisor")}}
+    return runconfig.from_cli(align, args, {f"params.{k}": v for k, v in flags.items()}).get("params", AlignParams())
+
+
+if __name__ == "__main__":
+    try:
+        cli_params = _params_from_cli()
+    except (ValueError, runconfig.ConfigError) as exc:
+        raise SystemExit(f"invalid parameters:\n{exc}") from None
+    align(cli_params)

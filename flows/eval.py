@@ -5,6 +5,7 @@ import argparse
 
 from prefect import flow
 
+from embedfactory import runconfig
 from embedfactory.config import EMBEDDED_EMBEDDER, TrainConfig
 from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.report import format_table
@@ -30,11 +31,26 @@ def evaluate(model: str, store: str = "./data", baseline: str = EMBEDDED_EMBEDDE
     return report
 
 
+def _arguments_from_cli(argv: list[str] | None = None) -> dict:
+    cli = argparse.ArgumentParser(description="Run flow `eval`: score a model against a baseline.")
+    runconfig.add_arguments(cli)
+    cli.add_argument("model", nargs="?", help="hub id, folder, or a model folder of the store (or `model` "
+                     "in --config)")
+    cli.add_argument("--store", help="local folder or s3://bucket/prefix (default ./data)")
+    cli.add_argument("--baseline", help=f"default {EMBEDDED_EMBEDDER}")
+    cli.add_argument("--sets", help=f"comma-separated evaluation sets (default {','.join(DEFAULT_SETS)})")
+    args = cli.parse_args(argv)
+    arguments = runconfig.from_cli(evaluate, args, {
+        "model": args.model, "store": args.store, "baseline": args.baseline,
+        "eval_sets": args.sets.split(",") if args.sets else None})
+    if "model" not in arguments:
+        raise runconfig.ConfigError("a model to score is required: give it as the argument or `model` in --config")
+    return arguments
+
+
 if __name__ == "__main__":
-    cli = argparse.ArgumentParser(description="Run flow `eval`.")
-    cli.add_argument("model")
-    cli.add_argument("--store", default="./data")
-    cli.add_argument("--baseline", default=EMBEDDED_EMBEDDER)
-    cli.add_argument("--sets", default=",".join(DEFAULT_SETS))
-    args = cli.parse_args()
-    evaluate(args.model, args.store, args.baseline, args.sets.split(","))
+    try:
+        arguments = _arguments_from_cli()
+    except (ValueError, runconfig.ConfigError) as exc:
+        raise SystemExit(f"invalid parameters:\n{exc}") from None
+    evaluate(**arguments)

@@ -8,7 +8,7 @@ import uuid
 from prefect import flow
 from pydantic import ValidationError
 
-from embedfactory import pipeline
+from embedfactory import pipeline, runconfig
 from embedfactory.config import Endpoint, SynthParams, TrainConfig
 from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.report import format_table
@@ -80,16 +80,19 @@ def _generate_on_pool(ctx, shard, keys, grounded_keys, with_personas):
 
 
 def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
+    """SynthParams from `--config run.yaml` (the keys of deployment synth/main's `parameters:`), then
+    the flags below, then `--set` overrides; every key and value checked before anything runs."""
     cli = argparse.ArgumentParser(description="Run flow `synth` (see SynthParams for every field).")
-    cli.add_argument("--store", default="./data")
+    runconfig.add_arguments(cli)
+    cli.add_argument("--store", help="local folder or s3://bucket/prefix (default ./data)")
     cli.add_argument("--run-id")
-    cli.add_argument("--personas", type=int, default=4)
-    cli.add_argument("--tasks-per-persona", type=int, default=1)
-    cli.add_argument("--examples-per-task", type=int, default=1)
+    cli.add_argument("--personas", type=int, help="default 4")
+    cli.add_argument("--tasks-per-persona", type=int, help="default 1")
+    cli.add_argument("--examples-per-task", type=int, help="default 1")
     cli.add_argument("--task-mix", help="weights per task type, e.g. retrieval=7,classification=7,sts=7 "
                      "(default: SPEED's mix)")
-    cli.add_argument("--base-url", default="embedded", help="OpenAI-compatible URL, or 'embedded'")
-    cli.add_argument("--model", default=Endpoint().model)
+    cli.add_argument("--base-url", help="OpenAI-compatible URL, or 'embedded' (default)")
+    cli.add_argument("--model", help=f"the generator's model (default {Endpoint().model})")
     cli.add_argument("--slots", type=int, help=f"embedded server: requests decoded together "
                      f"(default {Endpoint().slots}; the client keeps that many in flight)")
     cli.add_argument("--ctx-per-slot", type=int, help=f"embedded server: context tokens per slot "
@@ -103,24 +106,26 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
     cli.add_argument("--corpus", help="your documents (JSON lines/Parquet with id, title, text; a BEIR "
                      "folder; a datasets folder or hub id): write queries grounded in their passages")
     cli.add_argument("--documents", type=int, help="with --corpus: documents sampled (default: all)")
-    cli.add_argument("--grounded-share", type=float, default=1.0, help="with --corpus: share of grounded "
+    cli.add_argument("--grounded-share", type=float, help="with --corpus: share of grounded "
                      "rows; 1 (default) skips the brainstormed stages")
     cli.add_argument("--no-train", action="store_true")
     args = cli.parse_args(argv)
-    return SynthParams(
-        store=args.store, run_id=args.run_id,
-        synth={"personas": args.personas, "tasks_per_persona": args.tasks_per_persona,
-               "examples_per_task": args.examples_per_task, "revise": not args.no_revise,
-               **({"task_mix": _weights(args.task_mix)} if args.task_mix else {})},
-        generator={"base_url": args.base_url, "model": args.model,
-                   **({"slots": args.slots} if args.slots else {}),
-                   **({"ctx_per_slot": args.ctx_per_slot} if args.ctx_per_slot else {})},
-        grounded={"corpus": args.corpus, "documents": args.documents, "share": args.grounded_share},
-        revisor=({"base_url": args.revisor_url, "model": args.revisor_model or args.model}
-                 if args.revisor_url else None),
-        brainstormer=({"base_url": args.brainstorm_url, "model": args.brainstorm_model or args.model}
-                      if args.brainstorm_url else None),
-        train=None if args.no_train else TrainConfig())
+    flags = {"store": args.store, "run_id": args.run_id, "synth.personas": args.personas,
+             "synth.tasks_per_persona": args.tasks_per_persona, "synth.examples_per_task": args.examples_per_task,
+             "synth.task_mix": _weights(args.task_mix) if args.task_mix else None,
+             "synth.revise": False if args.no_revise else None,
+             "generator.base_url": args.base_url, "generator.model": args.model, "generator.slots": args.slots,
+             "generator.ctx_per_slot": args.ctx_per_slot, "grounded.corpus": args.corpus,
+             "grounded.documents": args.documents, "grounded.share": args.grounded_share}
+    flags = {f"params.{key}": value for key, value in flags.items()}
+    given = runconfig.read(args.config).get("params") or {}
+    model = args.model or (given.get("generator") or {}).get("model") or Endpoint().model
+    for role, url, name in (("revisor", args.revisor_url, args.revisor_model),
+                            ("brainstormer", args.brainstorm_url, args.brainstorm_model)):
+        flags[f"params.{role}"] = {"base_url": url, "model": name or model} if url else None
+    if args.no_train:
+        args.set = ["params.train=null", *args.set]
+    return runconfig.from_cli(synth, args, flags).get("params", SynthParams())
 
 
 def _weights(text: str) -> dict[str, str]:
@@ -131,7 +136,7 @@ def _weights(text: str) -> dict[str, str]:
 if __name__ == "__main__":
     try:
         cli_params = _params_from_cli()
-    except ValidationError as exc:  # bad sizes or task types: say so before anything starts
+    except (ValidationError, runconfig.ConfigError) as exc:  # bad keys, sizes or task types: before anything starts
         raise SystemExit(f"invalid parameters:\n{exc}") from None
     result = synth(cli_params)
     print(f"\nrun {result['run_id']}\n{format_table(result['summary'])}\n"

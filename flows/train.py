@@ -1,10 +1,12 @@
 """Flow `train`: fine-tune an embedding model on a published dataset, then evaluate it."""
 from __future__ import annotations
 
+import argparse
 import uuid
 
 from prefect import flow
 
+from embedfactory import runconfig
 from embedfactory.config import TrainConfig
 from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.publish import resolve_dataset
@@ -28,3 +30,25 @@ def train(store: str = "./data", dataset: str = "synth", version: str | None = N
     print(f"model: {report['model_path']}\nloss: {report['losses'][0]} -> {report['losses'][-1]} "
           f"over {report['steps']} steps")
     return report
+
+
+def _arguments_from_cli(argv: list[str] | None = None) -> dict:
+    cli = argparse.ArgumentParser(description="Run flow `train`: fine-tune on a published dataset, then "
+                                  "evaluate (see TrainConfig for every field of `config`).")
+    runconfig.add_arguments(cli)
+    cli.add_argument("--store", help="local folder or s3://bucket/prefix (default ./data)")
+    cli.add_argument("--dataset", help="published dataset name (default synth)")
+    cli.add_argument("--version", help="dataset version (default: the latest)")
+    cli.add_argument("--base-model", help=f"model to fine-tune (default {TrainConfig().base_model})")
+    cli.add_argument("--epochs", type=int)
+    args = cli.parse_args(argv)
+    return runconfig.from_cli(train, args, {"store": args.store, "dataset": args.dataset, "version": args.version,
+                                            "config.base_model": args.base_model, "config.epochs": args.epochs})
+
+
+if __name__ == "__main__":
+    try:
+        arguments = _arguments_from_cli()
+    except (ValueError, runconfig.ConfigError) as exc:
+        raise SystemExit(f"invalid parameters:\n{exc}") from None
+    train(**arguments)

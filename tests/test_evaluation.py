@@ -129,6 +129,20 @@ def test_a_trained_model_carries_its_query_prompt_and_evaluation_applies_it(tmp_
     assert got == pytest.approx(evalsets.retrieval_scores(bare, prefixed))
     texts = list(QUERIES.values())
     np.testing.assert_allclose(embedders(model).queries(texts), bare([prompt + t for t in texts]), atol=1e-5)
+    np.testing.assert_allclose(model.encode(texts, prompt_name="query"), bare([prompt + t for t in texts]), atol=1e-5)
+    # sentence-transformers' own card, its YAML front matter first, written without the Hub
+    import yaml
+    readme = (tmp_path / "model" / "README.md").read_text()
+    assert readme.startswith("---\n")
+    front = yaml.safe_load(readme.split("---\n")[1])
+    assert front["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert front["library_name"] == "sentence-transformers" and front["pipeline_tag"] == "sentence-similarity"
+    assert {"embedfactory", "synthetic-data", cfg.loss} <= set(front["tags"])
+    from embedfactory.training.job import with_section
+    placed = with_section(readme, "## Training (embedfactory)\n")
+    assert placed.split("---\n")[1] == readme.split("---\n")[1]  # the front matter stays first, whole
+    assert placed.split("---\n", 2)[2].lstrip().startswith("## Training (embedfactory)")
+    assert with_section("# a card", "## Training (embedfactory)\n") == "## Training (embedfactory)\n\n# a card"
     np.testing.assert_allclose(embedders(model).documents(texts), bare(texts), atol=1e-5)
     assert not np.allclose(embedders(model).queries(texts), bare(texts), atol=1e-3)
     # the base model has no prompts: its queries go in bare

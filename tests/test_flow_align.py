@@ -18,6 +18,9 @@ def tiny_qwen(tmp_path_factory):
 
     from embedfactory.models import local_gguf
 
+    import torch
+
+    torch.manual_seed(0)  # the same random weights every run: the same junior answers for the teacher to judge
     folder = tmp_path_factory.mktemp("tiny-qwen")
     tokenizer = AutoTokenizer.from_pretrained(local_gguf().parent, gguf_file=local_gguf().name)  # Qwen's own
     Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,

@@ -56,6 +56,7 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     base = SentenceTransformer(embedding_model_path(params.train.base_model)).encode(probe)
     assert tuned.shape == (2, 384) and not np.allclose(tuned, base, atol=1e-5)  # the steps moved the weights
     card = (Path(training["model_path"]) / "README.md").read_text()
+    assert card.startswith("---\n") and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "## Training (embedfactory)" in card and first["dataset"]["sha256"] in card
     (main,) = [r for r in training["evaluation"]["rows"] if r["main"]]  # base vs fine-tuned, held out
     assert main["set"] == "stsb-200" and main["metric"] == "spearman" and 0.7 < main["base"] < 0.95

@@ -108,6 +108,18 @@ BAD = {
         "S1": "A concise, coherent description of a scenario or event that might be useful for retrieval tasks.",
         "S2": "An informative but not very clear description of the same scenario or event.",
         "S3": "A story about a city at night."}),
+    # from the 96-persona mix run's published rows (/work/bmix2; the sentences after the quoted
+    # openings shortened here)
+    "S2 comments on itself": ("echo", "sts", STS, sts("sentence"), {
+        "S1": "The planets of our solar system orbit the sun on nearly flat paths.",
+        "S2": "This sentence accurately describes the scenario where planets move around the sun.",
+        "S3": "Saturn's rings are made mostly of ice."}),
+    "S3 explains a word": ("echo", "sts", STS, sts("sentence"), {
+        "S1": "The planets of our solar system orbit the sun on nearly flat paths.",
+        "S2": "Planets travel around the sun in almost level orbits.",
+        "S3": "In this sentence, we see that the word 'planets' refers to large bodies."}),
+    "sentences of one or two words": ("sts", "sts", STS, sts("sentence"), {
+        "S1": "Business", "S2": "Small Business", "S3": "Bakeries"}),
     "pangram filler": ("degenerate", "sts", STS, sts("passage"), {
         "S1": "The quick brown fox jumps over the lazy dog", "S2": "A cat chased a mouse in the park",
         "S3": "A group of children playing with toys"}),
@@ -163,6 +175,10 @@ GOOD = {
     "sts sharing words": ("sts", STS, sts("sentence"), {
         "S1": "The sun is shining brightly.", "S2": "The sun is also bright as it appears in the sky.",
         "S3": "The sun is much more colorful than it appears."}),
+    "sts phrases may be one word": ("sts", STS, sts("phrase"), {
+        "S1": "Small business loans", "S2": "Loans for small firms", "S3": "Bakeries"}),
+    "sts sentences in Chinese": ("sts", STS, {**sts("sentence"), "language": "Chinese"}, {
+        "S1": "今天天气很好。", "S2": "今天是晴天。", "S3": "我喜欢吃苹果。"}),
     "sts": ("sts", STS, sts("passage"), {
         "S1": "A person named Tim was walking to his workplace.",
         "S2": "Tim had just finished his morning shower and decided he wanted to go for a walk home.",

@@ -53,13 +53,21 @@ def load_guide(cfg: TrainConfig, device: torch.device):
     return guide
 
 
-def save_student(model, output_dir: str, query_prompt: str = "") -> None:
+def save_student(model, output_dir: str, query_prompt: str = "", base_model: str | None = None,
+                 tags: tuple[str, ...] = ()) -> None:
     """Save a plain sentence-transformers folder whose prompts are the ones training used: `query_prompt`
-    for queries (sentence-transformers' `encode_query` applies it), none for documents."""
+    for queries (`encode(q, prompt_name="query")` and `encode_query` apply it), none for documents.
+    Its README is sentence-transformers' own model card, written offline: `base_model` (a Hub id) and
+    `tags` go into its YAML front matter."""
     if hasattr(model[0].auto_model, "merge_and_unload"):  # LoRA: fold the adapters into the weights
         model[0].auto_model = model[0].auto_model.merge_and_unload()
     model.prompts = {"query": query_prompt, "document": ""}  # a base model's own prompts no longer apply
     model.default_prompt_name = None
+    card = model.model_card_data
+    card.local_files_only = True  # nothing is looked up on the Hub while saving
+    if base_model:
+        card.base_model = base_model
+    card.add_tags(["embedfactory", *tags])
     model.save(output_dir)
 
 

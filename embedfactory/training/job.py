@@ -75,6 +75,14 @@ def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
         f"- {report['steps']} steps, loss {report['losses'][0]} -> {report['losses'][-1]}", ""])
 
 
+def with_section(readme: str, section: str) -> str:
+    """`section` placed right after the README's YAML front matter (the Hub reads its metadata only
+    at the very top), or at the top when there is none."""
+    if readme.startswith("---\n") and (end := readme.find("\n---\n", 4)) != -1:
+        return f"{readme[:end + 5]}\n{section}\n{readme[end + 5:]}"
+    return f"{section}\n{readme}"
+
+
 def schedule_line(cfg: TrainConfig) -> str:
     warmup = f"{cfg.warmup_ratio:.0%} of steps warmup, then " if cfg.warmup_ratio else ""
     clip = f"gradient norm clipped at {cfg.max_grad_norm}" if cfg.max_grad_norm else "no gradient clipping"
@@ -100,8 +108,7 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
         report = trainer.train_contrastive(rows, cfg, tmp, progress, checkpoints)
         report["skipped_rows"] = published - report["rows"]
         readme = Path(tmp) / "README.md"
-        existing = readme.read_text() if readme.exists() else ""
-        readme.write_text(model_card(card, cfg, report) + "\n" + existing)
+        readme.write_text(with_section(readme.read_text() if readme.exists() else "", model_card(card, cfg, report)))
         store.upload_dir(tmp, f"{out}/model")
     report.update(fingerprint=fp, run_token=run_token, model_path=f"{out}/model", labels=labels,
                   dataset={"path": dataset_path, "sha256": card["sha256"]}, config=cfg.model_dump())

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
+from ..models import hub_id
 from .encoder import Encoder, load_guide, load_student, pick_device, save_student
 from .gist import gist_loss
 from .loss import in_batch_infonce
@@ -121,7 +122,7 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
             epoch_end(ends[step], model)
             model.train()
     seconds = round(time.monotonic() - started, 2)
-    save_student(model, output_dir, cfg.query_prompt())
+    save_student(model, output_dir, cfg.query_prompt(), hub_id(cfg.base_model), ("synthetic-data", cfg.loss))
     return {"losses": losses, "steps": len(plan), "rows": len(rows), "skipped_rows": given - len(rows),
             "device": str(device), "seconds": seconds}
 

@@ -1,0 +1,131 @@
+"""One configuration format for every flow: a YAML file of the flow's parameters, with the same keys
+as its deployment's `parameters:` in deployments/prefect.yaml, then command-line overrides.
+
+    python -m flows.synth --config run.yaml --set params.synth.personas=8
+
+Every key is checked against the flow's signature and the pydantic models under it before anything
+runs; an unknown key fails with the valid keys at that level listed."""
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, TypeAdapter
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the flow's parameters."""
+
+
+def read(path: str | Path | None) -> dict:
+    """The mapping in a YAML file (empty for no file)."""
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must hold a mapping of parameter names, not {type(data).__name__}")
+    return data
+
+
+def override(config: dict, assignments: list[str]) -> dict:
+    """`config` with each `dotted.key=value` set (the value read as YAML: 8, true, null, [a, b])."""
+    out = _copy(config)
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE (dotted keys for nested ones), not {item!r}")
+        put(out, key.strip(), yaml.safe_load(text) if text.strip() else None)
+    return out
+
+
+def put(config: dict, key: str, value) -> None:
+    """Set `config[a][b][c] = value` for key 'a.b.c', making the mappings on the way."""
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+        if node.get(name) is None:
+            node[name] = {}
+        if not isinstance(node[name], dict):
+            raise ConfigError(f"{key}: {name} is {node[name]!r}, not a mapping")
+        node = node[name]
+    node[leaf] = value
+
+
+def flow_arguments(fn, config: dict, source: str = "config") -> dict:
+    """The keyword arguments for flow function `fn` (or a Prefect flow) from `config`: unknown keys
+    rejected with the valid ones listed, then each value validated against its annotation (pydantic
+    models built, so a bad value fails here with its field named)."""
+    fn = getattr(fn, "fn", fn)  # a Prefect Flow wraps the function
+    hints = typing.get_type_hints(fn)
+    parameters = inspect.signature(fn).parameters
+    check_keys(config, {n: hints.get(n) for n in parameters}, source)
+    out = {}
+    for name, value in config.items():
+        default = parameters[name].default
+        if isinstance(default, BaseModel) and isinstance(value, dict):  # a key given changes that key only
+            value = _merged(default.model_dump(), value)
+        try:
+            out[name] = TypeAdapter(hints[name]).validate_python(value) if name in hints else value
+        except ValueError as exc:
+            raise ConfigError(f"{source}: invalid {name}:\n{exc}") from None
+    return out
+
+
+def check_keys(config: dict, fields: dict[str, typing.Any], source: str, path: str = "") -> None:
+    """Raise for the first key of `config` (recursively, through pydantic models) not in `fields`."""
+    for key, value in config.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key {path + key!r}; valid keys{' of ' + path[:-1] if path else ''}: "
+                              f"{', '.join(fields)}")
+        model = _model_of(fields[key])
+        if model is not None and isinstance(value, dict):
+            check_keys(value, {n: f.annotation for n, f in model.model_fields.items()}, source, f"{path}{key}.")
+
+
+def _model_of(annotation) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (`Model`, `Model | None`), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [m for a in typing.get_args(annotation) if (m := _model_of(a)) is not None]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def from_cli(fn, args, flags: dict) -> dict:
+    """A flow's keyword arguments from parsed `args` (its `--config`, `--set`): the file, then each
+    flag given (`flags`: dotted key -> value, None for not given), then the `--set` overrides."""
+    config = read(args.config)
+    for key, value in flags.items():
+        if value is not None:
+            put(config, key, value)
+    return flow_arguments(fn, override(config, args.set), args.config or "command line")
+
+
+def _merged(base: dict, given: dict) -> dict:
+    out = dict(base)
+    for key, value in given.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def _copy(value):
+    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def add_arguments(cli) -> None:
+    """The two options every flow's command line has."""
+    cli.add_argument("--config", help="YAML file of the flow's parameters (the keys of its deployment's "
+                     "`parameters:` in deployments/prefect.yaml)")
+    cli.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one parameter, dotted for nested keys (repeatable)")

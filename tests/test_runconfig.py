@@ -1,0 +1,89 @@
+"""One configuration format for every flow: `--config run.yaml` (the deployment's parameter keys),
+flags and `--set` overrides, every key checked before anything runs."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from embedfactory import runconfig
+from embedfactory.align.config import AlignParams
+from embedfactory.config import SynthParams, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_synth_reads_the_deployments_own_parameters_and_flags_and_set_override_them(tmp_path):
+    from flows.synth import _params_from_cli
+
+    deployment = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())["deployments"][0]
+    assert deployment["entrypoint"] == "flows/synth.py:synth"
+    config = write(tmp_path, yaml.safe_dump(deployment["parameters"]))
+    params = _params_from_cli(["--config", config])
+    assert params.synth.personas == 64 and params.generator.model == "Qwen/Qwen2.5-7B-Instruct"
+    assert params.generator.concurrency == 64 and params.fan_out == "synth-shard/gpu"
+    assert params.synth.max_attempts == SynthParams().synth.max_attempts  # keys not given keep their defaults
+
+    params = _params_from_cli(["--config", config, "--personas", "8", "--set", "params.synth.personas=9",
+                               "--set", "params.train.epochs=2", "--revisor-url", "http://r:8000/v1"])
+    assert params.synth.personas == 9 and params.synth.tasks_per_persona == 2  # --set last, file kept
+    assert params.train.epochs == 2 and params.train.batch_size == TrainConfig().batch_size
+    assert params.revisor.base_url == "http://r:8000/v1" and params.revisor.model == "Qwen/Qwen2.5-7B-Instruct"
+    assert _params_from_cli(["--config", config, "--no-train"]).train is None
+    assert _params_from_cli([]) == SynthParams()
+
+
+def test_unknown_keys_fail_with_the_valid_ones_listed(tmp_path):
+    from flows.synth import _params_from_cli
+
+    config = write(tmp_path, "params:\n  synth:\n    persona: 8\n")
+    with pytest.raises(runconfig.ConfigError, match="unknown key 'params.synth.persona'; valid keys of "
+                                                    "params.synth: personas, "):
+        _params_from_cli(["--config", config])
+    with pytest.raises(runconfig.ConfigError, match="unknown key 'parms'; valid keys: params"):
+        _params_from_cli(["--config", write(tmp_path, "parms: {}\n")])
+    with pytest.raises(runconfig.ConfigError, match="greater than 0"):  # values validated too
+        _params_from_cli(["--set", "params.synth.personas=0"])
+    with pytest.raises(runconfig.ConfigError, match="must hold a mapping"):
+        _params_from_cli(["--config", write(tmp_path, "- a\n- b\n")])
+    with pytest.raises(runconfig.ConfigError, match="KEY=VALUE"):
+        _params_from_cli(["--set", "personas"])
+
+
+def test_train_eval_and_align_take_the_same_format(tmp_path):
+    from flows.align import _params_from_cli as align_cli
+    from flows.eval import _arguments_from_cli as eval_cli
+    from flows.train import _arguments_from_cli as train_cli
+
+    got = train_cli(["--config", write(tmp_path, "store: /s\nconfig:\n  temperature: 0.02\n  epochs: 3\n"),
+                     "--epochs", "4", "--set", "version=v2"])
+    assert got["store"] == "/s" and got["version"] == "v2"
+    assert got["config"] == TrainConfig(temperature=0.02, epochs=4)
+    with pytest.raises(runconfig.ConfigError, match="unknown key 'config.epoch'; valid keys of config: "):
+        train_cli(["--set", "config.epoch=3"])
+
+    got = eval_cli(["--config", write(tmp_path, "model: /m\neval_sets: [stsb-test]\n"), "--baseline", "b"])
+    assert got == {"model": "/m", "eval_sets": ["stsb-test"], "baseline": "b"}
+    with pytest.raises(runconfig.ConfigError, match="a model to score is required"):
+        eval_cli([])
+
+    params = align_cli(["--steps", "3", "--set", "params.candidates=2"])
+    assert params.candidates == 2 and params.junior.steps == params.senior.steps == 3
+    assert params.senior.learning_rate == AlignParams().senior.learning_rate  # the senior's own default kept
+
+
+@pytest.mark.parametrize("flow", ["synth", "train", "eval", "align"])
+def test_every_flow_has_a_help_and_refuses_bad_keys_before_starting(flow, tmp_path):
+    shown = subprocess.run([sys.executable, "-m", f"flows.{flow}", "--help"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0 and "--config" in shown.stdout and "--set KEY=VALUE" in shown.stdout
+    bad = subprocess.run([sys.executable, "-m", f"flows.{flow}", "--set", "nope=1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "unknown key 'nope'" in bad.stderr
