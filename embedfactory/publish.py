@@ -1,4 +1,6 @@
-"""Publish the kept rows of a run as a training set in sentence-transformers' column layout."""
+"""Publish the kept rows of a run as a training set in sentence-transformers' column layout, in the
+Hugging Face Hub's file layout (`data/train-00000-of-00001.parquet` beside a README dataset card,
+hub.py), so `datasets.load_dataset(folder)` loads it and the folder can be pushed as it is."""
 from __future__ import annotations
 
 import os
@@ -10,18 +12,22 @@ from .schemas import DATASET
 from .store import StageDir, Store
 
 
+DATA_FILE = "data/train-00000-of-00001.parquet"  # the Hub's name for a one-file train split
+LEGACY_FILE = "part-00000.parquet"  # where datasets published before the Hub layout keep their rows
+
+
 def dataset_dir(store: Store, name: str, version: str) -> str:
     return store.path("datasets", name, version)
 
 
 def publish(store: Store, verdicts: StageDir, name: str, version: str, card: dict) -> dict:
-    """Write `datasets/<name>/<version>/part-00000.parquet` and its `card.json`; idempotent."""
+    """Write `datasets/<name>/<version>/data/train-00000-of-00001.parquet` and its `card.json`; idempotent."""
     table = verdicts.read()
     kept = table.filter(pc.equal(table["kept"], True))
     out = kept.rename_columns([{"task": "instruction"}.get(c, c) for c in kept.column_names]).select(DATASET.names)
     out = out.cast(DATASET)
     path = dataset_dir(store, name, version)
-    sha = store.write_table(f"{path}/part-00000.parquet", out)
+    sha = store.write_table(f"{path}/{DATA_FILE}", out)
     counts = pc.value_counts(out["task_type"]).to_pylist() if out.num_rows else []
     summary = {"name": name, "version": version, "rows": out.num_rows, "sha256": sha,
                "columns": DATASET.names,
@@ -52,13 +58,13 @@ def published_cards(store: Store, exclude_version: str | None = None) -> list[di
 
 
 def read_dataset(store: Store, path: str) -> pa.Table:
-    return store.read_table(f"{path}/part-00000.parquet")
+    return store.read_table(f"{path}/{DATA_FILE}" if store.exists(f"{path}/{DATA_FILE}") else f"{path}/{LEGACY_FILE}")
 
 
 def data_files(store: Store, path: str, expires_s: int = 3600) -> list[str]:
     """What `datasets.load_dataset("parquet", data_files=...)` reads a published set from: local file
     paths, or for a bucket presigned HTTPS URLs (no s3fs needed; boto3 signs with the store's settings)."""
-    files = [p for p in store.list(path) if p.endswith(".parquet")]
+    files = [p for p in (f"{path}/{DATA_FILE}", f"{path}/{LEGACY_FILE}") if store.exists(p)][:1]
     if store.is_local:
         return files
     import boto3

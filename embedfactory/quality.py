@@ -105,7 +105,18 @@ def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[Sh
         "duplicates": {**dict(duplicates),
                        "rate": round(dropped_as_duplicates / len(verdicts), 3) if verdicts else 0.0},
         "llm_usage": usage,
+        "prompt_versions": {name: sorted(versions) for name, versions in sorted(_prompt_versions(stage_rows).items())},
     }
+
+
+def _prompt_versions(stage_rows: dict[str, list[dict]]) -> dict[str, set[str]]:
+    """Each prompt the run's rows were made with, and its template version(s)."""
+    out: dict[str, set[str]] = {}
+    for rows in stage_rows.values():
+        for r in rows:
+            if r.get("prompt_name") and r.get("prompt_version"):
+                out.setdefault(r["prompt_name"], set()).add(r["prompt_version"])
+    return out
 
 
 def to_markdown(report: dict) -> str:
@@ -127,6 +138,7 @@ def to_markdown(report: dict) -> str:
                   f"{alignment['teacher_calls_per_example']} per example (SPEED "
                   f"{alignment['speed_calls_per_example']}, E5-mistral {alignment['e5_mistral_calls_per_example']})"]
     for title in ("by_task_type", "rejection_reasons", "filter_drops", "duplicates", "revisor",
-                  "lengths_in_words"):
-        lines += ["", f"## {title.replace('_', ' ')}", "", "```json", json.dumps(report[title], indent=1), "```"]
+                  "lengths_in_words", "prompt_versions"):
+        if title in report:  # prompt_versions: not in reports written before it
+            lines += ["", f"## {title.replace('_', ' ')}", "", "```json", json.dumps(report[title], indent=1), "```"]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ DATASET_COLUMNS = ["anchor", "positive", "negative", "instruction", "task_type",
 
 
 @pytest.mark.slow
-def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect_api, llm_server):
+def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect_api, llm_server, capsys):
     endpoint, url = llm_server
     params = tiny(tmp_path, endpoint.model_copy(update={"base_url": url}))
     first = synth(params)
@@ -37,10 +37,22 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     assert all(v["rank"] >= 1 for v in verdicts)
     assert all((v["drop_reason"] is None) == v["kept"] for v in verdicts)
 
-    dataset = pq.read_table(Path(first["dataset"]["path"]) / "part-00000.parquet")
+    dataset = pq.read_table(Path(first["dataset"]["path"]) / "data" / "train-00000-of-00001.parquet")
     assert dataset.column_names == DATASET_COLUMNS
     assert dataset.num_rows == sum(v["kept"] for v in verdicts) > 0
     rows = dataset.to_pylist()
+    from datasets import load_dataset  # the published folder is a Hub dataset: its README card says how to load it
+    assert load_dataset(first["dataset"]["path"], split="train").to_list() == rows
+    assert (Path(first["dataset"]["path"]) / "README.md").read_text().startswith("---\n")
+
+    from embedfactory.__main__ import main  # inspecting the run as a user would: counts, reasons, lineage
+    main(["show", str(tmp_path)])
+    shown = capsys.readouterr().out
+    assert f"run {first['run_id']}" in shown and f"lineage of {rows[0]['example_id']}" in shown
+    for stage in STAGES:
+        assert f"\n{stage} " in shown and f"[{stage}]" in shown  # a count line and a lineage step each
+    main(["show", str(tmp_path), "--stage", "tasks", "-n", "1"])
+    assert "rows of tasks" in capsys.readouterr().out
     assert all(r["persona_id"] and r["task_id"] and r["example_id"] and r["instruction"] for r in rows)
     assert all((r["negative"] is None) or r["negative"] != r["positive"] for r in rows)
     assert {r["task_type"] for r in rows} <= {"retrieval", "classification", "sts", "short-short"}

@@ -98,7 +98,7 @@ def test_synth_with_a_corpus_writes_gated_round_trip_filtered_queries(tmp_path, 
             assert row["rank"] == 1  # round trip with k = 1: its own passage comes back first
         elif row["drop_reason"].startswith("ranking"):
             assert row["rank"] > 1
-    dataset = pq.read_table(Path(result["dataset"]["path"]) / "part-00000.parquet").to_pylist()
+    dataset = pq.read_table(Path(result["dataset"]["path"]) / "data" / "train-00000-of-00001.parquet").to_pylist()
     assert len(dataset) == sum(v["kept"] for v in verdicts)
     assert all(r["source_id"] in by_id and r["instruction"] == params.grounded.instruction for r in dataset)
     quality = result["dataset"]["quality"]

@@ -144,7 +144,7 @@ def test_synth_main_fans_generation_out_to_the_gpu_pool(server_env, tmp_path, ll
     summary = {row["stage"]: row for row in json.loads((run_dir / "summary.json").read_text())}
     assert summary["tasks"]["shards"] == summary["revised"]["shards"] == 2  # two persona chunks
     assert all(summary[s]["llm_calls"] > 0 for s in ("personas", "tasks", "examples", "revised"))
-    (dataset,) = (store / "datasets" / "synth").glob("run-*/part-00000.parquet")
+    (dataset,) = (store / "datasets" / "synth").glob("run-*/data/train-00000-of-00001.parquet")
     assert pq.read_table(dataset).num_rows == summary["verdicts"]["rows_out"] > 0
 
     shard_runs = _flow_runs(server_env, "synth-shard")
@@ -207,7 +207,7 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_regenerates_no_finished_sha
     revised = pq.read_table(run_dir / "revised").to_pylist()
     assert len(examples) == len({r["example_id"] for r in examples}) == 2 * len(tasks) > 0  # 2 per task
     assert sorted(r["example_id"] for r in revised) == sorted(r["example_id"] for r in examples)
-    dataset = pq.read_table(tmp_path / "store" / "datasets" / "synth" / "crash" / "part-00000.parquet")
+    dataset = pq.read_table(tmp_path / "store" / "datasets" / "synth" / "crash" / "data" / "train-00000-of-00001.parquet")
     ids = dataset.column("example_id").to_pylist()
     assert len(ids) == len(set(ids)) > 0
 
@@ -226,5 +226,5 @@ def test_concurrent_runs_with_different_run_ids_keep_to_their_own_folders(server
         tokens[run_id] = found.pop()
         manifest = json.loads((tmp_path / "store" / "runs" / run_id / "revised" / "_manifest.json").read_text())
         assert manifest["run_id"] == run_id
-        assert (tmp_path / "store" / "datasets" / "synth" / run_id / "part-00000.parquet").exists()
+        assert (tmp_path / "store" / "datasets" / "synth" / run_id / "data" / "train-00000-of-00001.parquet").exists()
     assert tokens["night-a"] != tokens["night-b"]

@@ -46,7 +46,7 @@ def test_a_run_on_s3_writes_everything_to_the_bucket_and_resumes_from_it(tmp_pat
         assert f"{run}/{stage}/_manifest.json" in stored
         assert any(k.startswith(f"{run}/{stage}/part-") for k in stored)
     version = first["dataset"]["version"]
-    assert f"nightly/datasets/synth/{version}/part-00000.parquet" in stored
+    assert f"nightly/datasets/synth/{version}/data/train-00000-of-00001.parquet" in stored
     assert first["training"]["model_path"].startswith("factory/nightly/models/")
     model = first["training"]["model_path"].split("/", 1)[1]
     assert f"{model}/model.safetensors" in stored and f"{model}/README.md" in stored
