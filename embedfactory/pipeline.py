@@ -226,6 +226,13 @@ def grounded_chunks(params: SynthParams) -> list[str]:
     return [f"g{i:05d}" for i in range((n + size - 1) // size)]
 
 
+def stage_shards(params: SynthParams, stage: str) -> int | None:
+    """How many shards a stage of the run has (for progress over the whole stage)."""
+    chunks, grounded = len(persona_chunks(params)), len(grounded_chunks(params))
+    return {"personas": 1, "tasks": chunks, "examples": chunks, "revised": chunks, "grounded": grounded,
+            "corpus": chunks + len(corpus_keys(params)), "verdicts": chunks + grounded}.get(stage) or None
+
+
 def needs_personas(params: SynthParams) -> bool:
     return bool(persona_chunks(params)) or (bool(params.grounded.corpus) and params.grounded.personas)
 

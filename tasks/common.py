@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
+import time
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -14,6 +16,7 @@ from prefect.filesystems import WritableFileSystem
 
 from embedfactory.ids import stable_hash
 from embedfactory.llm.liveness import ServerDied
+from embedfactory.progress import Meter, Throttle, stage_meter
 from embedfactory.store import Store
 
 RETRIES = 2
@@ -94,23 +97,36 @@ def logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("embedfactory")
 
 
-def progress(label: str):
-    """A callback (done, total) that logs every tenth and drives a progress artifact in the UI."""
-    log = logger()
-    artifact = None
-    if TaskRunContext.get():
-        artifact = create_progress_artifact(0.0, description=label)
-    last_tenth = -1
+def progress(label: str, unit: str = "rows", stage: tuple[str, str, str] | None = None, shards: int | None = None,
+             clock=time.monotonic):
+    """A callback (done, total[, loss]) reporting rows (or steps) done, rate and ETA: a bar on an
+    interactive terminal, otherwise a log line at each tenth and at least every 30 s, and a Prefect
+    progress artifact in the UI. `stage`: (run_id, stage, shard key), to add the whole stage's line
+    (its `shards` shards in this process)."""
+    log, meter, throttle = logger(), Meter(label, unit, clock), Throttle(clock=clock)
+    whole = stage_meter(stage[0], stage[1], shards, clock) if stage else None
+    artifact = create_progress_artifact(0.0, description=label) if TaskRunContext.get() else None
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
 
-    def report(done: int, total: int) -> None:
-        nonlocal last_tenth
-        tenth = (10 * done) // max(total, 1)
-        if tenth == last_tenth:
+        bar = tqdm(desc=label, unit=unit[:-1] if unit.endswith("s") else unit, leave=False)
+
+    def report(done: int, total: int, loss: float | None = None) -> None:
+        meter.update(done, total)
+        if whole is not None:
+            whole.update(stage[2], done, total)
+        extra = f", loss {loss:.4f}" if loss is not None else ""
+        if bar is not None:
+            bar.total, bar.n = total, done
+            bar.set_postfix_str(extra.lstrip(", "), refresh=True)
+        if not throttle.due(done, total):
             return
-        last_tenth = tenth
-        log.info("%s: %d/%d", label, done, total)
+        line = meter.line(extra) + (f" | {whole.line()}" if whole is not None else "")
+        if bar is None or done >= total:
+            log.info("%s", line)
         if artifact is not None:
-            update_progress_artifact(artifact, 100.0 * done / max(total, 1), _sync=True)
+            update_progress_artifact(artifact, 100.0 * done / max(total, 1), description=line, _sync=True)
 
     return report
 

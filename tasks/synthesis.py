@@ -24,7 +24,9 @@ def _shard_cache_key(_context, parameters) -> str:
 @task(**SHARD_TASK, task_run_name="{stage}-{key}", cache_key_fn=_shard_cache_key)
 def run_stage_shard(stage: str, ctx: pipeline.RunContext, key: str, upstream: list[ShardRecord],
                     side: list[ShardRecord] | None = None) -> ShardRecord:
-    return pipeline.run_shard(STAGES[stage], ctx, key, upstream, side or [], progress(f"{stage} shard {key}"))
+    report = progress(f"{stage} shard {key}", stage=(ctx.run_id, stage, key),
+                      shards=pipeline.stage_shards(ctx.params, stage))
+    return pipeline.run_shard(STAGES[stage], ctx, key, upstream, side or [], report)
 
 
 def chain_name(parameters: dict) -> str:

@@ -12,9 +12,8 @@ from .evaluation import evaluate_model
 
 @task(**{**SHARD_TASK, "persist_result": False}, task_run_name="train-{cfg.base_model}")
 def train_model(store: str, dataset_path: str, cfg: TrainConfig, run_token: str) -> dict:
-    report = progress("train")
-    return train_on_dataset(store, dataset_path, cfg, run_token,
-                            lambda step, total, loss: report(step, total))
+    report = progress("train", unit="steps")
+    return train_on_dataset(store, dataset_path, cfg, run_token, report)  # (step, total, loss)
 
 
 def train_then_evaluate(store: str, dataset_path: str, cfg: TrainConfig, run_token: str) -> dict:
