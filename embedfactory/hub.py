@@ -93,6 +93,8 @@ def dataset_card(card: dict, table: pa.Table, quality: dict | None = None, evalu
              f"- filter: ranking consistency with `{filt.get('model')}` (top-k {filt.get('topk')}, per task "
              f"type), {filt.get('mined_negatives')} hard negatives mined from ranks {filt.get('mine_range')}",
              f"- prompt versions: {json.dumps((quality or {}).get('prompt_versions')) if quality else 'in the stage rows'}"]
+    if quality and quality.get("attributes"):
+        lines += ["", "![attribute shares: recipe, drawn, kept](attributes.png)"]
     if quality:  # gates and their rejects, filter drops, attribute histograms, LLM usage
         lines += ["", *("#" + line if line.startswith("#") else line for line in to_markdown(quality).splitlines())]
     if evaluation:
@@ -149,7 +151,7 @@ def push_dataset(store: Store, path: str, repo_id: str, private: bool = True, wi
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(store.read_bytes(file))
                     stages.setdefault(stage, store.read_table(file).schema)
-        for name in (DATA_FILE, "card.json", "quality.json"):
+        for name in (DATA_FILE, "card.json", "quality.json", "attributes.png"):
             if store.exists(f"{path}/{name}"):
                 (folder / name).parent.mkdir(parents=True, exist_ok=True)
                 (folder / name).write_bytes(store.read_bytes(f"{path}/{name}"))

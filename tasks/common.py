@@ -9,7 +9,7 @@ import sys
 import time
 
 from prefect import get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.filesystems import WritableFileSystem
@@ -138,3 +138,19 @@ def worth_retrying(task, task_run, state) -> bool:
 
 SHARD_TASK = {"retries": RETRIES, "retry_delay_seconds": RETRY_DELAY_S, "persist_result": True,
               "retry_condition_fn": worth_retrying}
+
+
+def picture(key: str, title: str, png: bytes, path: str) -> None:
+    """A markdown artifact showing a PNG the run stored at `path` (inline, so the UI needs no access
+    to the store)."""
+    import base64
+
+    if TaskRunContext.get() or _in_flow():
+        create_markdown_artifact(f"### {title}\n\n![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
+                                 f"\n\n`{path}`", key=key, description=title)
+
+
+def _in_flow() -> bool:
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None

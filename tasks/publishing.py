@@ -5,9 +5,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from embedfactory import hub, pipeline, quality, report
+from embedfactory import hub, pipeline, plots, quality, report
 from embedfactory.publish import publish
 from embedfactory.store import ShardRecord, Store
+
+from .common import picture
 
 
 @task(task_run_name="publish-{ctx.params.dataset_name}")
@@ -19,6 +21,9 @@ def publish_run(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]])
                       card={"run_id": ctx.run_id, "params": params.model_dump(mode="json")})
     quality_report = pipeline.run_quality(ctx, records)
     store.write_json(f"{dataset['path']}/quality.json", quality_report)
+    png = plots.attribute_chart(quality_report["attributes"], f"attributes of {ctx.run_id}: recipe, drawn, kept")
+    store.write_bytes(f"{dataset['path']}/attributes.png", png)
+    picture("synth-attributes", "attribute shares: recipe, drawn, kept", png, f"{dataset['path']}/attributes.png")
     hub.write_dataset_card(store, dataset["path"])  # README.md: the folder loads with datasets, pushes to the Hub
     create_markdown_artifact(quality.to_markdown(quality_report), key="synth-quality",
                              description=f"Data quality of {ctx.run_id}")

@@ -6,14 +6,18 @@ from prefect import task
 from embedfactory.config import TrainConfig
 from embedfactory.training.job import train_on_dataset
 
-from .common import SHARD_TASK, progress
+from embedfactory.store import Store
+
+from .common import SHARD_TASK, picture, progress
 from .evaluation import evaluate_model
 
 
 @task(**{**SHARD_TASK, "persist_result": False}, task_run_name="train-{cfg.base_model}")
 def train_model(store: str, dataset_path: str, cfg: TrainConfig, run_token: str) -> dict:
-    report = progress("train", unit="steps")
-    return train_on_dataset(store, dataset_path, cfg, run_token, report)  # (step, total, loss)
+    report = train_on_dataset(store, dataset_path, cfg, run_token, progress("train", unit="steps"))
+    if report.get("plot"):
+        picture("train-loss", "training loss", Store(store).read_bytes(report["plot"]), report["plot"])
+    return report
 
 
 def train_then_evaluate(store: str, dataset_path: str, cfg: TrainConfig, run_token: str) -> dict:

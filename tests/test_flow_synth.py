@@ -67,6 +67,10 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     tuned = SentenceTransformer(training["model_path"]).encode(probe)
     base = SentenceTransformer(embedding_model_path(params.train.base_model)).encode(probe)
     assert tuned.shape == (2, 384) and not np.allclose(tuned, base, atol=1e-5)  # the steps moved the weights
+    png = b"\x89PNG\r\n\x1a\n"  # the pictures: loss curve, base vs tuned, attribute shares
+    assert Path(training["plot"]).read_bytes().startswith(png)
+    assert Path(training["evaluation"]["plot"]).read_bytes().startswith(png)
+    assert (Path(first["dataset"]["path"]) / "attributes.png").read_bytes().startswith(png)
     card = (Path(training["model_path"]) / "README.md").read_text()
     assert card.startswith("---\n") and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "## Training (embedfactory)" in card and first["dataset"]["sha256"] in card

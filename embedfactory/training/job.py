@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
+from .. import plots
 from ..config import TrainConfig
 from ..ids import stable_hash
 from ..pipeline import code_version
@@ -110,6 +111,8 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
         readme = Path(tmp) / "README.md"
         readme.write_text(with_section(readme.read_text() if readme.exists() else "", model_card(card, cfg, report)))
         store.upload_dir(tmp, f"{out}/model")
+    report["plot"] = f"{out}/loss.png"
+    store.write_bytes(report["plot"], plots.loss_curve(report["losses"], f"training loss: {card['name']}/{card['version']}"))
     report.update(fingerprint=fp, run_token=run_token, model_path=f"{out}/model", labels=labels,
                   dataset={"path": dataset_path, "sha256": card["sha256"]}, config=cfg.model_dump())
     store.write_json(report_path, report)  # written last: the job's commit
