@@ -69,6 +69,12 @@ class Endpoint(Strict):
         "response_format, 'json_object' with the schema inline (llama-cpp-python), or 'none' (the reply "
         "is only validated). A server that refuses a mode gets the next one, counted in the report.",
     )
+    max_concurrent: int | None = runtime(
+        None, gt=0, description="At most this many requests in flight to this endpoint across every worker "
+        "and flow run (a Prefect global concurrency limit, llm-<model>-<host>); null: none.")
+    requests_per_minute: float | None = runtime(
+        None, gt=0, description="At most this many requests started per minute across every worker (a Prefect "
+        "rate limit, llm-<model>-<host>-rate); null: none. A 429's Retry-After is honoured either way.")
     concurrency: int = runtime(16, gt=0, description="Requests kept in flight per shard; for the "
                                "embedded server it defaults to `slots`.")
     slots: int = runtime(4, gt=0, le=64, description="Embedded server only: requests decoded together "
@@ -466,5 +472,9 @@ class SynthParams(Strict):
         "runs there (the generator URL is the GPU worker's own vLLM); null: in this flow run.",
     )
     prices: dict[str, Price] = runtime(
-        default_factory=dict, description="Token prices by model name, for the cost column of the report."
-    )
+        default_factory=dict, description="Token prices by model name (USD per million tokens), over the "
+        "shipped table of well-known models (costs.KNOWN_PRICES); unpriced models cost 0.")
+    budget_usd: float | None = runtime(
+        None, gt=0, description="Stop the run cleanly once its LLM calls cost this much (no new shard starts, "
+        "committed shards are kept; a rerun with a higher budget resumes); the projection printed before "
+        "the first call warns when it is above. null: no budget.")

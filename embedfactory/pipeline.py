@@ -148,14 +148,18 @@ def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRec
 
 
 def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
-              side: list[ShardRecord] = (), progress: Progress | None = None) -> ShardRecord:
+              side: list[ShardRecord] = (), progress: Progress | None = None,
+              before_produce: Callable[[], None] | None = None) -> ShardRecord:
     """Produce and commit one shard unless it is already committed with the same fingerprint.
     `upstream`: the shards whose rows are the input; `side`: shards it also consults (their
-    checksums enter the fingerprint; the stage reads them itself)."""
+    checksums enter the fingerprint; the stage reads them itself). `before_produce` runs only when
+    the shard is to be made (the budget check: it may raise to stop the run)."""
     out_dir = ctx.stage_dir(stage.name)
     fp = fingerprint(stage, ctx, key, upstream, side)
     if (done := out_dir.committed(key, fp)) is not None:
         return done
+    if before_produce is not None:
+        before_produce()
     rows = [row for u in upstream for row in ctx.stage_dir(u.stage or stage.upstream).read([u.key]).to_pylist()]
     started = time.monotonic()
     out = stage.produce(ctx, key, rows, list(side), progress)

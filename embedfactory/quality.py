@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from . import costs
 from .config import Price
 from .store import ShardRecord
 from .task_types import NOT_ASKED, TASK_SPECS, reference_distribution
@@ -38,8 +39,7 @@ def usage_table(records: dict[str, list[ShardRecord]], models: dict[str, str],
             continue
         model = models[stage]
         prompt, completion = (sum(r.prompt_tokens for r in shards), sum(r.completion_tokens for r in shards))
-        price = prices.get(model)
-        cost = (prompt * price.input_per_million + completion * price.output_per_million) / 1e6 if price else 0.0
+        cost = costs.cost(prompt, completion, costs.price_of(model, prices))
         cached = sum(r.cached_tokens for r in shards)
         out.append({"stage": stage, "model": model, "calls": calls, "prompt_tokens": prompt,
                     "completion_tokens": completion, "cached_prompt_tokens": cached,

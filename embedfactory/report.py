@@ -9,8 +9,9 @@ COLUMNS = ["stage", "shards", "reused", "rows_in", "rows_out", "rejected", "drop
 
 
 def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
-                  training: dict | None = None) -> list[dict]:
-    table = []
+                  training: dict | None = None, cost_usd: dict[str, float] | None = None) -> list[dict]:
+    """One row per stage; `cost_usd`: what each stage's calls of this invocation cost (costs.py)."""
+    table, cost_usd = [], cost_usd or {}
     for stage, shards in records.items():
         if not shards:  # a stage this run does not have (e.g. grounded without a corpus)
             continue
@@ -22,6 +23,7 @@ def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
             "llm_calls": sum(r.llm_calls for r in fresh),
             "tokens": sum(r.prompt_tokens + r.completion_tokens for r in fresh),
             "cached": _share(sum(r.cached_tokens for r in fresh), sum(r.prompt_tokens for r in fresh)),
+            "cost_usd": round(cost_usd.get(stage, 0.0), 4),
             "seconds": round(sum(r.seconds for r in fresh), 1),
             "why": reasons(shards),
         })
@@ -29,7 +31,7 @@ def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
         fresh = training.get("run_token") == run_token
         table.append({"stage": "train", "shards": 1, "reused": int(not fresh), "rows_in": training["rows"],
                       "rows_out": training["rows"], "rejected": 0, "dropped": 0, "llm_calls": 0, "tokens": 0,
-                      "cached": "-", "seconds": training["seconds"] if fresh else 0.0, "why": ""})
+                      "cached": "-", "cost_usd": 0.0, "seconds": training["seconds"] if fresh else 0.0, "why": ""})
     return table
 
 

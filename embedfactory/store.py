@@ -175,6 +175,11 @@ class StageDir:
         self.store.write_json(self._record_path(record.key), asdict(record))
         return record
 
+    def records(self) -> list[ShardRecord]:
+        """The commit records of every committed shard (none for a stage not started)."""
+        return [ShardRecord(**self.store.read_json(p)) for p in self.store.list(f"{self.dir}/_shards")
+                if p.endswith(".json")]
+
     def read(self, keys: list[str] | None = None, ok_only: bool = True) -> pa.Table:
         """Rows of the given shards (all committed shards by default), rejected rows left out."""
         if keys is None:

@@ -14,8 +14,9 @@ from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.report import format_table
 from embedfactory.store import ShardRecord, Store
 from tasks.common import load_api_keys, load_store_secret, result_storage
+from tasks.limits import ensure_limits
 from tasks.publishing import publish_run, summarize
-from tasks.synthesis import generate_on_pool, run_stage_shard
+from tasks.synthesis import generate_on_pool, project_cost, run_stage_shard
 from tasks.training import train_then_evaluate
 
 
@@ -30,7 +31,9 @@ def synth(params: SynthParams = SynthParams()) -> dict:
     if params.train:
         resolve_eval_sets(params.train.eval_sets)
     load_api_keys(params.generator, params.revisor, params.brainstormer)
+    ensure_limits(params.generator, params.revisor, params.brainstormer)  # shared by every worker
     run_id = params.run_id or pipeline.default_run_id(params)
+    project_cost(params, run_id)  # printed (and warned about when above the budget) before any call
     with pipeline.open_run(params, run_id, uuid.uuid4().hex, serve=not params.fan_out) as ctx:
         shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
         keys, grounded_keys = pipeline.persona_chunks(params), pipeline.grounded_chunks(params)

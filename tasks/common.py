@@ -14,10 +14,13 @@ from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.filesystems import WritableFileSystem
 
+from embedfactory.costs import BudgetExceeded
 from embedfactory.ids import stable_hash
 from embedfactory.llm.liveness import ServerDied
 from embedfactory.progress import Meter, Throttle, stage_meter
 from embedfactory.store import Store
+
+from . import limits  # noqa: F401  (installs Prefect's global concurrency limits as the endpoints' limits)
 
 RETRIES = 2
 RETRY_DELAY_S = [5, 30]
@@ -132,8 +135,9 @@ def progress(label: str, unit: str = "rows", stage: tuple[str, str, str] | None 
 
 
 def worth_retrying(task, task_run, state) -> bool:
-    """A dead embedded server does not come back for a retry: the shard (and the run) fails at once."""
-    return not isinstance(state.data, ServerDied)
+    """A dead embedded server does not come back for a retry, nor does a spent budget: the shard (and
+    the run) fails at once."""
+    return not isinstance(state.data, (ServerDied, BudgetExceeded))
 
 
 SHARD_TASK = {"retries": RETRIES, "retry_delay_seconds": RETRY_DELAY_S, "persist_result": True,

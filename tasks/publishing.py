@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from embedfactory import hub, pipeline, plots, quality, report
+from embedfactory import costs, hub, pipeline, plots, quality, report
 from embedfactory.publish import publish
 from embedfactory.store import ShardRecord, Store
 
@@ -33,7 +33,9 @@ def publish_run(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]])
 @task
 def summarize(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]],
               training: dict | None) -> list[dict]:
-    table = report.stage_summary(records, ctx.run_token, training)
+    spent = {stage: costs.spent({stage: [r for r in recs if r.run_token == ctx.run_token]}, ctx.params)
+             for stage, recs in records.items()}
+    table = report.stage_summary(records, ctx.run_token, training, spent)
     store = Store(ctx.params.store)
     store.write_json(store.path("runs", ctx.run_id, "summary.json"), table)
     create_table_artifact(table, key="synth-summary", description=f"Per-stage summary of {ctx.run_id}")

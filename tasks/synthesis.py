@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from prefect import task
+from prefect.context import FlowRunContext
 from prefect.runtime import task_run
 
-from embedfactory import pipeline
-from embedfactory.store import ShardRecord
+from embedfactory import costs, pipeline
+from embedfactory.report import format_table
+from embedfactory.store import ShardRecord, Store
 
-from .common import RETRIES, RETRY_DELAY_S, SHARD_TASK, cache_key, progress
+from .common import RETRIES, RETRY_DELAY_S, SHARD_TASK, cache_key, logger, progress
 
 STAGES = {s.name: s for s in pipeline.SYNTH_STAGES}
 
@@ -26,7 +28,14 @@ def run_stage_shard(stage: str, ctx: pipeline.RunContext, key: str, upstream: li
                     side: list[ShardRecord] | None = None) -> ShardRecord:
     report = progress(f"{stage} shard {key}", stage=(ctx.run_id, stage, key),
                       shards=pipeline.stage_shards(ctx.params, stage))
-    return pipeline.run_shard(STAGES[stage], ctx, key, upstream, side or [], report)
+    return pipeline.run_shard(STAGES[stage], ctx, key, upstream, side or [], report, budget_check(ctx, stage))
+
+
+def budget_check(ctx: pipeline.RunContext, stage: str):
+    """With a budget, what runs before an LLM shard is made: the run's cost so far against it."""
+    if ctx.params.budget_usd is None or stage not in costs.LLM_STAGES:
+        return None
+    return lambda: costs.check_budget(ctx.params, costs.run_records(Store(ctx.params.store), ctx.run_id))
 
 
 def chain_name(parameters: dict) -> str:
@@ -48,3 +57,20 @@ def generate_on_pool(ctx: pipeline.RunContext, key: str, stages: list[str],
     if not run.state.is_completed():
         raise RuntimeError(f"{ctx.params.fan_out} run {run.name} for shard {key} ended {run.state.type.value}")
     return pipeline.committed_chain(ctx, key, stages, upstream)
+
+
+def project_cost(params, run_id: str) -> list[dict]:
+    """Before any call: the run's projected calls, tokens and cost per stage (printed and a table
+    artifact), with a warning when it is above `params.budget_usd`."""
+    from prefect.artifacts import create_table_artifact
+
+    rows = costs.projection(params, bool(pipeline.persona_chunks(params)), pipeline.needs_personas(params),
+                            costs.store_history(Store(params.store), run_id))
+    print(f"projected for run {run_id} (retries add to it):\n"
+          + format_table(rows, ["stage", "model", "calls", "prompt_tokens", "completion_tokens", "cost_usd",
+                                "tokens_from"]))
+    if FlowRunContext.get():
+        create_table_artifact(rows, key="synth-projection", description=f"Projected LLM cost of {run_id}")
+    if warning := costs.over_budget(params, rows):
+        logger().warning(warning)
+    return rows

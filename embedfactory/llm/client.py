@@ -15,6 +15,7 @@ this process started and saw die (`liveness`) stops the run at once with the rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from ..config import Endpoint, Sampling
-from . import liveness
+from . import limits, liveness
 
 # how the reply's JSON is constrained, strictest first; a server that refuses one gets the next
 MODES = ("json_schema", "json_object", "none")
@@ -86,6 +87,7 @@ class ChatClient:
     def __post_init__(self) -> None:
         self.mode = self.mode or self.endpoint.structured_output
         self.sampling = self.sampling.for_endpoint(self.endpoint)
+        self.limiter = limits.limiter_for(self.endpoint)  # the endpoint's shared limits, if any
 
     def _api(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -103,9 +105,10 @@ class ChatClient:
             if sampling_extra := self.endpoint.sampling_extra():
                 extra["extra_body"] = sampling_extra
             try:
-                return mode, await api.chat.completions.create(
-                    model=self.endpoint.model, messages=messages, temperature=self.sampling.temperature,
-                    top_p=self.sampling.top_p, max_tokens=self.sampling.max_tokens, seed=seed, **extra)
+                async with self.limiter() if self.limiter else contextlib.nullcontext():
+                    return mode, await api.chat.completions.create(
+                        model=self.endpoint.model, messages=messages, temperature=self.sampling.temperature,
+                        top_p=self.sampling.top_p, max_tokens=self.sampling.max_tokens, seed=seed, **extra)
             except openai.BadRequestError:
                 if mode == MODES[-1]:
                     raise

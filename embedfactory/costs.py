@@ -1,0 +1,138 @@
+"""What a run's LLM calls cost: token prices per model (a few well-known ones shipped, overridable in
+`SynthParams.prices`), the cost of the calls made, a projection of the whole run before it starts,
+and the budget check that stops a run cleanly (`SynthParams.budget_usd`)."""
+from __future__ import annotations
+
+import math
+
+from .config import Price, SynthParams
+from .store import ShardRecord, StageDir, Store
+
+# USD per million tokens, the providers' list prices of 2025 (input, output); check your contract and
+# override in `prices`. Self-hosted models (vLLM, the embedded server) have no price: they cost 0 here.
+KNOWN_PRICES = {
+    "gpt-4o": Price(input_per_million=2.50, output_per_million=10.00),
+    "gpt-4o-mini": Price(input_per_million=0.15, output_per_million=0.60),
+    "gpt-4.1": Price(input_per_million=2.00, output_per_million=8.00),
+    "gpt-4.1-mini": Price(input_per_million=0.40, output_per_million=1.60),
+    "gpt-4.1-nano": Price(input_per_million=0.10, output_per_million=0.40),
+    "o4-mini": Price(input_per_million=1.10, output_per_million=4.40),
+    "gpt-4-turbo": Price(input_per_million=10.00, output_per_million=30.00),
+}
+# tokens per call (prompt, completion) when the store holds no earlier run to measure them from
+TYPICAL_TOKENS = {"personas": (260, 120), "tasks": (420, 160), "examples": (520, 380), "revised": (900, 420),
+                  "grounded": (480, 40)}
+LLM_STAGES = tuple(TYPICAL_TOKENS)
+
+
+class BudgetExceeded(RuntimeError):
+    """The run's LLM cost reached its budget: no new shard starts; committed shards are kept."""
+
+
+def price_of(model: str | None, prices: dict[str, Price]) -> Price | None:
+    """The configured price, else the shipped one (also for 'openai/gpt-4o'-style names), else None."""
+    if not model:
+        return None
+    if model in prices:
+        return prices[model]
+    return KNOWN_PRICES.get(model) or KNOWN_PRICES.get(model.rsplit("/", 1)[-1])
+
+
+def cost(prompt_tokens: int, completion_tokens: int, price: Price | None) -> float:
+    if price is None:
+        return 0.0
+    return (prompt_tokens * price.input_per_million + completion_tokens * price.output_per_million) / 1e6
+
+
+def stage_models(params: SynthParams) -> dict[str, str]:
+    """The model each LLM stage calls."""
+    generator = params.generator.model
+    brainstorm = (params.brainstormer or params.generator).model
+    return {"personas": brainstorm, "tasks": brainstorm, "examples": generator, "grounded": generator,
+            "revised": (params.revisor or params.generator).model}
+
+
+def planned_calls(params: SynthParams, brainstormed: bool, with_personas: bool) -> dict[str, int]:
+    """LLM calls per stage if every reply parses at the first try (retries add to it). `brainstormed`:
+    the run has the persona -> task -> example stages; `with_personas`: it brainstorms personas."""
+    synth, grounded = params.synth, params.grounded
+    personas = synth.personas if with_personas and not synth.persona_source else 0
+    tasks = synth.personas * math.ceil(synth.tasks_per_persona / synth.tasks_per_topic) if brainstormed else 0
+    examples = synth.personas * synth.tasks_per_persona * synth.examples_per_task if brainstormed else 0
+    documents = (grounded.documents or 0) if grounded.corpus else 0
+    return {"personas": math.ceil(personas / 2), "tasks": tasks, "examples": examples,
+            "revised": examples if synth.revise else 0, "grounded": documents}
+
+
+def measured_tokens(records: list[ShardRecord]) -> tuple[float, float] | None:
+    calls = sum(r.llm_calls for r in records)
+    if not calls:
+        return None
+    return sum(r.prompt_tokens for r in records) / calls, sum(r.completion_tokens for r in records) / calls
+
+
+def projection(params: SynthParams, brainstormed: bool, with_personas: bool,
+               history: dict[str, list[ShardRecord]] | None = None) -> list[dict]:
+    """The run's expected calls, tokens and cost per stage, before it starts; tokens per call measured
+    on `history` (earlier shard records of these stages) where there are any, else TYPICAL_TOKENS."""
+    history, models = history or {}, stage_models(params)
+    rows = []
+    for stage, calls in planned_calls(params, brainstormed, with_personas).items():
+        if not calls:
+            continue
+        measured = measured_tokens(history.get(stage, []))
+        prompt, completion = measured or TYPICAL_TOKENS[stage]
+        price = price_of(models[stage], params.prices)
+        rows.append({"stage": stage, "model": models[stage], "calls": calls,
+                     "prompt_tokens": round(calls * prompt), "completion_tokens": round(calls * completion),
+                     "tokens_from": "earlier runs" if measured else "typical",
+                     "cost_usd": round(cost(calls * prompt, calls * completion, price), 4),
+                     "priced": price is not None})
+    total = sum(r["cost_usd"] for r in rows)
+    rows.append({"stage": "total", "model": "", "calls": sum(r["calls"] for r in rows),
+                 "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+                 "completion_tokens": sum(r["completion_tokens"] for r in rows), "tokens_from": "",
+                 "cost_usd": round(total, 4), "priced": any(r["priced"] for r in rows)})
+    return rows
+
+
+def store_history(store: Store, run_id: str) -> dict[str, list[ShardRecord]]:
+    """Shard records of the LLM stages of every run in the store but `run_id` (to measure tokens per call)."""
+    root = store.path("runs")
+    if not store.exists(root):
+        return {}
+    out: dict[str, list[ShardRecord]] = {}
+    for run in {p[len(root) + 1:].split("/", 1)[0] for p in store.list(root, recursive=True)} - {run_id}:
+        for stage in LLM_STAGES:
+            out.setdefault(stage, []).extend(StageDir(store, run, stage).records())
+    return out
+
+
+def run_records(store: Store, run_id: str) -> dict[str, list[ShardRecord]]:
+    """The committed shard records of one run's LLM stages."""
+    return {stage: StageDir(store, run_id, stage).records() for stage in LLM_STAGES}
+
+
+def over_budget(params: SynthParams, rows: list[dict]) -> str | None:
+    """A warning when the projected cost is above the budget (the run then stops when it reaches it)."""
+    total = rows[-1]["cost_usd"] if rows else 0.0
+    if params.budget_usd is not None and total > params.budget_usd:
+        return (f"the run is projected to cost ${total:.4f}, above its budget of ${params.budget_usd:.4f}: it will "
+                "stop when its calls reach the budget (raise budget_usd or make the run smaller to finish it)")
+    return None
+
+
+def spent(records: dict[str, list[ShardRecord]], params: SynthParams) -> float:
+    """The cost of the calls recorded in `records` (stage -> shard records)."""
+    models = stage_models(params)
+    return sum(cost(r.prompt_tokens, r.completion_tokens, price_of(models.get(stage), params.prices))
+               for stage, recs in records.items() for r in recs)
+
+
+def check_budget(params: SynthParams, records: dict[str, list[ShardRecord]]) -> float:
+    """The run's cost so far; raises BudgetExceeded once it reached `params.budget_usd`."""
+    so_far = spent(records, params)
+    if params.budget_usd is not None and so_far >= params.budget_usd:
+        raise BudgetExceeded(f"run cost ${so_far:.4f} reached its budget of ${params.budget_usd:.4f}: no new "
+                             "shard starts; committed shards are kept (raise budget_usd and run again to resume)")
+    return so_far
