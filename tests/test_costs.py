@@ -57,7 +57,7 @@ def test_a_budget_stops_a_real_run_cleanly_and_a_larger_one_resumes_it(tmp_path,
 
     endpoint, url = llm_server
     # the embedded model priced as if it were paid: the persona brainstorm alone spends the budget
-    params = tiny(tmp_path, endpoint.model_copy(update={"base_url": url}), personas=4, personas_per_shard=2)
+    params = tiny(tmp_path, endpoint.model_copy(update={"base_url": url}), tasks_per_persona=1, revise=False)
     priced = {endpoint.model: Price(input_per_million=1000.0, output_per_million=1000.0)}
     tight = params.model_copy(update={"prices": priced, "budget_usd": 0.01, "train": None})
     with pytest.raises(BudgetExceeded, match="reached its budget"):
