@@ -457,6 +457,10 @@ class SynthParams(Strict):
         "parameters resume the same run.",
     )
     dataset_name: str = Field("synth", pattern=r"^[A-Za-z0-9_.-]+$")
+    min_published_rows: int = Field(
+        1, ge=1, description="Fewest kept rows a run publishes: below it publishing fails with the counts and "
+        "`latest` keeps pointing at the previous dataset (the verdicts stay: a rerun with a lower value "
+        "publishes them without a model call).")
     synth: SynthConfig = SynthConfig()
     grounded: GroundedConfig = GroundedConfig()
     generator: Endpoint = Endpoint()

@@ -20,10 +20,22 @@ def dataset_dir(store: Store, name: str, version: str) -> str:
     return store.path("datasets", name, version)
 
 
-def publish(store: Store, verdicts: StageDir, name: str, version: str, card: dict) -> dict:
-    """Write `datasets/<name>/<version>/data/train-00000-of-00001.parquet` and its `card.json`; idempotent."""
+class TooFewRows(ValueError):
+    """A run kept fewer rows than it may publish."""
+
+
+def publish(store: Store, verdicts: StageDir, name: str, version: str, card: dict, min_rows: int = 1) -> dict:
+    """Write `datasets/<name>/<version>/data/train-00000-of-00001.parquet` and its `card.json`; idempotent.
+    Fewer than `min_rows` kept rows: TooFewRows, and nothing is written (`latest` unchanged)."""
     table = verdicts.read()
     kept = table.filter(pc.equal(table["kept"], True))
+    if kept.num_rows < min_rows:
+        drops = pc.value_counts(table.filter(pc.invert(table["kept"]))["drop_reason"]).to_pylist() \
+            if table.num_rows else []
+        why = ", ".join(f"{(d['values'] or '').split(':')[0]} {d['counts']}" for d in drops[:5])
+        raise TooFewRows(f"run {version} kept {kept.num_rows} of {table.num_rows} rows, fewer than min_published_rows "
+                         f"{min_rows}: nothing published, `latest` unchanged (dropped: {why or 'none'}); "
+                         "see `python -m embedfactory show <store> --stage verdicts --rejected`")
     out = kept.rename_columns([{"task": "instruction"}.get(c, c) for c in kept.column_names]).select(DATASET.names)
     out = out.cast(DATASET)
     path = dataset_dir(store, name, version)

@@ -18,7 +18,8 @@ def publish_run(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]])
         ctx.stage_dir(stage.name).write_manifest(records[stage.name], stage.inputs(ctx.params))
     params, store = ctx.params, Store(ctx.params.store)
     dataset = publish(store, ctx.stage_dir("verdicts"), params.dataset_name, ctx.run_id,
-                      card={"run_id": ctx.run_id, "params": params.model_dump(mode="json")})
+                      card={"run_id": ctx.run_id, "params": params.model_dump(mode="json")},
+                      min_rows=params.min_published_rows)
     quality_report = pipeline.run_quality(ctx, records)
     store.write_json(f"{dataset['path']}/quality.json", quality_report)
     png = plots.attribute_chart(quality_report["attributes"], f"attributes of {ctx.run_id}: recipe, drawn, kept")
