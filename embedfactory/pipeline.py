@@ -95,20 +95,6 @@ def committed_chain(ctx: RunContext, key: str, stages: list[str], upstream: list
     return records
 
 
-def check_sources(params: SynthParams) -> None:
-    """Load the persona and topic sources once, so a bad path fails before any model starts."""
-    if params.synth.persona_source:
-        sources.load_personas(params.synth.persona_source)
-    if params.synth.topic_source:
-        sources.load_topics(params.synth.topic_source)
-    if params.filter.external_corpus:
-        sources.load_column(params.filter.external_corpus, "text")
-    if params.filter.background_corpus:
-        sources.load_background(params.filter.background_corpus)
-    if params.grounded.corpus:
-        documents.load_documents(params.grounded.corpus)
-
-
 def default_run_id(params: SynthParams) -> str:
     """Same parameters, same run: what makes `make run` twice resume instead of starting over."""
     revisor = params.revisor or params.generator

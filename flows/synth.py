@@ -8,11 +8,10 @@ import uuid
 from prefect import flow
 from pydantic import ValidationError
 
-from embedfactory import pipeline, runconfig
+from embedfactory import pipeline, preflight, runconfig
 from embedfactory.config import Endpoint, SynthParams, TrainConfig
-from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.report import format_table
-from embedfactory.store import ShardRecord, Store
+from embedfactory.store import ShardRecord
 from tasks.common import load_api_keys, load_store_secret, result_storage
 from tasks.limits import ensure_limits
 from tasks.publishing import publish_run, summarize
@@ -26,11 +25,8 @@ def synth(params: SynthParams = SynthParams()) -> dict:
 
     Re-running with the same parameters resumes the same run and regenerates nothing finished."""
     load_store_secret(params.store_secret)
-    Store(params.store).check_writable()
-    pipeline.check_sources(params)
-    if params.train:
-        resolve_eval_sets(params.train.eval_sets)
     load_api_keys(params.generator, params.revisor, params.brainstormer)
+    preflight.check(params)  # store, sources, eval sets, models, keys: every problem at once, before any call
     ensure_limits(params.generator, params.revisor, params.brainstormer)  # shared by every worker
     run_id = params.run_id or pipeline.default_run_id(params)
     project_cost(params, run_id)  # printed (and warned about when above the budget) before any call

@@ -22,7 +22,8 @@ FAULTS = ("http_500", "http_429", "timeout", "truncated", "invalid_json")
 class FakeChatServer:
     def __init__(self, script: list | None = None, fault_rates: dict[str, float] | None = None,
                  seed: int = 0, stall_s: float = 2.0, poison: tuple[str, int] | None = None,
-                 latency_s: float = 0.0, refuse_formats: tuple[str, ...] = ()):
+                 latency_s: float = 0.0, refuse_formats: tuple[str, ...] = (), models: tuple[str, ...] = ("fake",),
+                 require_key: str | None = None):
         """script items: a string (the reply content) or an int (an HTTP status to fail with).
         Without a script, replies are made up from the request's schema. `poison` = (schema name
         suffix, n): the first n distinct prompts for such a schema always get invalid JSON, so a
@@ -32,7 +33,7 @@ class FakeChatServer:
         self.script, self.requests = list(script or []), []
         self.poison, self.poisoned = poison, set()
         self.fault_rates, self.stall_s, self.latency_s = fault_rates or {}, stall_s, latency_s
-        self.refuse_formats = refuse_formats
+        self.refuse_formats, self.models, self.require_key = refuse_formats, models, require_key
         self.counts: Counter = Counter()
         self.auth: set[str | None] = set()  # Authorization headers seen
         self.in_flight = self.max_in_flight = 0  # requests being answered now / at most at once
@@ -43,11 +44,20 @@ class FakeChatServer:
             def log_message(self, *args):
                 pass
 
+            def _refused(self) -> bool:
+                if owner.require_key and self.headers.get("Authorization") != f"Bearer {owner.require_key}":
+                    self._send(401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
+                    return True
+                return False
+
             def do_GET(self):
-                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                if not self._refused():
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in owner.models]})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self._refused():
+                    return
                 owner.auth.add(self.headers.get("Authorization"))
                 status, content, finish, headers = owner._answer(body)  # counted on arrival
                 time.sleep(owner.latency_s)

@@ -122,6 +122,26 @@ def test_unreachable_endpoint_fails_with_the_url():
         check_reachable("http://127.0.0.1:9/v1", Endpoint(), timeout_s=2)
 
 
+def test_a_wrong_model_or_a_missing_key_fails_before_any_request_naming_the_fix(monkeypatch):
+    with FakeChatServer(models=("Qwen/Qwen2.5-7B-Instruct", "other")) as server:
+        assert check_reachable(server.base_url, Endpoint(model="Qwen/Qwen2.5-7B-Instruct")) == [
+            "Qwen/Qwen2.5-7B-Instruct", "other"]
+        with pytest.raises(ValueError, match=r"model 'Qwen/Qwen2.5-7B' is not served by http://127.0.0.1:\d+/v1; "
+                                             r"it serves: Qwen/Qwen2.5-7B-Instruct, other"):
+            check_reachable(server.base_url, Endpoint(model="Qwen/Qwen2.5-7B"))
+        assert not server.requests  # no completion was asked for
+    with FakeChatServer(require_key="sk-right") as server:
+        monkeypatch.delenv("FACTORY_KEY", raising=False)
+        endpoint = Endpoint(model="fake", api_key_env="FACTORY_KEY")
+        with pytest.raises(PermissionError, match=r"needs an API key: \$FACTORY_KEY is not set"):
+            check_reachable(server.base_url, endpoint)
+        monkeypatch.setenv("FACTORY_KEY", "sk-wrong")
+        with pytest.raises(PermissionError, match=r"the key in \$FACTORY_KEY was refused"):
+            check_reachable(server.base_url, endpoint)
+        monkeypatch.setenv("FACTORY_KEY", "sk-right")
+        assert check_reachable(server.base_url, endpoint) == ["fake"]
+
+
 def test_brainstorm_schema_holds_the_task_form_and_the_count():
     from embedfactory.schemas import task_list
 

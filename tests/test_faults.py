@@ -19,8 +19,9 @@ def rows(store, run_id, stage):
 @pytest.mark.slow
 def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect_api):
     with FakeChatServer(fault_rates=RATES, seed=3, stall_s=1.5, poison=("Example", 2)) as server, \
-            FakeChatServer(fault_rates={"invalid_json": 0.2}, seed=4) as revisor_server, \
-            FakeChatServer(fault_rates={"http_500": 0.1, "invalid_json": 0.1}, seed=5) as teacher_server:
+            FakeChatServer(fault_rates={"invalid_json": 0.2}, seed=4, models=("fake-revisor",)) as revisor_server, \
+            FakeChatServer(fault_rates={"http_500": 0.1, "invalid_json": 0.1}, seed=5,
+                           models=("fake-teacher",)) as teacher_server:
         endpoint = Endpoint(base_url=server.base_url, model="fake", timeout_s=1.0, transport_retries=8,
                             concurrency=8)
         revisor = Endpoint(base_url=revisor_server.base_url, model="fake-revisor", concurrency=4)

@@ -8,7 +8,7 @@ import pytest
 
 from embedfactory import pipeline
 from embedfactory.config import Endpoint
-from embedfactory.store import StoreError
+from embedfactory.preflight import PreflightError
 from flows.synth import synth
 from tiny import tiny
 
@@ -100,7 +100,7 @@ def test_unreachable_endpoint_fails_before_anything_is_generated(tmp_path, prefe
 
 def test_unwritable_store_fails_before_any_model_starts(tmp_path, prefect_api):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(StoreError, match="not writable"):
+    with pytest.raises(PreflightError, match=r"- store: store .* is not writable"):
         synth(tiny(tmp_path / "file" / "store", Endpoint()))
 
 
@@ -137,7 +137,7 @@ def test_cli_sets_a_separate_revisor_endpoint():
 
 
 def test_missing_persona_source_fails_before_any_model_starts(tmp_path, prefect_api):
-    with pytest.raises(FileNotFoundError, match="nobody.parquet"):
+    with pytest.raises(PreflightError, match=r"- synth.persona_source: .*nobody.parquet"):
         synth(tiny(tmp_path, Endpoint(base_url="http://127.0.0.1:9/v1"),
                    persona_source=str(tmp_path / "nobody.parquet")))
     assert not (tmp_path / "runs").exists()

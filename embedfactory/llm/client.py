@@ -208,13 +208,26 @@ def repair_message(error: str) -> str:
 
 
 def check_reachable(base_url: str, endpoint: Endpoint, timeout_s: float = 10.0) -> list[str]:
-    """List the server's models, failing with a clear message when it cannot be reached."""
-    client = openai.OpenAI(base_url=base_url, api_key=os.environ.get(endpoint.api_key_env) or "no-key",
-                           timeout=timeout_s, max_retries=1)
+    """The server's models, before any request: fails with what to fix when it cannot be reached,
+    refuses the key, or does not serve `endpoint.model` (a server without a model list passes)."""
+    key = os.environ.get(endpoint.api_key_env)
+    client = openai.OpenAI(base_url=base_url, api_key=key or "no-key", timeout=timeout_s, max_retries=1)
     try:
-        return [m.id for m in client.models.list()]
+        served = [m.id for m in client.models.list()]
+    except openai.AuthenticationError as exc:
+        hint = (f"${endpoint.api_key_env} is not set" if not key
+                else f"the key in ${endpoint.api_key_env} was refused")
+        raise PermissionError(f"model endpoint {base_url} needs an API key: {hint} (generator/revisor/"
+                              "brainstormer `api_key_env`, or `api_key_secret` naming a Prefect Secret)") from exc
+    except (openai.NotFoundError, openai.PermissionDeniedError):
+        return []  # reachable, but it does not list its models: the first request will tell
     except openai.APIError as exc:
         raise ConnectionError(f"model endpoint {base_url} is not reachable: {exc}") from exc
     finally:
         client.close()
-
+    if served and endpoint.model not in served:
+        shown = ", ".join(served[:20]) + (f" and {len(served) - 20} more" if len(served) > 20 else "")
+        raise ValueError(f"model {endpoint.model!r} is not served by {base_url}; it serves: {shown} "
+                         "(set the endpoint's `model`, e.g. --model, to one of them; with vLLM, "
+                         "--served-model-name)")
+    return served

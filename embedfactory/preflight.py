@@ -1,0 +1,108 @@
+"""Everything a synth run will need, checked before any model call, with every problem in one error:
+the store, the sources, the evaluation sets, the embedding models it will load (filter, student,
+guide, teacher), the keys of the endpoints that need one. Each problem names the parameter and the
+fix. (Reachability and the served model names are checked as each endpoint is opened: llm/server.py.)"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .config import EMBEDDED, Endpoint, SynthParams
+from .models import EMBEDDED_MODELS
+
+# hosted APIs that always want a key (any other server says so with a 401 when it is opened)
+KEYED_HOSTS = ("api.openai.com", "openai.azure.com", "api.anthropic.com", "api.together.xyz", "api.groq.com",
+               "openrouter.ai", "api.mistral.ai", "api.deepseek.com", "generativelanguage.googleapis.com",
+               "api.fireworks.ai")
+HUB_TIMEOUT_S = 5.0
+
+
+class PreflightError(ValueError):
+    """One or more things a run needs are missing or wrong; the message lists every one."""
+
+
+def model_problem(name: str | None, parameter: str) -> str | None:
+    """Why `name` cannot be loaded as an embedding model, or None: an embedded name, a folder that
+    holds one, or a Hub id that exists (looked up when the Hub answers within HUB_TIMEOUT_S; a Hub
+    that cannot be reached is no proof of a typo)."""
+    if not name:
+        return None
+    if name.startswith("embedded:"):
+        return None if name in EMBEDDED_MODELS else (
+            f"{parameter}: {name!r} is not an embedded model; embedded: {', '.join(sorted(EMBEDDED_MODELS))}")
+    path = Path(name).expanduser()
+    if path.exists():
+        return None if path.is_dir() else f"{parameter}: {name!r} is a file; give the model's folder"
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        return f"{parameter}: {name!r} is neither a folder that exists nor a Hub id (owner/name)"
+    return _hub_problem(name, parameter)
+
+
+def _hub_problem(name: str, parameter: str) -> str | None:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    try:
+        from huggingface_hub import model_info
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+        model_info(name, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError:
+        return None  # it exists; the token decides
+    except RepositoryNotFoundError:
+        return f"{parameter}: no model {name!r} on the Hub (a typo? a private model needs HF_TOKEN)"
+    except Exception:  # no network, a timeout: cannot tell here
+        return None
+    return None
+
+
+def key_problem(endpoint: Endpoint | None, parameter: str) -> str | None:
+    """A hosted API (KEYED_HOSTS) whose key variable is unset."""
+    if endpoint is None or endpoint.base_url == EMBEDDED or endpoint.api_key_secret:
+        return None
+    host = urlsplit(endpoint.base_url).hostname or ""
+    if not any(host == h or host.endswith(f".{h}") for h in KEYED_HOSTS) or os.environ.get(endpoint.api_key_env):
+        return None
+    return (f"{parameter}: ${endpoint.api_key_env} is not set for {endpoint.base_url} (export it, or name a "
+            f"Prefect Secret in {parameter}.api_key_secret)")
+
+
+def problems(params: SynthParams) -> list[str]:
+    from . import documents, sources
+    from .evaluation import resolve_eval_sets
+    from .store import Store
+
+    found = []
+
+    def attempt(parameter: str, check) -> None:
+        try:
+            check()
+        except Exception as exc:  # each check's own message says what is wrong
+            found.append(f"{parameter}: {exc}")
+
+    attempt("store", Store(params.store).check_writable)
+    synth, filt, train = params.synth, params.filter, params.train
+    if synth.persona_source:
+        attempt("synth.persona_source", lambda: sources.load_personas(synth.persona_source))
+    if synth.topic_source:
+        attempt("synth.topic_source", lambda: sources.load_topics(synth.topic_source))
+    if filt.external_corpus:
+        attempt("filter.external_corpus", lambda: sources.load_column(filt.external_corpus, "text"))
+    if filt.background_corpus:
+        attempt("filter.background_corpus", lambda: sources.load_background(filt.background_corpus))
+    if params.grounded.corpus:
+        attempt("grounded.corpus", lambda: documents.load_documents(params.grounded.corpus))
+    names = [("filter.model", filt.model)]
+    if train is not None:
+        attempt("train.eval_sets", lambda: resolve_eval_sets(train.eval_sets))
+        names += [("train.base_model", train.base_model), ("train.guide_model", train.guide_model),
+                  ("train.teacher_model", train.teacher_model)]
+    found += [p for parameter, name in names if (p := model_problem(name, parameter))]
+    found += [p for role in ("generator", "revisor", "brainstormer")
+              if (p := key_problem(getattr(params, role), role))]
+    return found
+
+
+def check(params: SynthParams) -> None:
+    if found := problems(params):
+        raise PreflightError(f"{len(found)} problem(s) before any model call:\n" + "\n".join(f"- {p}" for p in found))
