@@ -3,7 +3,12 @@
 and the budget check that stops a run cleanly (`SynthParams.budget_usd`)."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import threading
+
+import pyarrow.fs as pafs
 
 from .config import Price, SynthParams
 from .store import ShardRecord, StageDir, Store
@@ -52,16 +57,17 @@ def stage_models(params: SynthParams) -> dict[str, str]:
             "revised": (params.revisor or params.generator).model}
 
 
-def planned_calls(params: SynthParams, brainstormed: bool, with_personas: bool) -> dict[str, int]:
+def planned_calls(params: SynthParams, brainstormed: bool, with_personas: bool, passages: int = 0) -> dict[str, int]:
     """LLM calls per stage if every reply parses at the first try (retries add to it). `brainstormed`:
-    the run has the persona -> task -> example stages; `with_personas`: it brainstorms personas."""
+    the run has the persona -> task -> example stages; `with_personas`: it brainstorms personas;
+    `passages`: the grounded passages it writes queries for."""
     synth, grounded = params.synth, params.grounded
     personas = synth.personas if with_personas and not synth.persona_source else 0
     tasks = synth.personas * math.ceil(synth.tasks_per_persona / synth.tasks_per_topic) if brainstormed else 0
     examples = synth.personas * synth.tasks_per_persona * synth.examples_per_task if brainstormed else 0
-    documents = (grounded.documents or 0) if grounded.corpus else 0
     return {"personas": math.ceil(personas / 2), "tasks": tasks, "examples": examples,
-            "revised": examples if synth.revise else 0, "grounded": documents}
+            "revised": examples if synth.revise else 0,
+            "grounded": passages * grounded.queries_per_passage if grounded.corpus else 0}
 
 
 def measured_tokens(records: list[ShardRecord]) -> tuple[float, float] | None:
@@ -72,12 +78,12 @@ def measured_tokens(records: list[ShardRecord]) -> tuple[float, float] | None:
 
 
 def projection(params: SynthParams, brainstormed: bool, with_personas: bool,
-               history: dict[str, list[ShardRecord]] | None = None) -> list[dict]:
+               history: dict[str, list[ShardRecord]] | None = None, passages: int = 0) -> list[dict]:
     """The run's expected calls, tokens and cost per stage, before it starts; tokens per call measured
     on `history` (earlier shard records of these stages) where there are any, else TYPICAL_TOKENS."""
     history, models = history or {}, stage_models(params)
     rows = []
-    for stage, calls in planned_calls(params, brainstormed, with_personas).items():
+    for stage, calls in planned_calls(params, brainstormed, with_personas, passages).items():
         if not calls:
             continue
         measured = measured_tokens(history.get(stage, []))
@@ -96,13 +102,20 @@ def projection(params: SynthParams, brainstormed: bool, with_personas: bool,
     return rows
 
 
+HISTORY_RUNS = 3  # the projection measures tokens per call on the last few runs
+
+
 def store_history(store: Store, run_id: str) -> dict[str, list[ShardRecord]]:
-    """Shard records of the LLM stages of every run in the store but `run_id` (to measure tokens per call)."""
+    """Shard records of the LLM stages of the store's last HISTORY_RUNS finished runs but `run_id`
+    (to measure tokens per call)."""
     root = store.path("runs")
     if not store.exists(root):
         return {}
+    finished = [info for info in store.fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                if info.path.endswith("/summary.json") and f"/{run_id}/" not in info.path]
+    recent = sorted(finished, key=lambda i: i.mtime_ns or 0)[-HISTORY_RUNS:]
     out: dict[str, list[ShardRecord]] = {}
-    for run in {p[len(root) + 1:].split("/", 1)[0] for p in store.list(root, recursive=True)} - {run_id}:
+    for run in (i.path[len(root) + 1:].split("/", 1)[0] for i in recent):
         for stage in LLM_STAGES:
             out.setdefault(stage, []).extend(StageDir(store, run, stage).records())
     return out
@@ -129,10 +142,49 @@ def spent(records: dict[str, list[ShardRecord]], params: SynthParams) -> float:
                for stage, recs in records.items() for r in recs)
 
 
-def check_budget(params: SynthParams, records: dict[str, list[ShardRecord]]) -> float:
-    """The run's cost so far; raises BudgetExceeded once it reached `params.budget_usd`."""
-    so_far = spent(records, params)
-    if params.budget_usd is not None and so_far >= params.budget_usd:
-        raise BudgetExceeded(f"run cost ${so_far:.4f} reached its budget of ${params.budget_usd:.4f}: no new "
-                             "shard starts; committed shards are kept (raise budget_usd and run again to resume)")
-    return so_far
+class Spend:
+    """One run's LLM cost as this process sees it: its committed shards' cost when first asked, plus
+    every reply paid since (charged as it arrives, so shards in flight count). Other processes' replies
+    in flight are not seen: under fan-out each GPU worker stops on what it sees."""
+
+    def __init__(self, params: SynthParams, committed: float):
+        self.params, self.total, self.lock = params, committed, threading.Lock()
+        self.models = stage_models(params)
+
+    def charge(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        with self.lock:
+            self.total += cost(prompt_tokens, completion_tokens, price_of(model, self.params.prices))
+
+    def check(self) -> None:
+        budget = self.params.budget_usd
+        if budget is not None and self.total >= budget:
+            raise BudgetExceeded(f"run cost ${self.total:.4f} reached its budget of ${budget:.4f}: no new request "
+                                 "starts, the replies already paid for are kept (raise budget_usd and run again "
+                                 "to resume)")
+
+
+_SPENDS: dict[str, Spend] = {}
+_SPENDS_LOCK = threading.Lock()
+_current: contextvars.ContextVar[Spend | None] = contextvars.ContextVar("spend", default=None)
+
+
+def run_spend(params: SynthParams, run_id: str) -> Spend:
+    """The process-wide Spend of a run (its committed shards read once)."""
+    with _SPENDS_LOCK:
+        if run_id not in _SPENDS:
+            _SPENDS[run_id] = Spend(params, spent(run_records(Store(params.store), run_id), params))
+        return _SPENDS[run_id]
+
+
+@contextlib.contextmanager
+def active(spend: Spend | None):
+    """Make `spend` the one the LLM client of this thread charges and checks."""
+    token = _current.set(spend)
+    try:
+        yield spend
+    finally:
+        _current.reset(token)
+
+
+def current() -> Spend | None:
+    return _current.get()

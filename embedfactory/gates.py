@@ -45,7 +45,7 @@ REPEAT_NGRAM = 3  # a 2- to 6-word phrase back to back this many times
 REPEAT_SENTENCE = 3  # one sentence (of 4+ words) this many times
 LABEL_MAX_WORDS = 6
 STS_NEAR = 0.8  # word-sequence similarity (difflib ratio) at which two STS sentences are near copies
-STS_SENTENCE_WORDS = 3  # an STS text asked to be a sentence has at least this many words ("A dog runs.")
+STS_SENTENCE_WORDS = 3  # an STS "sentence" of fewer words needs its full stop ("It rains."); one word never
 # scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana, CJK), and Korean,
 # whose sentences may be two words: there a word count says nothing about a sentence
 UNSPACED = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
@@ -63,10 +63,11 @@ EMPTY_TEXTS = frozenset({"n a", "na", "none", "null", "nil", "tbd", "todo", "pla
 META = re.compile(  # the text talks about the request instead of doing it
     r"\b(?:this|the given|the above) (?:task|prompt|instructions?|passage)\b"
     # describing the data instead of writing it (0.5B STS: "a description of the same scenario")
-    r"|\bdescription of (?:a|the same) (?:scenario|event|situation)\b"
-    # commenting on its own sentence (0.5B STS: "This sentence accurately describes", "In this sentence")
-    r"|\bthis sentence (?:\w+ly )?(?:describes|is about|talks about|refers to|shows|means)\b"
-    r"|\bin this sentence\b", re.IGNORECASE)
+    r"|\bdescription of (?:a|the same) (?:scenario|event|situation)\b", re.IGNORECASE)
+# an STS or bitext text commenting on itself (0.5B: "This sentence accurately describes", "In this
+# sentence, we see"); only there: a document about grammar may say "in this sentence" and be fine
+SELF_COMMENT = re.compile(r"\bthis sentence (?:\w+ly )?(?:describes|is about|talks about|refers to|shows|means)\b"
+                          r"|\bin this sentence\b", re.IGNORECASE)
 DIMENSION_WORDS = ("classification", "category", "categorization", "label")  # "book classification"
 PLACEHOLDER = re.compile(  # template slots and stock filler ("quick brown fox": 0.5B's favourite S1)
     r"lorem ipsum|quick brown fox|\[\s*(?:insert|your|add|enter|put|placeholder|name of)\b"
@@ -322,12 +323,20 @@ def label(fields: dict, asked: Asked) -> str | None:
     return None
 
 
+def self_comment(text: str) -> str | None:
+    if m := SELF_COMMENT.search(text):
+        return f"talks about itself: {m[0]!r}"
+    return None
+
+
 def sts_pair(fields: dict, unit: str | None = None) -> str | None:
     """STS texts asked to be sentences that are a word or two ("Business" / "Small Business"), or
     that are near copies of each other: word-sequence similarity of STS_NEAR."""
     texts = {n: words(fields.get(n) or "") for n in ("S1", "S2", "S3")}
     for name, tokens in texts.items():
-        if unit == "sentence" and len(tokens) < STS_SENTENCE_WORDS and not UNSPACED.search(fields[name]):
+        text = (fields.get(name) or "").strip()
+        short = len(tokens) < 2 or (len(tokens) < STS_SENTENCE_WORDS and not text.endswith((".", "!", "?")))
+        if unit == "sentence" and short and not UNSPACED.search(text):  # "It rains." passes, "Small Business" not
             return f"{name} is not a sentence ({len(tokens)} words; asked for a sentence)"
     for a, b in (("S1", "S2"), ("S1", "S3"), ("S2", "S3")):
         ratio = SequenceMatcher(None, texts[a], texts[b], autojunk=False).ratio()
@@ -360,7 +369,8 @@ def _field_gate(name: str, task_type: str, f: dict, asked: Asked):
     if name == "degenerate":
         yield from ((n, degenerate(t)) for n, t in texts)
     elif name == "echo":
-        yield from ((n, echo(t, asked)) for n, t in texts)
+        pairs = task_type in ("sts", "bitext")
+        yield from ((n, echo(t, asked) or (self_comment(t) if pairs else None)) for n, t in texts)
     elif name == "copy" and task_type == "retrieval":
         yield "user_query", copy(f["user_query"], f["positive_document"])
         yield "hard_negative_document", copy(f["hard_negative_document"], f["positive_document"])

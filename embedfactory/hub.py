@@ -9,11 +9,13 @@ import tempfile
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from .publish import DATA_FILE, read_dataset
 from .quality import to_markdown
-from .store import Store
+from .models import hub_id
+from .store import StageDir, Store
 
 SAMPLE_ROWS = 5
 TASK_CATEGORIES = {"retrieval": "text-retrieval", "classification": "text-classification"}  # beyond the two below
@@ -38,8 +40,9 @@ def features(schema: pa.Schema) -> list[dict]:
 def front_matter(card: dict, schema: pa.Schema, num_bytes: int, license: str, stages: dict[str, pa.Schema]) -> dict:
     """The YAML metadata the Hub reads: configs and features, size, task categories, licence, models."""
     params = card.get("params") or {}
-    models = sorted({m for m in (_model(params, "generator"), _model(params, "brainstormer"),
-                                 _model(params, "revisor"), (params.get("filter") or {}).get("model")) if m})
+    models = sorted({hub_id(m) or m for m in (_model(params, "generator"), _model(params, "brainstormer"),
+                                              _model(params, "revisor"), (params.get("filter") or {}).get("model"))
+                     if m})
     configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}],
                 "default": True}]
     configs += [{"config_name": stage, "data_files": [{"split": "train", "path": f"stages/{stage}/*.parquet"}]}
@@ -49,7 +52,9 @@ def front_matter(card: dict, schema: pa.Schema, num_bytes: int, license: str, st
     info += [{"config_name": stage, "features": features(s)} for stage, s in stages.items()]
     categories = ["sentence-similarity", "feature-extraction"]
     categories += [TASK_CATEGORIES[t] for t in sorted(card.get("by_task_type", {})) if t in TASK_CATEGORIES]
-    return {"pretty_name": f"{card['name']} ({card['version']})", "license": license,
+    licence = {"license": license, **({"license_name": "model-generated-data", "license_link": "LICENSE"}
+                                       if license == "other" else {})}  # the Hub wants a name and link for other
+    return {"pretty_name": f"{card['name']} ({card['version']})", **licence,
             "task_categories": categories, "size_categories": [size_category(card["rows"])],
             "tags": ["embedfactory", "synthetic", "embeddings", "sentence-transformers"],
             "source_models": models, "configs": configs, "dataset_info": info}
@@ -142,22 +147,33 @@ def push_dataset(store: Store, path: str, repo_id: str, private: bool = True, wi
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
         stages = {}
-        if with_stages:
-            run_root = store.path("runs", card.get("run_id", card["version"]))
-            for file in store.list(run_root, recursive=True):
-                stage, name = file[len(run_root) + 1:].split("/", 1)
-                if name.endswith(".parquet") and "/" not in name:
-                    target = folder / "stages" / stage / name
+        if with_stages:  # each stage's committed shards (stale or uncommitted files left out)
+            run = card.get("run_id", card["version"])
+            for stage in sorted(stage_names(store, run)):
+                stage_dir, schemas = StageDir(store, run, stage), []
+                for record in sorted(stage_dir.records(), key=lambda r: r.key):
+                    target = folder / "stages" / stage / f"part-{record.key}.parquet"
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(store.read_bytes(file))
-                    stages.setdefault(stage, store.read_table(file).schema)
-        for name in (DATA_FILE, "card.json", "quality.json", "attributes.png"):
+                    target.write_bytes(store.read_bytes(stage_dir.shard_path(record.key)))
+                    schemas.append(pq.read_schema(target))
+                if schemas:
+                    stages[stage] = pa.unify_schemas(schemas, promote_options="permissive")
+        (folder / DATA_FILE).parent.mkdir(parents=True)
+        if store.exists(f"{path}/{DATA_FILE}"):  # the very file the card's sha256 names
+            (folder / DATA_FILE).write_bytes(store.read_bytes(f"{path}/{DATA_FILE}"))
+        else:  # a dataset published before the Hub layout
+            pq.write_table(read_dataset(store, path), folder / DATA_FILE, compression="zstd")
+        for name in ("card.json", "quality.json", "attributes.png"):
             if store.exists(f"{path}/{name}"):
-                (folder / name).parent.mkdir(parents=True, exist_ok=True)
                 (folder / name).write_bytes(store.read_bytes(f"{path}/{name}"))
         (folder / "README.md").write_text(card_text(store, path, license, stages))
         return _upload(folder, repo_id, "dataset", private, endpoint, token,
                        f"embedfactory: {card['name']} {card['version']}")
+
+
+def stage_names(store: Store, run: str) -> set[str]:
+    root = store.path("runs", run)
+    return {p[len(root) + 1:].split("/", 1)[0] for p in store.list(root, recursive=True) if "/_shards/" in p}
 
 
 def push_model(store: Store, path: str, repo_id: str, private: bool = True, endpoint: str | None = None,

@@ -17,10 +17,10 @@ from typing import Callable
 import pyarrow as pa
 from pydantic import BaseModel
 
-from . import dedupe, documents, economics, filtering, gates, prompts, quality, schemas, search, sources, task_types
+from . import costs, dedupe, documents, economics, filtering, gates, prompts, quality, schemas, search, sources, task_types
 from .config import Endpoint, SynthParams
 from .ids import stable_hash
-from .llm import client
+from .llm import client, replylog
 from .llm.client import ChatClient
 from .stages import brainstorm, common, consistency, generate, grounded, personas, revise
 from .stages.consistency import BACKGROUND, DOCUMENTS, EXTERNAL, corpus_keys, gate_reasons  # noqa: F401 (API)
@@ -135,21 +135,27 @@ def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRec
 
 def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
               side: list[ShardRecord] = (), progress: Progress | None = None,
-              before_produce: Callable[[], None] | None = None) -> ShardRecord:
+              spend: costs.Spend | None = None) -> ShardRecord:
     """Produce and commit one shard unless it is already committed with the same fingerprint.
     `upstream`: the shards whose rows are the input; `side`: shards it also consults (their
-    checksums enter the fingerprint; the stage reads them itself). `before_produce` runs only when
-    the shard is to be made (the budget check: it may raise to stop the run)."""
+    checksums enter the fingerprint; the stage reads them itself). `spend`: the run's budget, checked
+    before the shard and before each of its requests (costs.py). A reused shard reports itself done."""
     out_dir = ctx.stage_dir(stage.name)
     fp = fingerprint(stage, ctx, key, upstream, side)
     if (done := out_dir.committed(key, fp)) is not None:
+        if progress is not None:
+            progress(done.rows_in, done.rows_in)
         return done
-    if before_produce is not None:
-        before_produce()
+    if spend is not None:
+        spend.check()
     rows = [row for u in upstream for row in ctx.stage_dir(u.stage or stage.upstream).read([u.key]).to_pylist()]
     started = time.monotonic()
-    out = stage.produce(ctx, key, rows, list(side), progress)
-    return commit_output(out_dir, key, fp, out, ctx.run_token, started, stage.schema)
+    log = replylog.ReplyLog(out_dir.store, f"{out_dir.dir}/_replies/{key}")  # a failed try's paid replies
+    with replylog.active(log), costs.active(spend):
+        out = stage.produce(ctx, key, rows, list(side), progress)
+    record = commit_output(out_dir, key, fp, out, ctx.run_token, started, stage.schema)
+    log.clear()
+    return record
 
 
 def commit_output(out_dir: StageDir, key: str, fp: str, out: ShardOutput, run_token: str, started: float,

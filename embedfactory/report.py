@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from .store import ShardRecord
 
-COLUMNS = ["stage", "shards", "reused", "rows_in", "rows_out", "rejected", "dropped", "llm_calls",
-           "tokens", "cached", "seconds", "why"]
-
 
 def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
                   training: dict | None = None, cost_usd: dict[str, float] | None = None) -> list[dict]:

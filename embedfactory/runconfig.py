@@ -7,7 +7,10 @@ Every key is checked against the flow's signature and the pydantic models under 
 runs; an unknown key fails with the valid keys at that level listed."""
 from __future__ import annotations
 
+import datetime
 import inspect
+import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -34,7 +37,7 @@ def read(path: str | Path | None) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must hold a mapping of parameter names, not {type(data).__name__}")
-    return data
+    return _expanded(data, "", f"config {path}")
 
 
 def override(config: dict, assignments: list[str]) -> dict:
@@ -44,8 +47,37 @@ def override(config: dict, assignments: list[str]) -> dict:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set takes KEY=VALUE (dotted keys for nested ones), not {item!r}")
-        put(out, key.strip(), yaml.safe_load(text) if text.strip() else None)
+        put(out, key.strip(), _value(text))
     return out
+
+
+def _value(text: str):
+    """A --set value read as YAML, except where YAML would turn a plain word into something else
+    (2026-11-22 a date, no a boolean): those stay text."""
+    if not text.strip():
+        return None
+    value = yaml.safe_load(text)
+    if isinstance(value, (datetime.date, datetime.datetime)) or (
+            isinstance(value, bool) and text.strip().lower() not in ("true", "false")):
+        return text
+    return value
+
+
+TEMPLATE = re.compile(r"\{\{\s*\$(\w+)\s*\}\}")  # Prefect's deployment templates: {{ $EMBEDFACTORY_STORE }}
+
+
+def _expanded(value, path: str, where: str):
+    """`{{ $VAR }}` templates in a deployment's parameters, filled from the environment as Prefect does."""
+    if isinstance(value, dict):
+        return {k: _expanded(v, f"{path}{k}.", where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expanded(v, path, where) for v in value]
+    if isinstance(value, str):
+        missing = [name for name in TEMPLATE.findall(value) if name not in os.environ]
+        if missing:
+            raise ConfigError(f"{where}: {path[:-1]} uses ${missing[0]}, which is not set in the environment")
+        return TEMPLATE.sub(lambda m: os.environ[m[1]], value)
+    return value
 
 
 def put(config: dict, key: str, value) -> None:
@@ -71,10 +103,7 @@ def flow_arguments(fn, config: dict, source: str = "config") -> dict:
     check_keys(config, {n: hints.get(n) for n in parameters}, source)
     out = {}
     for name, value in config.items():
-        default = parameters[name].default
-        if isinstance(default, BaseModel) and isinstance(value, dict):  # a key given changes that key only
-            value = _merged(default.model_dump(), value)
-        try:
+        try:  # as Prefect validates a deployment's parameters: a partial mapping gets each model's defaults
             out[name] = TypeAdapter(hints[name]).validate_python(value) if name in hints else value
         except ValueError as exc:
             raise ConfigError(f"{source}: invalid {name}:\n{exc}") from None
@@ -110,13 +139,6 @@ def from_cli(fn, args, flags: dict) -> dict:
         if value is not None:
             put(config, key, value)
     return flow_arguments(fn, override(config, args.set), args.config or "command line")
-
-
-def _merged(base: dict, given: dict) -> dict:
-    out = dict(base)
-    for key, value in given.items():
-        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return out
 
 
 def _copy(value):

@@ -16,6 +16,7 @@ from embedfactory.report import format_table
 from embedfactory.store import Store
 from tasks.alignment import judge_junior, judge_preferences, sample_candidates, train_role
 from tasks.common import load_api_keys, result_storage
+from tasks.limits import ensure_limits
 from tasks.synthesis import run_stage_shard
 
 
@@ -26,6 +27,7 @@ def align(params: AlignParams = AlignParams()) -> dict:
     store = Store(params.store)
     store.check_writable()
     load_api_keys(params.teacher)
+    ensure_limits(params.teacher)  # the teacher's shared limits, if it has any
     seed_params = run.synth_params(params)
     with pipeline.open_run(seed_params, params.run_id, uuid.uuid4().hex) as ctx:
         shard = run_stage_shard.with_options(result_storage=result_storage(params.store))

@@ -123,6 +123,8 @@ def progress(label: str, unit: str = "rows", stage: tuple[str, str, str] | None 
         if bar is not None:
             bar.total, bar.n = total, done
             bar.set_postfix_str(extra.lstrip(", "), refresh=True)
+            if done >= total:
+                bar.close()
         if not throttle.due(done, total):
             return
         line = meter.line(extra) + (f" | {whole.line()}" if whole is not None else "")

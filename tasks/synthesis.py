@@ -12,7 +12,7 @@ from embedfactory import costs, pipeline
 from embedfactory.report import format_table
 from embedfactory.store import ShardRecord, Store
 
-from .common import RETRIES, RETRY_DELAY_S, SHARD_TASK, cache_key, logger, progress
+from .common import RETRIES, RETRY_DELAY_S, SHARD_TASK, cache_key, logger, progress, worth_retrying
 
 STAGES = {s.name: s for s in pipeline.SYNTH_STAGES}
 
@@ -28,14 +28,8 @@ def run_stage_shard(stage: str, ctx: pipeline.RunContext, key: str, upstream: li
                     side: list[ShardRecord] | None = None) -> ShardRecord:
     report = progress(f"{stage} shard {key}", stage=(ctx.run_id, stage, key),
                       shards=pipeline.stage_shards(ctx.params, stage))
-    return pipeline.run_shard(STAGES[stage], ctx, key, upstream, side or [], report, budget_check(ctx, stage))
-
-
-def budget_check(ctx: pipeline.RunContext, stage: str):
-    """With a budget, what runs before an LLM shard is made: the run's cost so far against it."""
-    if ctx.params.budget_usd is None or stage not in costs.LLM_STAGES:
-        return None
-    return lambda: costs.check_budget(ctx.params, costs.run_records(Store(ctx.params.store), ctx.run_id))
+    spend = costs.run_spend(ctx.params, ctx.run_id) if ctx.params.budget_usd is not None else None
+    return pipeline.run_shard(STAGES[stage], ctx, key, upstream, side or [], report, spend)
 
 
 def chain_name(parameters: dict) -> str:
@@ -43,7 +37,7 @@ def chain_name(parameters: dict) -> str:
     return f"{'+'.join(parameters['stages'])}-{parameters['key']}"
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S,
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=worth_retrying,
       task_run_name=lambda: f"{chain_name(task_run.parameters)} on pool")
 def generate_on_pool(ctx: pipeline.RunContext, key: str, stages: list[str],
                      upstream: list[ShardRecord]) -> list[ShardRecord]:
@@ -55,6 +49,9 @@ def generate_on_pool(ctx: pipeline.RunContext, key: str, stages: list[str],
         "params": ctx.params.model_dump(mode="json"), "run_id": ctx.run_id, "run_token": ctx.run_token,
         "key": key, "stages": stages, "upstream": [asdict(u) for u in upstream]})
     if not run.state.is_completed():
+        message = run.state.message or ""
+        if "BudgetExceeded" in message or "reached its budget" in message:  # not worth a new GPU flow run
+            raise costs.BudgetExceeded(f"{ctx.params.fan_out} run {run.name} for shard {key}: {message}")
         raise RuntimeError(f"{ctx.params.fan_out} run {run.name} for shard {key} ended {run.state.type.value}")
     return pipeline.committed_chain(ctx, key, stages, upstream)
 
@@ -64,8 +61,9 @@ def project_cost(params, run_id: str) -> list[dict]:
     artifact), with a warning when it is above `params.budget_usd`."""
     from prefect.artifacts import create_table_artifact
 
+    passages = len(pipeline.grounded_passages(params)) if params.grounded.corpus else 0
     rows = costs.projection(params, bool(pipeline.persona_chunks(params)), pipeline.needs_personas(params),
-                            costs.store_history(Store(params.store), run_id))
+                            costs.store_history(Store(params.store), run_id), passages)
     print(f"projected for run {run_id} (retries add to it):\n"
           + format_table(rows, ["stage", "model", "calls", "prompt_tokens", "completion_tokens", "cost_usd",
                                 "tokens_from"]))

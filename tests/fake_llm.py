@@ -24,7 +24,8 @@ class FakeChatServer:
                  seed: int = 0, stall_s: float = 2.0, poison: tuple[str, int] | None = None,
                  latency_s: float = 0.0, refuse_formats: tuple[str, ...] = (), models: tuple[str, ...] = ("fake",),
                  require_key: str | None = None):
-        """script items: a string (the reply content) or an int (an HTTP status to fail with).
+        """script items: a string (the reply content), an int (an HTTP status to fail with) or a
+        (status, error message) pair.
         Without a script, replies are made up from the request's schema. `poison` = (schema name
         suffix, n): the first n distinct prompts for such a schema always get invalid JSON, so a
         test can count on some prompts exhausting their attempts whatever the random faults do.
@@ -67,7 +68,7 @@ class FakeChatServer:
                     time.sleep(owner.stall_s)  # the client has given up by now
                     status = 504
                 if status != 200:
-                    return self._send(status, {"error": {"message": "injected"}}, headers)
+                    return self._send(status, {"error": {"message": content or "injected"}}, headers)
                 self._send(200, {
                     "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": finish,
@@ -103,6 +104,8 @@ class FakeChatServer:
                 item = self.script.pop(0)
                 if isinstance(item, int):
                     return item, None, None, {}
+                if isinstance(item, tuple):  # (status, error message)
+                    return item[0], item[1], None, {}
                 self.counts["answered"] += 1
                 return 200, item, "stop", {}
             fault = next((f for f in FAULTS if self._rng.random() < self.fault_rates.get(f, 0)), None)

@@ -41,13 +41,31 @@ def test_the_projection_counts_calls_per_stage_and_learns_tokens_from_earlier_ru
     assert costs.over_budget(gpt(budget_usd=100), costs.projection(params, True, True)) is None
 
 
-def test_spent_and_the_budget_check():
+def test_a_spend_counts_replies_as_they_arrive_and_stops_new_requests():
     params = gpt(budget_usd=1.0)
     records = {"examples": [ShardRecord(key="0", fingerprint="f", rows=1, prompt_tokens=1_000_000, completion_tokens=0)]}
-    assert costs.check_budget(params, records) == pytest.approx(0.15)
-    records["tasks"] = [ShardRecord(key="0", fingerprint="f", rows=1, prompt_tokens=0, completion_tokens=100_000)]
+    assert costs.spent(records, params) == pytest.approx(0.15)  # committed: gpt-4o-mini input
+    spend = costs.Spend(params, costs.spent(records, params))
+    spend.check()
+    spend.charge("gpt-4o", 0, 100_000)  # a reply in flight: $1.00 of gpt-4o output
     with pytest.raises(BudgetExceeded, match=r"run cost \$1\.1500 reached its budget of \$1\.0000"):
-        costs.check_budget(params, records)
+        spend.check()
+    costs.Spend(gpt(), 99.0).check()  # no budget: never stops
+
+
+def test_the_client_finishes_what_is_in_flight_then_stops(tmp_path):
+    from embedfactory.config import Endpoint
+    from embedfactory.llm.client import ChatClient, Request
+    from embedfactory.schemas import RetrievalExample
+    from fake_llm import FakeChatServer
+
+    params = gpt(budget_usd=0.0004, prices={"fake": Price(input_per_million=10.0, output_per_million=10.0)})
+    spend = costs.Spend(params, 0.0)
+    with FakeChatServer() as server, costs.active(spend):  # 15 tokens a reply: $0.00015 each
+        client = ChatClient(Endpoint(base_url=server.base_url, model="fake", concurrency=1), server.base_url)
+        with pytest.raises(BudgetExceeded):
+            client.run_sync([Request([{"role": "user", "content": str(i)}], RetrievalExample, seed=i) for i in range(10)])
+    assert len(server.requests) == 3 and spend.total == pytest.approx(0.00045)  # the third crossed it
 
 
 @pytest.mark.slow
@@ -64,10 +82,12 @@ def test_a_budget_stops_a_real_run_cleanly_and_a_larger_one_resumes_it(tmp_path,
         synth(tight)
     from embedfactory.pipeline import default_run_id
     from embedfactory.store import StageDir, Store
-    run_id = default_run_id(tight)
-    committed = {s: len(StageDir(Store(str(tmp_path)), run_id, s).records()) for s in ("personas", "tasks")}
-    assert committed == {"personas": 1, "tasks": 0}  # the shard that spent it is kept, nothing after it started
+    store, run_id = Store(str(tmp_path)), default_run_id(tight)
+    assert not StageDir(store, run_id, "tasks").records()  # nothing after the spend started
+    personas = StageDir(store, run_id, "personas")
+    kept = personas.records() or store.list(f"{personas.dir}/_replies", recursive=True)
+    assert kept  # what was paid is committed or in the shard's reply log
     result = synth(tight.model_copy(update={"budget_usd": 1000.0}))  # same run id: resumes
     summary = {row["stage"]: row for row in result["summary"]}
-    assert summary["personas"]["reused"] == 1 and summary["personas"]["llm_calls"] == 0
     assert summary["tasks"]["llm_calls"] > 0 and summary["tasks"]["cost_usd"] > 0
+    assert not store.list(f"{personas.dir}/_replies", recursive=True)  # used, then cleared at the commit

@@ -177,6 +177,8 @@ GOOD = {
         "S3": "The sun is much more colorful than it appears."}),
     "sts phrases may be one word": ("sts", STS, sts("phrase"), {
         "S1": "Small business loans", "S2": "Loans for small firms", "S3": "Bakeries"}),
+    "sts sentences of two words with their full stop": ("sts", STS, sts("sentence"), {
+        "S1": "It rains.", "S2": "Rain falls.", "S3": "Sun shines!"}),
     "sts sentences in Chinese": ("sts", STS, {**sts("sentence"), "language": "Chinese"}, {
         "S1": "今天天气很好。", "S2": "今天是晴天。", "S3": "我喜欢吃苹果。"}),
     "sts": ("sts", STS, sts("passage"), {
@@ -245,6 +247,15 @@ def test_the_prompt_echoed_as_a_query():
     assert gates.echo("Please ship less than 10 boxes to our Denver office today", c) is None
     assert gates.echo("less than 10", c) == "repeats the attribute value 'less than 10'"
     assert gates.echo("Gradient boosted trees remain strong baselines for classification tasks.", c) is None
+
+
+def test_grammar_prose_may_say_in_this_sentence_outside_sts():
+    a = asked("retrieval", "Given a grammar question, retrieve an explanation", retrieval("5 to 15 words", 50))
+    fields = {"user_query": "what is an intransitive verb",
+              "positive_document": "In this sentence, the verb 'sleeps' is intransitive: it takes no object. "
+                                   "This sentence is about a cat that sleeps all afternoon on the porch.",
+              "hard_negative_document": "A transitive verb such as 'carry' needs an object to complete it."}
+    assert gates.check("retrieval", fields, a, names=("echo",)) is None
 
 
 def test_personas_that_restate_the_prompt_or_copy_their_seed():

@@ -13,7 +13,7 @@ from embedfactory import hub
 from embedfactory.__main__ import main
 from embedfactory.publish import DATA_FILE
 from embedfactory.schemas import DATASET
-from embedfactory.store import Store
+from embedfactory.store import ShardRecord, StageDir, Store
 
 ROWS = [{"anchor": f"how do I reset pin {i}", "positive": f"To reset PIN {i}, open the app.",
          "negative": None if i % 2 else f"PIN {i} cannot be shared.", "instruction": "Given a banking question, "
@@ -37,8 +37,11 @@ def published(tmp_path) -> tuple[Store, str]:
                    "revisor": None, "filter": {"model": "embedded:all-MiniLM-L6-v2", "topk": None,
                                                "mined_negatives": 7, "mine_range": [50, 100]}}})
     store.write_json(f"{path}/quality.json", QUALITY)
-    store.write_table(store.path("runs", "run-1", "examples", "part-00000.parquet"),
-                      pa.Table.from_pylist([{"example_id": "e1", "fields": "{}"}]))
+    examples = StageDir(store, "run-1", "examples")
+    examples.commit(pa.Table.from_pylist([{"example_id": "e1", "fields": "{}"}]),
+                    ShardRecord(key="00000", fingerprint="f", rows=1))
+    store.write_table(examples.shard_path("00001"), pa.Table.from_pylist([{"example_id": "stale"}]))  # uncommitted
+    store.write_json(store.path("runs", "run-1", "summary.json"), [])  # a run's own files beside its stages
     return store, path
 
 
@@ -57,7 +60,8 @@ def test_the_card_says_how_the_data_was_made_and_the_folder_loads_with_datasets(
                                 "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}]
     assert meta["size_categories"] == ["n<1K"] and meta["license"] == "other"
     assert meta["task_categories"] == ["sentence-similarity", "feature-extraction", "text-retrieval"]
-    assert meta["source_models"] == ["Qwen/Qwen2.5-7B-Instruct", "embedded:all-MiniLM-L6-v2", "gpt-4o"]
+    assert meta["source_models"] == ["Qwen/Qwen2.5-7B-Instruct", "gpt-4o", "sentence-transformers/all-MiniLM-L6-v2"]
+    assert meta["license_name"] and meta["license_link"]  # what the Hub asks beside `other`
     features = {f["name"]: f for f in meta["dataset_info"][0]["features"]}
     assert list(features) == DATASET.names and features["mined_negatives"] == {
         "name": "mined_negatives", "sequence": {"dtype": "string"}}

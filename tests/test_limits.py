@@ -1,6 +1,7 @@
 """Endpoint limits shared by every worker: Prefect global concurrency and rate limits on a real
 Prefect API, two clients in two threads standing in for two workers, a fake OpenAI server (with a
 delay per reply) counting what was in flight. The same runs without the limits show what they hold back."""
+import socket
 import threading
 import time
 
@@ -36,7 +37,7 @@ def two_workers(endpoint: Endpoint, url: str, per_worker: int) -> float:
 def test_a_global_concurrency_limit_holds_across_workers(prefect_api):
     with FakeChatServer(latency_s=0.3) as server:
         endpoint = Endpoint(base_url=server.base_url, model="fake", concurrency=8, max_concurrent=2)
-        assert ensure_limits(endpoint, None) == ["llm-fake-127.0.0.1"]
+        assert ensure_limits(endpoint, None) == [f"llm-fake-{socket.gethostname()}-127.0.0.1"]
         two_workers(endpoint, server.base_url, 4)  # the provider is installed: tasks.limits was imported
         assert server.max_in_flight == 2 and len(server.requests) == 8
     with FakeChatServer(latency_s=0.3) as server:  # without it, each worker fills its own 8
@@ -48,7 +49,7 @@ def test_a_global_rate_limit_spaces_the_requests(prefect_api):
     with FakeChatServer() as server:
         free = two_workers(Endpoint(base_url=server.base_url, model="fake"), server.base_url, 4)
         endpoint = Endpoint(base_url=server.base_url, model="fake", requests_per_minute=240)  # 4 a second
-        assert ensure_limits(endpoint) == ["llm-fake-127.0.0.1-rate"]
+        assert ensure_limits(endpoint) == [f"llm-fake-{socket.gethostname()}-127.0.0.1-rate"]
         paced = two_workers(endpoint, server.base_url, 4)
     assert paced >= 1.4 > free  # 8 requests at 4/s, one slot at the start: at least 1.75 s less jitter
 

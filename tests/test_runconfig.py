@@ -20,13 +20,17 @@ def write(tmp_path, text: str) -> str:
     return str(path)
 
 
-def test_synth_reads_the_deployments_own_parameters_and_flags_and_set_override_them(tmp_path):
+def test_synth_reads_the_deployments_own_parameters_and_flags_and_set_override_them(tmp_path, monkeypatch):
     from flows.synth import _params_from_cli
 
     deployment = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())["deployments"][0]
     assert deployment["entrypoint"] == "flows/synth.py:synth"
     config = write(tmp_path, yaml.safe_dump(deployment["parameters"]))
+    with pytest.raises(runconfig.ConfigError, match=r"params.store uses \$EMBEDFACTORY_STORE, which is not set"):
+        _params_from_cli(["--config", config])
+    monkeypatch.setenv("EMBEDFACTORY_STORE", str(tmp_path / "nightly"))  # as Prefect fills its templates
     params = _params_from_cli(["--config", config])
+    assert params.store == str(tmp_path / "nightly")
     assert params.synth.personas == 64 and params.generator.model == "Qwen/Qwen2.5-7B-Instruct"
     assert params.generator.concurrency == 64 and params.fan_out == "synth-shard/gpu"
     assert params.synth.max_attempts == SynthParams().synth.max_attempts  # keys not given keep their defaults
@@ -38,6 +42,9 @@ def test_synth_reads_the_deployments_own_parameters_and_flags_and_set_override_t
     assert params.revisor.base_url == "http://r:8000/v1" and params.revisor.model == "Qwen/Qwen2.5-7B-Instruct"
     assert _params_from_cli(["--config", config, "--no-train"]).train is None
     assert _params_from_cli([]) == SynthParams()
+    assert _params_from_cli(["--set", "params.run_id=2026-11-22"]).run_id == "2026-11-22"  # text, not a date
+    assert _params_from_cli(["--task-mix", "retrieval=1"]).synth.task_mix == {"retrieval": 1.0}  # only that type
+    assert "concurrency" not in _params_from_cli(["--slots", "32"]).generator.model_fields_set
 
 
 def test_unknown_keys_fail_with_the_valid_ones_listed(tmp_path):

@@ -1,7 +1,7 @@
 """Parameters of flow `align`."""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import Endpoint, LoraSettings, Strict, SynthConfig, runtime
 
@@ -18,6 +18,10 @@ class Finetune(Strict):
     lora: LoraSettings | None = Field(LoraSettings(), description="null: full fine-tuning.")
 
 
+SEED_SET = {"personas": 4, "task_mix": {"retrieval": 1, "classification": 1}, "revise": False, "max_num_words": 50}
+SENIOR = {"learning_rate": 5e-5}
+
+
 class AlignParams(Strict):
     store: str = Field("./data", description="Local folder or s3://bucket/prefix.")
     run_id: str = Field("align", pattern=r"^[A-Za-z0-9_.-]+$", description="Folder under align/.")
@@ -26,12 +30,13 @@ class AlignParams(Strict):
     base_model: str = Field(EMBEDDED_LM, description="Causal LM the junior and the revisor start from: "
                             "a hub id, a local folder, or the embedded GGUF (dequantized by transformers).")
     seed_set: SynthConfig = Field(
-        SynthConfig(personas=4, task_mix={"retrieval": 1, "classification": 1}, revise=False, max_num_words=50),
-        description="Sizes of the teacher's seed set (personas -> tasks -> examples, the synthesis prompts).")
+        SynthConfig(**SEED_SET),
+        description="Sizes of the teacher's seed set (personas -> tasks -> examples, the synthesis prompts); "
+        "keys not given keep these defaults.")
     candidates: int = Field(4, ge=2, le=16, description="Junior samples per prompt for the preference pairs.")
     max_new_tokens: int = Field(256, gt=0, description="Cap on each junior sample.")
     junior: Finetune = Finetune()
-    senior: Finetune = Finetune(learning_rate=5e-5)
+    senior: Finetune = Field(Finetune(**SENIOR), description="DPO; keys not given keep these defaults.")
     beta: float = Field(0.1, gt=0, description="DPO beta (SPEED/trl default 0.1).")
     revisor: Finetune = Finetune()
     export_name: str = Field("aligned", pattern=r"^[A-Za-z0-9_.-]+$",
@@ -39,3 +44,14 @@ class AlignParams(Strict):
     planned_examples: int = Field(920_000, gt=0, description="Examples the senior is meant to generate; "
                                   "the report divides the teacher's calls by it (SPEED: 920K).")
     device: str = runtime("auto", description="auto, cpu, cuda, cuda:N")
+
+    @field_validator("seed_set", mode="before")
+    @classmethod
+    def _seed_defaults(cls, value):
+        """A partial seed set (a run config, a deployment parameter) keeps the other seed defaults."""
+        return {**SEED_SET, **value} if isinstance(value, dict) else value
+
+    @field_validator("senior", mode="before")
+    @classmethod
+    def _senior_defaults(cls, value):
+        return {**SENIOR, **value} if isinstance(value, dict) else value

@@ -26,10 +26,16 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from ..config import Endpoint, Sampling
-from . import limits, liveness
+from .. import costs
+from ..ids import stable_hash
+from . import limits, liveness, replylog
 
 # how the reply's JSON is constrained, strictest first; a server that refuses one gets the next
 MODES = ("json_schema", "json_object", "none")
+# a request the server refuses for what it is (too long for the context, malformed): asking again
+# gets the same answer, so it becomes a rejected row with the reason and the shard goes on
+REFUSED = {400, 404, 413, 422}
+TOO_LONG = ("context length", "maximum context", "context window", "too long", "too many tokens", "exceeds")
 
 
 @dataclass
@@ -109,9 +115,9 @@ class ChatClient:
                     return mode, await api.chat.completions.create(
                         model=self.endpoint.model, messages=messages, temperature=self.sampling.temperature,
                         top_p=self.sampling.top_p, max_tokens=self.sampling.max_tokens, seed=seed, **extra)
-            except openai.BadRequestError:
-                if mode == MODES[-1]:
-                    raise
+            except openai.BadRequestError as exc:
+                if mode == MODES[-1] or any(t in str(exc).lower() for t in TOO_LONG):
+                    raise  # not the response format: no other mode would be accepted
                 if self.mode == mode:  # the first request to be refused steps down for all
                     self.mode = MODES[MODES.index(mode) + 1]
             except openai.APIConnectionError:
@@ -119,11 +125,37 @@ class ChatClient:
                 raise
 
     async def _ask(self, api: openai.AsyncOpenAI, request: Request) -> Reply:
+        """The reply after at most `max_attempts` attempts (each failed parse is shown to the model);
+        taken from the shard's reply log when an earlier try of the shard already paid for it, and
+        written there as soon as it is known."""
+        log = replylog.current()
+        key = log and replylog.ReplyLog.key(self.endpoint.model, request.messages, _schema_id(request.output),
+                                            request.seed, self.sampling.model_dump())
+        if log and (entry := log.get(key)):
+            return _from_log(entry, request)  # charged when it was paid
+        reply = await self._attempts(api, request)
+        if spend := costs.current():
+            spend.charge(self.endpoint.model, reply.prompt_tokens, reply.completion_tokens)
+        if log:
+            log.put(key, {"raw": reply.raw, "ok": reply.ok, "error": reply.error, "attempts": reply.attempts,
+                          "calls": reply.calls, "prompt_tokens": reply.prompt_tokens,
+                          "completion_tokens": reply.completion_tokens, "cached_tokens": reply.cached_tokens,
+                          "fallback": reply.fallback})
+        return reply
+
+    async def _attempts(self, api: openai.AsyncOpenAI, request: Request) -> Reply:
         messages = list(request.messages)
         reply = Reply(value=None, raw="", attempts=0)
         while reply.attempts < self.max_attempts:
             reply.attempts += 1
-            mode, response = await self._create(api, messages, request, request.seed + reply.attempts - 1)
+            try:
+                mode, response = await self._create(api, messages, request, request.seed + reply.attempts - 1)
+            except openai.APIStatusError as exc:
+                if exc.status_code not in REFUSED:
+                    raise  # transient (5xx, 429 after the client's retries) or the key: the shard fails
+                reply.calls += 1
+                reply.value, reply.error = None, f"refused by the server: HTTP {exc.status_code}: {_message(exc)}"
+                return reply
             reply.fallback = reply.fallback or mode != self.endpoint.structured_output
             reply.calls += 1
             if usage := response.usage:
@@ -145,11 +177,17 @@ class ChatClient:
         """Send all requests with at most `endpoint.concurrency` in flight; replies in order. If the
         server this process started dies meanwhile, everything in flight stops with ServerDied."""
         gate = asyncio.Semaphore(self.endpoint.concurrency)
-        done = 0
+        done, spend, stopped = 0, costs.current(), []
         async with self._api() as api:
-            async def one(request: Request) -> Reply:
+            async def one(request: Request) -> Reply | None:
                 nonlocal done
                 async with gate:
+                    if spend is not None:
+                        try:  # a spent budget starts no new request; those in flight finish and are kept
+                            spend.check()
+                        except costs.BudgetExceeded as exc:
+                            stopped.append(exc)
+                            return None
                     reply = await self._ask(api, request)
                 done += 1
                 if progress:
@@ -164,7 +202,10 @@ class ChatClient:
                 await asyncio.gather(work, return_exceptions=True)
                 watch.result()  # raises ServerDied
             watch.cancel()
-            return list(await work)
+            replies = list(await work)
+            if stopped:
+                raise stopped[0]
+            return replies
 
     async def _watch(self, every_s: float = 0.2) -> None:
         while True:
@@ -200,6 +241,25 @@ def parse_reply(raw: str, output: type[BaseModel],
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "reply"
         return None, f"schema: {where}: {first['msg']}"
+
+
+@lru_cache(maxsize=256)
+def _schema_id(output: type[BaseModel]) -> str:
+    return f"{output.__name__}:{stable_hash(output.model_json_schema(), length=12)}"
+
+
+def _from_log(entry: dict, request: Request) -> Reply:
+    value = parse_reply(entry["raw"], request.output)[0] if entry["ok"] else None
+    return Reply(value=value, raw=entry["raw"], attempts=entry["attempts"], error=entry["error"],
+                 calls=entry["calls"], prompt_tokens=entry["prompt_tokens"],
+                 completion_tokens=entry["completion_tokens"], cached_tokens=entry["cached_tokens"],
+                 fallback=entry["fallback"])
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    text = (body.get("error") or {}).get("message") if isinstance(body.get("error"), dict) else body.get("message")
+    return str(text or exc.message)[:300]
 
 
 def repair_message(error: str) -> str:

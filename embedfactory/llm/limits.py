@@ -4,10 +4,12 @@
 The client knows when a request holds a slot; the orchestrator provides the slots. tasks/limits.py
 installs Prefect's global concurrency limits (kept on the Prefect server, so every worker of every
 flow run shares them); a test may install its own provider. With no provider installed, or no limit
-set, requests are held only by the client's own `concurrency`."""
+set, requests are held only by the client's own `concurrency`. A slot is held for one request
+including the openai client's own retries of it (and their Retry-After waits)."""
 from __future__ import annotations
 
 import re
+import socket
 from contextlib import AbstractAsyncContextManager
 from typing import Callable
 from urllib.parse import urlsplit
@@ -35,7 +37,14 @@ def limiter_for(endpoint: Endpoint) -> Limiter | None:
     return _provider(endpoint)
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
 def limit_name(endpoint: Endpoint) -> str:
-    """'llm-gpt-4o-api.openai.com': one name per (model, host), in the characters limits allow."""
+    """'llm-gpt-4o-api.openai.com': one name per (model, host), in the characters limits allow. A
+    loopback URL is this machine's own server (each GPU worker's vLLM): the machine's name is added,
+    so workers do not share one limit by accident."""
     host = urlsplit(endpoint.base_url).hostname or endpoint.base_url
+    if host in LOOPBACK:
+        host = f"{socket.gethostname()}-{host}"
     return "llm-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{endpoint.model}-{host}").strip("-")

@@ -1,0 +1,53 @@
+"""One bad request never sinks a shard, and no paid reply is thrown away (fault injection with the
+fake OpenAI server): a request the server refuses for what it is becomes a rejected reply with the
+reason; a shard that fails part way keeps the replies it paid for in its reply log, and its rerun
+asks only for the rest."""
+import openai
+import pytest
+
+from embedfactory.config import Endpoint
+from embedfactory.llm import replylog
+from embedfactory.llm.client import ChatClient, Request
+from embedfactory.schemas import RetrievalExample
+from embedfactory.store import Store
+from fake_llm import FakeChatServer
+from test_client import GOOD
+
+
+def requests(n: int) -> list[Request]:
+    return [Request([{"role": "user", "content": f"prompt {i}"}], RetrievalExample, seed=i) for i in range(n)]
+
+
+def client(url: str) -> ChatClient:
+    return ChatClient(Endpoint(base_url=url, model="fake", concurrency=1, transport_retries=1), url)
+
+
+def test_a_request_too_long_for_the_context_is_a_rejected_reply_and_the_rest_go_on():
+    too_long = (400, "This model's maximum context length is 2048 tokens. However, you requested 3100 tokens.")
+    with FakeChatServer([GOOD, too_long, (422, "Unprocessable: bad value"), GOOD]) as server:
+        c = client(server.base_url)
+        replies = c.run_sync(requests(4))
+    assert [r.ok for r in replies] == [True, False, False, True]
+    assert replies[1].error == ("refused by the server: HTTP 400: This model's maximum context length is 2048 "
+                                "tokens. However, you requested 3100 tokens.")
+    assert replies[2].error == "refused by the server: HTTP 422: Unprocessable: bad value"
+    assert c.mode == "json_schema"  # a context overflow is not a format refusal: the mode stays
+    assert len(server.requests) == 4  # asked once each: asking again would get the same answer
+
+
+def test_a_shard_that_fails_part_way_keeps_what_it_paid_for_and_its_rerun_asks_only_for_the_rest(tmp_path):
+    store = Store(str(tmp_path))
+    folder = store.path("runs", "r", "examples", "_replies", "00000")
+    with FakeChatServer([GOOD, GOOD, GOOD] + [500] * 10) as server:  # the server goes bad after 3 replies
+        with pytest.raises(openai.InternalServerError), replylog.active(replylog.ReplyLog(store, folder)):
+            client(server.base_url).run_sync(requests(6))
+    assert len(store.list(folder)) >= 1  # flushed on the way out of the failed try
+    with FakeChatServer() as server:  # the rerun, against a healthy server
+        log = replylog.ReplyLog(store, folder)
+        with replylog.active(log):
+            replies = client(server.base_url).run_sync(requests(6))
+    assert all(r.ok for r in replies) and log.reused == 3
+    assert [m["messages"][0]["content"] for m in server.requests] == ["prompt 3", "prompt 4", "prompt 5"]
+    assert sum(r.calls for r in replies) == 6  # the 3 replies paid in the failed try are counted, once
+    log.clear()
+    assert store.list(folder) == []
