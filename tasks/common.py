@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+import openai
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
@@ -136,10 +137,18 @@ def progress(label: str, unit: str = "rows", stage: tuple[str, str, str] | None 
     return report
 
 
+# failures a retry would meet again: bad data or parameters, a missing file, a refused key, a dead
+# embedded server, a spent budget; Prefect's retries are kept for the transient rest
+DETERMINISTIC = (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError,
+                 FileNotFoundError, PermissionError, ServerDied, BudgetExceeded, openai.BadRequestError,
+                 openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
+                 openai.UnprocessableEntityError)
+
+
 def worth_retrying(task, task_run, state) -> bool:
-    """A dead embedded server does not come back for a retry, nor does a spent budget: the shard (and
-    the run) fails at once."""
-    return not isinstance(state.data, (ServerDied, BudgetExceeded))
+    """Retry a shard, training or evaluation only for what may pass next time (a server or store
+    that was away, a timeout); a deterministic failure fails the run at once, with its message."""
+    return not isinstance(state.data, DETERMINISTIC)
 
 
 SHARD_TASK = {"retries": RETRIES, "retry_delay_seconds": RETRY_DELAY_S, "persist_result": True,

@@ -51,3 +51,19 @@ def test_a_shard_that_fails_part_way_keeps_what_it_paid_for_and_its_rerun_asks_o
     assert sum(r.calls for r in replies) == 6  # the 3 replies paid in the failed try are counted, once
     log.clear()
     assert store.list(folder) == []
+
+
+def test_prefect_retries_only_what_may_pass_next_time():
+    from types import SimpleNamespace
+
+    from embedfactory.costs import BudgetExceeded
+    from embedfactory.llm.liveness import ServerDied
+    from tasks.common import worth_retrying
+
+    def retried(exc) -> bool:
+        return worth_retrying(None, None, SimpleNamespace(data=exc))
+
+    assert not any(retried(e) for e in (ValueError("bad template"), KeyError("query"), FileNotFoundError("x"),
+                                        BudgetExceeded("spent"), ServerDied("gone")))
+    assert all(retried(e) for e in (ConnectionError("refused"), TimeoutError(), RuntimeError("pool run crashed"),
+                                    OSError("S3 503")))
