@@ -106,13 +106,25 @@ class CountingCheckpoints(StoreCheckpoints):
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights(tmp_path):
+def test_a_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights(tmp_path, monkeypatch):
     from sentence_transformers import SentenceTransformer
+
+    from embedfactory.training import trainer
+
+    seen = []  # the anchors of each step's batch, as the trainer sends them to the model
+    real = trainer.forward_backward
+
+    def recording(encoder, columns, *args, **kwargs):
+        seen.append(list(columns[0]))
+        return real(encoder, columns, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "forward_backward", recording)
 
     # warmup, decay and clipping: the resumed run must also restore the schedule's position
     cfg = TrainConfig(epochs=5, batch_size=2, learning_rate=1e-4, checkpoint_every=2,
                       warmup_ratio=0.3, lr_schedule="linear", max_grad_norm=1.0)
     straight = train_contrastive(ROWS, cfg, str(tmp_path / "straight"))
+    straight_batches, seen[:] = list(seen), []
 
     def crash_at_step_7(step, total, loss):
         if step == 7:
@@ -123,10 +135,13 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights
     with pytest.raises(KeyboardInterrupt):
         train_contrastive(ROWS, cfg, str(tmp_path / "resumed"), crash_at_step_7, checkpoints)
     assert checkpoints.saves == 3 and len(checkpoints.load()["losses"]) == 6
+    assert {"rng", "python_rng", "numpy_rng"} <= set(checkpoints.load())  # (and cuda_rng on a GPU)
+    seen[:] = []
     steps_run = []
     resumed = train_contrastive(ROWS, cfg, str(tmp_path / "resumed"),
                                 lambda step, total, loss: steps_run.append(step), checkpoints)
     assert steps_run == [7, 8, 9, 10]
+    assert seen == straight_batches[6:]  # the same batches, in the same order
     assert resumed["losses"] == straight["losses"]
     a, b = SentenceTransformer(str(tmp_path / "straight")), SentenceTransformer(str(tmp_path / "resumed"))
     for x, y in zip(a.parameters(), b.parameters()):

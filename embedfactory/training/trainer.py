@@ -22,6 +22,7 @@ import random
 import time
 from typing import Callable, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +61,29 @@ def batches(rows: list[dict], size: int, seed: int, homogeneous_ratio: float | N
     return [[rows[i] for i in b] for b in plan if len(b) > 1]  # a lone row has no in-batch negative
 
 
+def random_state() -> dict:
+    """Every random state training draws from: torch's CPU generator (dropout on CPU), each CUDA
+    device's (dropout on GPU), and Python's and NumPy's global ones (libraries may use them). The
+    batches themselves are planned from `cfg.seed`, so a resumed run replays the same batches."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"rng": torch.get_rng_state(), "python_rng": random.getstate(),  # plain types: weights_only loads them
+             "numpy_rng": (name, keys.tolist(), int(pos), int(has_gauss), float(cached))}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: dict) -> None:
+    torch.set_rng_state(state["rng"])
+    if "python_rng" in state:
+        random.setstate(state["python_rng"])
+    if "numpy_rng" in state:
+        name, keys, pos, has_gauss, cached = state["numpy_rng"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
 class Checkpoints(Protocol):
     def load(self) -> dict | None: ...
 
@@ -95,7 +119,7 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
         optimizer.load_state_dict(state["optimizer"])
         if "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        restore_random_state(state)
         losses = state["losses"]
     model.train()
     for step in range(len(losses) + 1, len(plan) + 1):
@@ -115,7 +139,7 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
         if checkpoints and step % cfg.checkpoint_every == 0 and step < len(plan):
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(),
-                              "rng": torch.get_rng_state(), "losses": list(losses)})
+                              **random_state(), "losses": list(losses)})
         if progress:
             progress(step, len(plan), losses[-1])
         if epoch_end and step in ends:
