@@ -34,8 +34,15 @@ def test_valid_reply_parses_and_strips():
 
 
 def test_revision_schema_nests_the_example():
-    schema = revision_of(RetrievalExample).model_json_schema()
+    model = revision_of(RetrievalExample)
+    schema = model.model_json_schema()
     assert set(schema["required"]) == {"reason", "revision"}
+    nested = schema["$defs"][schema["properties"]["revision"]["$ref"].rsplit("/", 1)[1]]
+    assert set(nested["required"]) == {"user_query", "positive_document", "hard_negative_document"}
+    good = {"reason": "sharper query", "revision": json.loads(GOOD)}
+    assert parse_reply(json.dumps(good), model)[0].revision.user_query == "q"
+    missing = {"reason": "r", "revision": {"user_query": "q", "positive_document": "p"}}
+    assert "hard_negative_document" in parse_reply(json.dumps(missing), model)[1]  # the example's own fields bind
 
 
 def _client(url, attempts=3):

@@ -22,8 +22,15 @@ ROWS = [
 
 def test_batches_cover_every_row_once_and_skip_lone_rows():
     plan = batches(list(range(9)), 4, seed=0)
-    assert sorted(x for b in plan for x in b) == sorted(set(x for b in plan for x in b))
+    flat = [x for b in plan for x in b]
     assert [len(b) for b in plan] == [4, 4]  # the ninth row alone would have no negative
+    assert len(set(flat)) == 8 and set(flat) < set(range(9))  # 8 distinct rows of the 9, none twice
+    full = batches(list(range(12)), 4, seed=0)
+    assert sorted(x for b in full for x in b) == list(range(12))  # all rows, each once
+    assert full != batches(list(range(12)), 4, seed=1)  # and shuffled by the seed
+    typed = [{"id": i, "task_type": ["retrieval", "sts", "classification"][i % 3]} for i in range(24)]
+    semi = batches(typed, 4, seed=0, homogeneous_ratio=0.5)
+    assert sorted(r["id"] for b in semi for r in b) == list(range(24))  # the semi-homogeneous plan too
 
 
 @pytest.mark.slow
