@@ -168,12 +168,13 @@ _SPENDS_LOCK = threading.Lock()
 _current: contextvars.ContextVar[Spend | None] = contextvars.ContextVar("spend", default=None)
 
 
-def run_spend(params: SynthParams, run_id: str) -> Spend:
-    """The process-wide Spend of a run (its committed shards read once)."""
+def run_spend(params: SynthParams, run_id: str, run_token: str) -> Spend:
+    """The process-wide Spend of one flow run (`run_token`) of a run: its committed shards read once,
+    when its first shard asks; a rerun (a new token, perhaps a new budget) starts from the store again."""
     with _SPENDS_LOCK:
-        if run_id not in _SPENDS:
-            _SPENDS[run_id] = Spend(params, spent(run_records(Store(params.store), run_id), params))
-        return _SPENDS[run_id]
+        if run_token not in _SPENDS:
+            _SPENDS[run_token] = Spend(params, spent(run_records(Store(params.store), run_id), params))
+        return _SPENDS[run_token]
 
 
 @contextlib.contextmanager

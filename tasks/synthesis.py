@@ -28,7 +28,7 @@ def run_stage_shard(stage: str, ctx: pipeline.RunContext, key: str, upstream: li
                     side: list[ShardRecord] | None = None) -> ShardRecord:
     report = progress(f"{stage} shard {key}", stage=(ctx.run_id, stage, key),
                       shards=pipeline.stage_shards(ctx.params, stage))
-    spend = costs.run_spend(ctx.params, ctx.run_id) if ctx.params.budget_usd is not None else None
+    spend = costs.run_spend(ctx.params, ctx.run_id, ctx.run_token) if ctx.params.budget_usd is not None else None
     return pipeline.run_shard(STAGES[stage], ctx, key, upstream, side or [], report, spend)
 
 

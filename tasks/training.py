@@ -4,7 +4,7 @@ from __future__ import annotations
 from prefect import task
 
 from embedfactory.config import TrainConfig
-from embedfactory.training.job import train_on_dataset
+from embedfactory.training.job import add_eval_results, train_on_dataset
 
 from embedfactory.store import Store
 
@@ -25,4 +25,6 @@ def train_then_evaluate(store: str, dataset_path: str, cfg: TrainConfig, run_tok
     report = train_model(store, dataset_path, cfg, run_token)
     evaluation = (evaluate_model(store, report["model_path"], cfg.base_model, cfg.eval_sets)
                   if cfg.eval_sets else None)
+    if evaluation:
+        add_eval_results(store, report["model_path"], evaluation["rows"])  # the card's model-index
     return {**report, "evaluation": evaluation}

@@ -74,6 +74,7 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     card = (Path(training["model_path"]) / "README.md").read_text()
     assert card.startswith("---\n") and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "## Training (embedfactory)" in card and first["dataset"]["sha256"] in card
+    assert "model-index:" in card.split("---\n")[1]  # the evaluation's scores, for the Hub
     (main,) = [r for r in training["evaluation"]["rows"] if r["main"]]  # base vs fine-tuned, held out
     assert main["set"] == "stsb-200" and main["metric"] == "spearman" and 0.7 < main["base"] < 0.95
     # a few rows and steps: the figure is the tuned model's, measured (quality: bench/quality.py)

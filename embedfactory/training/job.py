@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import torch
+import yaml
 
 from .. import plots
 from ..config import TrainConfig
@@ -82,6 +83,28 @@ def with_section(readme: str, section: str) -> str:
     if readme.startswith("---\n") and (end := readme.find("\n---\n", 4)) != -1:
         return f"{readme[:end + 5]}\n{section}\n{readme[end + 5:]}"
     return f"{section}\n{readme}"
+
+
+def with_eval_results(readme: str, rows: list[dict], model_name: str) -> str:
+    """The card with the fine-tuned scores as the Hub's `model-index` in its front matter (one result
+    per evaluation set), so the Hub shows them beside the model."""
+    if not (readme.startswith("---\n") and (end := readme.find("\n---\n", 4)) != -1):
+        return readme
+    meta = yaml.safe_load(readme[4:end]) or {}
+    meta["model-index"] = [{"name": model_name, "results": [
+        {"task": {"type": "sentence-similarity" if r["metric"] == "spearman" else "text-retrieval"},
+         "dataset": {"name": r["set"], "type": r["set"]},
+         "metrics": [{"type": r["metric"], "value": r["fine_tuned"], "name": f"{r['metric']} (base {r['base']})"}]}
+        for r in rows]}]
+    return f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---\n{readme[end + 5:]}"
+
+
+def add_eval_results(store_uri: str, model_path: str, rows: list[dict]) -> None:
+    store = Store(store_uri)
+    path = f"{model_path}/README.md"
+    if rows and store.exists(path):
+        name = model_path.rstrip("/").rsplit("/", 2)[-2]
+        store.write_bytes(path, with_eval_results(store.read_bytes(path).decode(), rows, name).encode())
 
 
 def schedule_line(cfg: TrainConfig) -> str:
