@@ -25,7 +25,8 @@ def loss_curve(losses: list[float], title: str = "training loss") -> bytes:
     """The loss per step, with a moving average over a tenth of the steps when there are many."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     steps = range(1, len(losses) + 1)
-    ax.plot(steps, losses, lw=0.8, alpha=0.5 if len(losses) > 20 else 1.0, label="loss")
+    ax.plot(steps, losses, lw=0.8, alpha=0.5 if len(losses) > 20 else 1.0, label="loss",
+            marker="o" if len(losses) <= 20 else None)  # a few steps: each one visible
     window = max(len(losses) // 10, 1)
     if window > 1:
         smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
@@ -67,6 +68,7 @@ def attribute_chart(attributes: dict[str, dict[str, dict[str, dict]]], title: st
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
     for ax, (task_type, name, values) in zip(axes.flat, panels):
+        values = dict(sorted(values.items(), key=_value_order))
         labels = [str(v)[:14] for v in values]
         xs = range(len(labels))
         for i, (key, shown) in enumerate((("reference", "recipe"), ("drawn", "drawn"), ("kept", "kept"))):
@@ -79,3 +81,11 @@ def attribute_chart(attributes: dict[str, dict[str, dict[str, dict]]], title: st
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title)
     return _png(fig)
+
+
+def _value_order(item) -> tuple:
+    """Numbers in numeric order (50 before 100), then words as given."""
+    try:
+        return (0, float(item[0]), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(item[0]))
