@@ -57,8 +57,9 @@ def seed_store(root: Path) -> dict[str, bytes]:
     rows = [{"anchor": f"q{i}", "positive": f"p{i}", "negative": None, "instruction": "i", "task_type": "sts",
              "persona_id": "a", "task_id": "b", "example_id": f"e{i}", "source_id": None, "mined_negatives": []}
             for i in range(5)]
-    store.write_table(f"{path}/{DATA_FILE}", pa.Table.from_pylist(rows, schema=DATASET))
-    store.write_json(f"{path}/card.json", {"name": "synth", "version": "run-earlier", "rows": 5})
+    sha = store.write_table(f"{path}/{DATA_FILE}", pa.Table.from_pylist(rows, schema=DATASET))
+    store.write_json(f"{path}/card.json", {"name": "synth", "version": "run-earlier", "rows": 5, "sha256": sha,
+                                          "columns": DATASET.names, "by_task_type": {"sts": 5}})
     store.write_json(store.path("datasets", "synth", "latest.json"), {"version": "run-earlier"})
     return snapshot(root)
 
@@ -110,19 +111,25 @@ def cases(tmp: Path) -> list[Case]:
     (beir / "qrels").mkdir(parents=True, exist_ok=True)
     write(beir / "queries.jsonl", '{"_id": "q1", "text": "t"}\n')
     evalset = write(bad / "evalset.json", '{"name": "mine", "format": "beir"')
-    altered = write(bad / "altered.json", json.dumps({
-        "name": "altered", "format": "sts", "path": str(ROOT / "embedfactory/data/evalsets/stsbenchmark/sts-test.csv"),
-        "source": "x", "split": "test", "sha256": "0" * 64, "main_score": "spearman"}))
+    from embedfactory.evalsets import SHIPPED
+    altered = write(bad / "altered.json", SHIPPED["stsb-test"].model_copy(
+        update={"name": "altered", "sha256": "0" * 64}).model_dump_json())  # a real set, the files "changed"
     unknown_key = write(bad / "run.yaml", "params:\n  synth:\n    persona: 3\n")
 
     def s(**update):
         return lambda store, server: synth(store, server, **update)
 
     def read_only(store: Path, server):
+        """A store that refuses writes (a full disk): immutable (chattr +i, which binds root too), else
+        read-only by mode (which root ignores)."""
         store.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        immutable = False
         try:
+            immutable = subprocess.run(["chattr", "+i", str(store)], capture_output=True).returncode == 0
             synth(store, server)
         finally:
+            if immutable:
+                subprocess.run(["chattr", "-i", str(store)], capture_output=True)
             store.chmod(stat.S_IRWXU)
 
     def train_without_dataset(store: Path, server):
@@ -194,7 +201,8 @@ def run_case(case: Case, tmp: Path) -> dict:
         seconds = time.monotonic() - started
         calls = len(server.requests)
     message = str(error) if error is not None else "(no error)"
-    first = next((line.strip() for line in message.splitlines() if line.strip()), "")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    first = next((line for line in lines if case.culprit.lower() in line.lower()), lines[0] if lines else "")
     lost = sum(1 for k, v in before.items() if (store / k).read_bytes() != v) if store.exists() else len(before)
     named = error is not None and case.culprit.lower() in message.lower()
     return {"case": case.name, "seconds": round(seconds, 1), "model_calls": calls, "named": named,
@@ -220,10 +228,13 @@ def main() -> None:
             print(f"{r['case']:<42} {r['seconds']:>6}s calls {r['model_calls']:>3} "
                   f"{'named' if r['named'] else 'NOT NAMED':<9} {'early' if r['early'] else 'LATE ':<5} "
                   f"lost {r['lost']}  {r['error']}: {r['first_line']}", flush=True)
-    shutil.rmtree(tmp, ignore_errors=True)
     early = sum(r["early"] for r in results)
+    late = [c.name for c in cases(tmp) if not c.early and any(r["case"] == c.name for r in results)]
+    if late:  # counted above when they failed cleanly naming the fault: they cannot be known up front
+        print(f"(of these, {len(late)} are server faults met at run time: {', '.join(late)})")
     print(f"bad inputs: {len(results)} tried, {early} failed early naming the culprit, "
           f"{sum(r['lost'] for r in results)} lost rows")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,10 @@ def resolve_eval_sets(names: list[str]) -> list[EvalSet]:
         if name in evalsets.SHIPPED:
             evalset = evalsets.SHIPPED[name]
         elif Path(name).is_file():
-            evalset = EvalSet.model_validate(json.loads(Path(name).read_text()))
+            try:
+                evalset = EvalSet.model_validate(json.loads(Path(name).read_text()))
+            except ValueError as exc:  # bad JSON or a field the set lacks: name the file
+                raise ValueError(f"evaluation set file {name}: {exc}") from None
         else:
             raise ValueError(f"unknown evaluation set {name!r}: not one of {sorted(evalsets.SHIPPED)} "
                              "and not an EvalSet JSON file")

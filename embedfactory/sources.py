@@ -55,7 +55,7 @@ def load_column(source: str, column: str) -> list[str]:
 
         rows = pq.read_table(path).to_pylist()
     elif path.suffix in (".jsonl", ".json"):
-        rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+        rows = json_lines(path)
     else:
         import datasets
 
@@ -67,6 +67,21 @@ def load_column(source: str, column: str) -> list[str]:
     if not texts:
         raise ValueError(f"source {source!r} holds no {column} texts")
     return texts
+
+
+def json_lines(path: Path) -> list[dict]:
+    """The objects of a JSON-lines file; a bad line fails naming the file and the line."""
+    rows = []
+    for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
+        if not isinstance(rows[-1], dict):
+            raise ValueError(f"{path}:{number}: a line must be a JSON object, not {type(rows[-1]).__name__}")
+    return rows
 
 
 def source_version(source: str | None) -> str | None:

@@ -105,3 +105,15 @@ def test_prompts_sharing_a_topic_are_told_what_was_already_proposed():
         topic = next(t for t in ("Science/Tides", "Arts/Opera") if t in user)
         earlier = [r["task"] for r in out.rows[:2] if r["topic"] == topic]
         assert "already proposed" in user and earlier and all(t in user for t in earlier)
+
+
+def test_a_malformed_json_lines_source_names_the_file_and_the_line(tmp_path):
+    from embedfactory.sources import load_personas
+
+    path = tmp_path / "personas.jsonl"
+    path.write_text('{"persona": "a nurse"}\n\n{"persona": \n')
+    with pytest.raises(ValueError, match=r"personas\.jsonl:3: not valid JSON"):
+        load_personas(str(path))
+    path.write_text('["a nurse"]\n')
+    with pytest.raises(ValueError, match=r"personas\.jsonl:1: a line must be a JSON object, not list"):
+        load_personas(str(path))
