@@ -38,6 +38,7 @@ class FakeChatServer:
         self.counts: Counter = Counter()
         self.auth: set[str | None] = set()  # Authorization headers seen
         self.in_flight = self.max_in_flight = 0  # requests being answered now / at most at once
+        self.arrivals: list[float] = []  # time.monotonic() of each request's arrival
         self._rng, self._lock, self._ids = random.Random(seed), threading.Lock(), itertools.count()
         owner = self
 
@@ -95,6 +96,7 @@ class FakeChatServer:
     def _answer(self, body: dict):
         with self._lock:
             self.requests.append(body)
+            self.arrivals.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             if (body.get("response_format") or {}).get("type") in self.refuse_formats:

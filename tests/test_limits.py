@@ -46,12 +46,26 @@ def test_a_global_concurrency_limit_holds_across_workers(prefect_api):
 
 
 def test_a_global_rate_limit_spaces_the_requests(prefect_api):
+    """A bucket of 4 slots refilled at 4 a second: 8 requests span at least (8 - 4) / 4 = 1 s, and no
+    stretch of the arrivals holds more than the burst plus what the rate refilled (one slot of slack for
+    the server's clock)."""
     with FakeChatServer() as server:
-        free = two_workers(Endpoint(base_url=server.base_url, model="fake"), server.base_url, 4)
+        two_workers(Endpoint(base_url=server.base_url, model="fake"), server.base_url, 4)
+        free = sorted(server.arrivals)
+    with FakeChatServer() as server:
         endpoint = Endpoint(base_url=server.base_url, model="fake", requests_per_minute=240)  # 4 a second
         assert ensure_limits(endpoint) == [f"llm-fake-{socket.gethostname()}-127.0.0.1-rate"]
-        paced = two_workers(endpoint, server.base_url, 4)
-    assert paced >= 1.4 > free  # 8 requests at 4/s, one slot at the start: at least 1.75 s less jitter
+        two_workers(endpoint, server.base_url, 4)
+        paced = sorted(server.arrivals)
+
+    def crowded(arrivals: list[float]) -> int:
+        """The most requests beyond burst + refill in any stretch of arrivals."""
+        return max(j - i + 1 - (4 + 4 * (arrivals[j] - arrivals[i]))
+                   for i in range(len(arrivals)) for j in range(i, len(arrivals)))
+
+    assert len(paced) == len(free) == 8
+    assert paced[-1] - paced[0] >= 0.9 and crowded(paced) <= 1
+    assert free[-1] - free[0] < paced[-1] - paced[0]  # the same requests unlimited are not held back
 
 
 def test_without_a_provider_or_a_limit_nothing_is_held():
