@@ -258,12 +258,22 @@ class FilterConfig(Strict):
     gates: list[GateName] = Field(
         default_factory=lambda: list(GATE_NAMES), description="Quality gates a row must pass (gates.py); "
         "a row failing one is dropped with the reason 'gate <name>: ...', counted per gate.")
-    dedupe_against_published: bool = Field(
-        True, description="Also drop examples that repeat datasets already published in the store.",
-    )
+    dedupe_against: list[str] = Field(
+        default_factory=list, description="Published datasets whose rows the run's examples must not "
+        "repeat: 'name' (every version published so far) or 'name/version'. Only these enter the "
+        "verdicts' fingerprint, so publishing another dataset leaves finished verdicts valid.")
     batch_size: int = runtime(64, gt=0, description="Texts per forward pass of the filter model.")
     device: Literal["auto", "cpu", "cuda"] = runtime(
         "auto", description="Where the filter model embeds and the search runs (auto: a GPU if visible).")
+
+    @field_validator("dedupe_against")
+    @classmethod
+    def _dataset_refs(cls, refs: list[str]) -> list[str]:
+        for ref in refs:
+            name, _, version = ref.partition("/")
+            if not name or "/" in version or ref.endswith("/"):
+                raise ValueError(f"dedupe_against entry {ref!r}: give 'name' or 'name/version'")
+        return refs
 
     @field_validator("mine_range")
     @classmethod

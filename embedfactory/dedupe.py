@@ -1,19 +1,24 @@
 """Duplicate removal: exact (normalized text) and near (MinHash LSH on word shingles, as SPEED did
-before training), within a run and against datasets already published in the store.
+before training), within a run and against published datasets a run is told to avoid.
 
 An example's identity text is its anchor and positive together: two rows that ask the same thing
-and expect the same answer teach the model nothing new, whatever their negatives.
+and expect the same answer teach the model nothing new, whatever their negatives. A text is hashed
+once into its signature (`signature`, `exact_key`); an `Index` holds the signatures kept so far, so
+checking a row costs the same whatever the index holds (LSH buckets, then the candidates' Jaccard
+estimates). stages/duplicates.py keeps the signatures in the store, shard by shard.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from datasketch import MinHash, MinHashLSH
+import numpy as np
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from .ids import stable_hash
 
 NUM_PERM = 128
+SEED = 1
+_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=SEED)  # drawn once: drawing them costs more than hashing a row
 
 
 def normalize(text: str) -> str:
@@ -25,57 +30,70 @@ def shingles(text: str, size: int = 3) -> set[str]:
     return {" ".join(words[i:i + size]) for i in range(max(1, len(words) - size + 1))}
 
 
-def minhash(text: str) -> MinHash:
-    signature = MinHash(num_perm=NUM_PERM, seed=1)
-    signature.update_batch([s.encode() for s in shingles(text)])
-    return signature
+def signature(text: str) -> np.ndarray:
+    """The text's MinHash hash values (uint32, NUM_PERM of them)."""
+    hashed = MinHash(num_perm=NUM_PERM, seed=SEED, permutations=_PERMUTATIONS.permutations,
+                     scheme=_PERMUTATIONS.scheme)
+    hashed.update_batch([s.encode() for s in shingles(text)])
+    return hashed.hashvalues
+
+
+def exact_key(text: str) -> str:
+    return stable_hash(normalize(text))
 
 
 def identity_text(row: dict) -> str:
     return f"{row['anchor']}\n{row['positive']}"
 
 
-@dataclass
-class Deduper:
-    """Remembers texts seen so far; `check` says whether a new one repeats any of them."""
+class Index:
+    """The texts kept so far, as exact keys and MinHash signatures in LSH buckets."""
 
-    threshold: float = 0.8
-
-    def __post_init__(self):
+    def __init__(self, threshold: float = 0.8):
+        self.threshold = threshold
         self._exact: dict[str, str] = {}
-        self._signatures: dict[str, MinHash] = {}
-        self._lsh = MinHashLSH(threshold=self.threshold, num_perm=NUM_PERM)
+        self._values: dict[str, np.ndarray] = {}
+        self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
 
-    def add(self, key: str, text: str) -> None:
-        self._exact.setdefault(stable_hash(normalize(text)), key)
-        self._signatures[key] = signature = minhash(text)
-        self._lsh.insert(key, signature)
+    def __len__(self) -> int:
+        return len(self._values)
 
-    def check(self, text: str) -> str | None:
-        """None for new text, else the reason naming the earlier copy."""
-        if (earlier := self._exact.get(stable_hash(normalize(text)))) is not None:
+    def add(self, label: str, exact: str, values: np.ndarray) -> None:
+        self._exact.setdefault(exact, label)
+        self._values[label] = values = np.asarray(values, dtype=np.uint32)
+        self._lsh.insert(label, self._sketch(values), check_duplication=False)
+
+    def check(self, exact: str, values: np.ndarray) -> str | None:
+        """None for a new text, else the reason naming the earlier copy."""
+        if (earlier := self._exact.get(exact)) is not None:
             return f"exact duplicate: {earlier}"
-        signature = minhash(text)
-        # LSH finds candidates; their estimated Jaccard similarity decides
-        near = sorted((-self._signatures[k].jaccard(signature), k) for k in self._lsh.query(signature))
+        values = np.asarray(values, dtype=np.uint32)
+        # LSH finds candidates; their estimated Jaccard similarity (the share of equal hash values) decides
+        near = sorted((-float(np.mean(self._values[k] == values)), k) for k in self._lsh.query(self._sketch(values)))
         if near and -near[0][0] >= self.threshold:
             return f"near duplicate: {near[0][1]} (jaccard {-near[0][0]:.2f})"
         return None
 
+    def admit(self, label: str, exact: str, values: np.ndarray) -> str | None:
+        """Check a text and, when it is new, add it: the first copy is the one kept."""
+        if (reason := self.check(exact, values)) is None:
+            self.add(label, exact, values)
+        return reason
+
+    @staticmethod
+    def _sketch(values: np.ndarray) -> LeanMinHash:
+        return LeanMinHash(seed=SEED, hashvalues=values, scheme=_PERMUTATIONS.scheme)
+
 
 def find_duplicates(rows: list[dict], earlier: list[tuple[str, dict]], threshold: float) -> list[str | None]:
-    """Per row, None to keep it or why it repeats an earlier row or one of `earlier`.
-
-    `earlier` holds (unique label, row) pairs that come first: rows of earlier shards of the run,
-    rows of published datasets. Rows are checked in order, so the first copy is the one kept."""
-    seen = Deduper(threshold)
+    """Per row, None to keep it or why it repeats an earlier row or one of `earlier` ((label, row)
+    pairs that come first). Rows are checked in order, so the first copy is the one kept."""
+    index = Index(threshold)
     for label, row in earlier:
-        seen.add(label, identity_text(row))
+        text = identity_text(row)
+        index.add(label, exact_key(text), signature(text))
     reasons = []
     for row in rows:
         text = identity_text(row)
-        reason = seen.check(text)
-        if reason is None:
-            seen.add(row["example_id"], text)
-        reasons.append(reason)
+        reasons.append(index.admit(row["example_id"], exact_key(text), signature(text)))
     return reasons

@@ -17,12 +17,12 @@ from typing import Callable
 import pyarrow as pa
 from pydantic import BaseModel
 
-from . import costs, dedupe, documents, economics, filtering, gates, prompts, quality, schemas, search, sources, task_types
+from . import costs, documents, economics, filtering, gates, prompts, quality, schemas, search, sources, task_types
 from .config import Endpoint, SynthParams
 from .ids import stable_hash
 from .llm import client, replylog
 from .llm.client import ChatClient
-from .stages import brainstorm, common, consistency, generate, grounded, personas, revise
+from .stages import brainstorm, common, consistency, duplicates, generate, grounded, personas, revise
 from .stages.consistency import BACKGROUND, DOCUMENTS, EXTERNAL, corpus_keys, gate_reasons  # noqa: F401 (API)
 from .stages.common import ShardOutput
 from .store import ShardRecord, StageDir, Store
@@ -113,7 +113,6 @@ class Stage:
     inputs: Callable[[SynthParams], dict]  # the parameters that shape this stage's rows
     produce: Callable[..., ShardOutput]  # (ctx, key, rows, side, progress)
     code: tuple  # the modules whose source versions the stage
-    external: Callable[[RunContext], object] | None = None  # inputs from outside the run
 
 
 # What every LLM stage's rows also depend on: output schemas, task types, the client's repair loop.
@@ -130,7 +129,7 @@ def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRec
     return stable_hash(stage.name, key, code_version(*stage.code), inspect.getsource(stage.produce),
                        stage.inputs(ctx.params),
                        sorted(u.sha256 for u in upstream), sorted(s.sha256 for s in side),
-                       stage.external(ctx) if stage.external else None)
+                       None)  # where inputs from outside the run went: kept, so committed shards stay valid
 
 
 def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
@@ -169,6 +168,12 @@ def commit_output(out_dir: StageDir, key: str, fp: str, out: ShardOutput, run_to
         schema_fallbacks=out.usage.schema_fallbacks, seconds=round(time.monotonic() - started, 2),
         run_token=run_token, extra=out.extra)
     return out_dir.commit(pa.Table.from_pylist(out.rows, schema=schema), record)
+
+
+def find_duplicates(ctx: RunContext, made: list[ShardRecord], progress: Progress | None = None) -> list[ShardRecord]:
+    """The duplicates stage (stages/duplicates.py) over the example shards, in their order: one
+    record per shard, a side input of its verdict shard."""
+    return duplicates.find(ctx.params, ctx.run_id, ctx.run_token, made, progress)
 
 
 def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
@@ -311,7 +316,6 @@ CORPUS = Stage(
     consistency.corpus_shard, (consistency, filtering, sources, documents))
 VERDICTS = Stage(
     "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), consistency.verdict_shard,
-    (consistency, filtering, search, dedupe, gates, grounded),
-    external=lambda ctx: [c["sha256"] for c in consistency.published(ctx)])
+    (consistency, filtering, search, gates, grounded))  # the duplicates shard of each is a side input
 
 SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, GROUNDED, CORPUS, VERDICTS]

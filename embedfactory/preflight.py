@@ -70,6 +70,7 @@ def key_problem(endpoint: Endpoint | None, parameter: str) -> str | None:
 def problems(params: SynthParams) -> list[str]:
     from . import documents, sources
     from .evaluation import resolve_eval_sets
+    from .stages import duplicates
     from .store import Store
 
     found = []
@@ -92,6 +93,8 @@ def problems(params: SynthParams) -> list[str]:
         attempt("filter.background_corpus", lambda: sources.load_background(filt.background_corpus))
     if params.grounded.corpus:
         attempt("grounded.corpus", lambda: documents.load_documents(params.grounded.corpus))
+    if filt.dedupe_against:
+        attempt("filter.dedupe_against", lambda: duplicates.check_published(params))
     names = [("filter.model", filt.model)]
     if train is not None:
         attempt("train.eval_sets", lambda: resolve_eval_sets(train.eval_sets))

@@ -4,6 +4,7 @@ hub.py), so `datasets.load_dataset(folder)` loads it and the folder can be pushe
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -69,8 +70,17 @@ def published_cards(store: Store, exclude_version: str | None = None) -> list[di
                   key=lambda c: (c["name"], c["version"]))
 
 
+def _data_file(store: Store, path: str) -> str:
+    return f"{path}/{DATA_FILE}" if store.exists(f"{path}/{DATA_FILE}") else f"{path}/{LEGACY_FILE}"
+
+
 def read_dataset(store: Store, path: str) -> pa.Table:
-    return store.read_table(f"{path}/{DATA_FILE}" if store.exists(f"{path}/{DATA_FILE}") else f"{path}/{LEGACY_FILE}")
+    return store.read_table(_data_file(store, path))
+
+
+def dataset_batches(store: Store, path: str, columns: list[str], batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+    """A published dataset's columns a record batch at a time."""
+    return store.batches(_data_file(store, path), columns, batch_size)
 
 
 def data_files(store: Store, path: str, expires_s: int = 3600) -> list[str]:

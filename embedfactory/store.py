@@ -20,6 +20,7 @@ import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -106,6 +107,11 @@ class Store:
     def read_table(self, path: str) -> pa.Table:
         with self.fs.open_input_file(path) as f:
             return pq.read_table(f)
+
+    def batches(self, path: str, columns: list[str], batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+        """A Parquet file's columns, streamed a record batch at a time (the table is never whole)."""
+        with self.fs.open_input_file(path) as f:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
 
     def list(self, path: str, recursive: bool = False) -> list[str]:
         infos = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))

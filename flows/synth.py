@@ -1,5 +1,5 @@
-"""Flow `synth`: personas → tasks → examples → revised → verdicts → published set (→ model); with a
-corpus, also (or only) queries grounded in its passages → verdicts."""
+"""Flow `synth`: personas → tasks → examples → revised → duplicates → verdicts → published set (→ model);
+with a corpus, also (or only) queries grounded in its passages → duplicates → verdicts."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ from embedfactory.store import ShardRecord
 from tasks.common import load_api_keys, load_store_secret, result_storage
 from tasks.limits import ensure_limits
 from tasks.publishing import publish_run, summarize
-from tasks.synthesis import generate_on_pool, project_cost, run_stage_shard
+from tasks.synthesis import find_duplicates, generate_on_pool, project_cost, run_stage_shard
 from tasks.training import train_then_evaluate
 
 
@@ -36,12 +36,14 @@ def synth(params: SynthParams = SynthParams()) -> dict:
         personas, chains = (_generate_on_pool if params.fan_out else _generate_here)(
             ctx, shard, keys, grounded_keys, pipeline.needs_personas(params))
         made = chains["revised"] + chains["grounded"]  # the example shards the filter reads
+        repeats = find_duplicates.submit(ctx, made)  # one pass in shard order: linear in the rows
         corpus = [shard.submit("corpus", ctx, k, [r]) for k, r in zip(keys, chains["revised"])]
         corpus += [shard.submit("corpus", ctx, k, []) for k in pipeline.corpus_keys(params)]
         corpus = [f.result() for f in corpus]
-        # each verdict shard searches the corpus (its task types' pools) and dedupes against the shards before it
-        verdicts = [shard.submit("verdicts", ctx, r.key, [r], side=corpus + made[:i]) for i, r in enumerate(made)]
-    records = {"personas": [personas] if personas else [], **chains, "corpus": corpus,
+        # each verdict shard searches the corpus (its task types' pools) and reads its rows' duplicates
+        repeats = repeats.result()
+        verdicts = [shard.submit("verdicts", ctx, r.key, [r], side=corpus + [d]) for r, d in zip(made, repeats)]
+    records = {"personas": [personas] if personas else [], **chains, "corpus": corpus, "duplicates": repeats,
                "verdicts": [f.result() for f in verdicts]}
     dataset = publish_run(ctx, records)
     training = (train_then_evaluate(params.store, dataset["path"], params.train, ctx.run_token)

@@ -16,6 +16,9 @@ from .common import picture
 def publish_run(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]]) -> dict:
     for stage in pipeline.SYNTH_STAGES:
         ctx.stage_dir(stage.name).write_manifest(records[stage.name], stage.inputs(ctx.params))
+    ctx.stage_dir("duplicates").write_manifest(records.get("duplicates", []), {
+        "near_duplicate_threshold": ctx.params.filter.near_duplicate_threshold,
+        "dedupe_against": ctx.params.filter.dedupe_against})
     params, store = ctx.params, Store(ctx.params.store)
     dataset = publish(store, ctx.stage_dir("verdicts"), params.dataset_name, ctx.run_id,
                       card={"run_id": ctx.run_id, "params": params.model_dump(mode="json")},

@@ -1,5 +1,5 @@
-"""One Prefect task per shard of a synthesis stage (personas, tasks, examples, revised, verdicts), and
-the task that hands a chain of generation shards to a GPU work pool."""
+"""One Prefect task per shard of a synthesis stage (personas, tasks, examples, revised, verdicts), the
+duplicates stage's one task, and the task that hands a chain of generation shards to a GPU work pool."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -30,6 +30,14 @@ def run_stage_shard(stage: str, ctx: pipeline.RunContext, key: str, upstream: li
                       shards=pipeline.stage_shards(ctx.params, stage))
     spend = costs.run_spend(ctx.params, ctx.run_id, ctx.run_token) if ctx.params.budget_usd is not None else None
     return pipeline.run_shard(STAGES[stage], ctx, key, upstream, side or [], report, spend)
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=worth_retrying,
+      task_run_name="duplicates")
+def find_duplicates(ctx: pipeline.RunContext, made: list[ShardRecord]) -> list[ShardRecord]:
+    """The duplicates stage in one task: it walks the example shards in order against one index read
+    once (its shards already committed are reused); each verdict shard reads its record."""
+    return pipeline.find_duplicates(ctx, made, progress("duplicates", unit="shards"))
 
 
 def chain_name(parameters: dict) -> str:

@@ -28,3 +28,90 @@ def test_unrelated_rows_are_all_kept():
     rows = [row(i, f"question {i} about topic {i * 7}", f"answer number {i} with words {i * 13} {i * 17}")
             for i in range(50)]
     assert find_duplicates(rows, [], threshold=0.8) == [None] * 50
+
+
+# ---- the duplicates stage: a persistent index, linear passes, fingerprints from named datasets only ----
+import pyarrow as pa  # noqa: E402
+import pytest  # noqa: E402
+
+from embedfactory import dedupe, preflight, publish, schemas  # noqa: E402
+from embedfactory.config import SynthParams  # noqa: E402
+from embedfactory.stages import duplicates  # noqa: E402
+from embedfactory.store import ShardRecord, StageDir, Store  # noqa: E402
+
+SHARDS = [[("how do tides work", "The moon's gravity pulls the oceans into two bulges."),
+           ("best sourdough starter", "Feed the starter flour and water daily.")],
+          [("How do tides work?", "The moon's gravity pulls the oceans into two bulges!"),  # exact copy of shard 0
+           ("what eats krill", "Baleen whales, penguins and seals feed on krill.")]]
+
+
+def commit_shards(store: str, shards=SHARDS) -> list[ShardRecord]:
+    revised = StageDir(Store(store), "run-a", "revised")
+    return [revised.commit(pa.Table.from_pylist(
+        [{"example_id": f"e{s}{i}", "anchor": a, "positive": p, "status": "ok"} for i, (a, p) in enumerate(rows)],
+        schema=schemas.REVISED), ShardRecord(key=f"{s:05d}", fingerprint="f", rows=len(rows), stage="revised"))
+        for s, rows in enumerate(shards)]
+
+
+def publish_rows(store: Store, name: str, version: str, rows: list[tuple[str, str]]) -> None:
+    """A dataset as publish.publish lays it out (the columns the duplicates stage reads)."""
+    path = publish.dataset_dir(store, name, version)
+    sha = store.write_table(f"{path}/{publish.DATA_FILE}", pa.table({"anchor": [a for a, _ in rows],
+                                                                     "positive": [p for _, p in rows]}))
+    store.write_json(f"{path}/card.json", {"name": name, "version": version, "sha256": sha, "rows": len(rows)})
+    store.write_json(store.path("datasets", name, "latest.json"), {"version": version})
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """Counts the texts hashed into signatures."""
+    count = {"n": 0}
+    real = dedupe.signature
+
+    def counted(text):
+        count["n"] += 1
+        return real(text)
+
+    monkeypatch.setattr(dedupe, "signature", counted)
+    return count
+
+
+def test_the_stage_names_earlier_copies_and_a_rerun_hashes_nothing(tmp_path, hashed):
+    params = SynthParams(store=str(tmp_path))
+    made = commit_shards(str(tmp_path))
+    first = duplicates.find(params, "run-a", "t1", made)
+    assert [r.dropped for r in first] == [0, 1] and hashed["n"] == 4
+    assert duplicates.reasons(Store(str(tmp_path)), "run-a", first[1]) == {"e10": "exact duplicate: e00"}
+    again = duplicates.find(params, "run-a", "t2", made)  # resumed: the index is read back, not re-hashed
+    assert hashed["n"] == 4 and [r.run_token for r in again] == ["t1", "t1"]
+    changed = commit_shards(str(tmp_path), [SHARDS[0], [SHARDS[1][1], ("what eats krill", "Krill eat algae.")]])
+    third = duplicates.find(params, "run-a", "t3", changed)  # shard 1 changed: it alone is checked again
+    assert [r.run_token for r in third] == ["t1", "t3"] and hashed["n"] == 6 and third[1].dropped == 0
+
+
+def test_only_the_datasets_named_are_avoided_and_only_they_enter_the_fingerprint(tmp_path, hashed):
+    store = Store(str(tmp_path))
+    made = commit_shards(str(tmp_path))
+    publish_rows(store, "synth", "v1", [("best sourdough starter", "Feed the starter flour and water daily!")])
+    plain = SynthParams(store=str(tmp_path))
+    avoiding = SynthParams(store=str(tmp_path), filter={"dedupe_against": ["synth"]})
+    before = list(duplicates.fingerprints(plain, "run-a", made))
+    publish_rows(store, "other", "v9", [("what eats krill", "Baleen whales, penguins and seals feed on krill.")])
+    assert list(duplicates.fingerprints(plain, "run-a", made)) == before  # another dataset changes nothing
+    assert list(duplicates.fingerprints(avoiding, "run-a", made)) != before
+    records = duplicates.find(avoiding, "run-a", "t", made)
+    assert duplicates.reasons(store, "run-a", records[0]) == {"e01": "exact duplicate: published synth/v1#0"}
+    assert duplicates.reasons(store, "run-a", records[1]) == {"e10": "exact duplicate: e00"}  # krill: not named
+    n = hashed["n"]
+    duplicates.find(avoiding, "run-b", "t", [])  # the dataset's signatures were kept in the store
+    assert hashed["n"] == n and store.exists(store.path("index", "minhash", f"{duplicates.datasets_against(avoiding, 'x')[0]['sha256']}.parquet"))
+
+
+def test_a_dataset_to_avoid_that_is_not_published_fails_the_preflight(tmp_path):
+    params = SynthParams(store=str(tmp_path), filter={"dedupe_against": ["synth", "synth/v3"]})
+    found = [p for p in preflight.problems(params) if p.startswith("filter.dedupe_against")]
+    assert len(found) == 1 and "'synth', 'synth/v3'" in found[0]
+    publish_rows(Store(str(tmp_path)), "synth", "v3", [("q", "a")])
+    assert not [p for p in preflight.problems(params) if p.startswith("filter.dedupe_against")]
+    with pytest.raises(ValueError, match="name/version"):
+        SynthParams(filter={"dedupe_against": ["a/b/c"]})

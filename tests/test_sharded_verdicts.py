@@ -1,5 +1,5 @@
 """Verdicts sharded across tasks: each shard searches the corpus of every shard (embedded once by
-the corpus stage) and drops rows that repeat an earlier shard."""
+the corpus stage) and drops the rows the duplicates stage found repeating an earlier shard."""
 import json
 
 import pyarrow as pa
@@ -46,8 +46,10 @@ def test_each_verdict_shard_searches_all_shards_and_dedupes_against_earlier_ones
                for i in range(2)]
     corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, r.key, [r]) for r in revised]
     assert [c.rows for c in corpus] == [3, 3]  # each shard embeds its own documents
-    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised[0]], side=corpus)
-    second = pipeline.run_shard(pipeline.VERDICTS, ctx, "00001", [revised[1]], side=corpus + revised[:1])
+    repeats = pipeline.find_duplicates(ctx, revised)  # shard 1 against shard 0, in one pass
+    assert [r.dropped for r in repeats] == [0, 1]
+    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised[0]], side=corpus + repeats[:1])
+    second = pipeline.run_shard(pipeline.VERDICTS, ctx, "00001", [revised[1]], side=corpus + repeats[1:])
     assert len(made) == 1  # the filter model is loaded once for two corpus and two verdict shards
     rows = ctx.stage_dir("verdicts").read(["00001"]).to_pylist()
     assert rows[0]["drop_reason"] == "exact duplicate: e00" and not rows[0]["kept"]
@@ -56,7 +58,8 @@ def test_each_verdict_shard_searches_all_shards_and_dedupes_against_earlier_ones
     mined = rows[1]["mined_negatives"]
     assert len(mined) == 1 and mined[0] not in (ROWS[1][1][1], ROWS[1][1][2])  # from the whole corpus
     assert second.dropped == 1
-    again = pipeline.run_shard(pipeline.VERDICTS, ctx, "00001", [revised[1]], side=corpus + revised[:1])
+    again = pipeline.run_shard(pipeline.VERDICTS, ctx, "00001", [revised[1]],
+                               side=corpus + pipeline.find_duplicates(ctx, revised)[1:])
     assert again.fingerprint == second.fingerprint and again.run_token == second.run_token
 
 
@@ -73,7 +76,8 @@ def test_an_external_corpus_joins_the_search(tmp_path):
     corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, "00000", [revised]),
               pipeline.run_shard(pipeline.CORPUS, ctx, pipeline.EXTERNAL, [])]
     assert corpus[1].rows == 1
-    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised], side=corpus)
+    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised],
+                                side=corpus + pipeline.find_duplicates(ctx, [revised]))
     bees = ctx.stage_dir("verdicts").read(["00000"]).to_pylist()[1]
     assert bees["anchor"] == "what do bees eat" and bees["rank"] == 2 and not bees["kept"]
 
@@ -104,7 +108,8 @@ def test_small_runs_search_their_task_types_pool_joined_by_background_so_top_k_d
     corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, "00000", [revised]),
               pipeline.run_shard(pipeline.CORPUS, ctx, pipeline.BACKGROUND, [])]
     assert pipeline.corpus_keys(ctx.params) == [pipeline.BACKGROUND] and corpus[1].rows == 200
-    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised], side=corpus)
+    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised],
+                                side=corpus + pipeline.find_duplicates(ctx, [revised]))
     tides, guitar, cat = ctx.stage_dir("verdicts").read(["00000"]).to_pylist()
     print(tides["rank"], guitar["drop_reason"], cat["rank"], tides["mined_negatives"])
     assert tides["kept"] and tides["rank"] == 1
@@ -133,7 +138,8 @@ def test_a_revision_that_lowers_the_rank_of_its_positive_is_undone_in_the_verdic
     revised = ctx.stage_dir("revised").commit(pa.Table.from_pylist(rows, schema=schemas.REVISED),
                                               ShardRecord(key="00000", fingerprint="f", rows=2, stage="revised"))
     corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, "00000", [revised])]
-    record = pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised], side=corpus)
+    record = pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised],
+                                side=corpus + pipeline.find_duplicates(ctx, [revised]))
     bees = ctx.stage_dir("verdicts").read(["00000"]).to_pylist()[1]
     print(bees["revision_reason"], bees["rank"])
     assert bees["anchor"] == original["user_query"] and json.loads(bees["fields"]) == original

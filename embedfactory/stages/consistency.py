@@ -1,5 +1,6 @@
 """The consistency filter's stages: corpus (embed each shard's documents once) and verdicts (gates,
-duplicates, each task type's round trip against its pool, revisor acceptance, mined negatives).
+the duplicates stage's reasons, each task type's round trip against its pool, revisor acceptance,
+mined negatives).
 
 `ctx` is the run's `pipeline.RunContext`; the stage definitions (fingerprints, code versions) live
 in pipeline.py, which calls `corpus_shard` and `verdict_shard`.
@@ -14,20 +15,13 @@ from collections import Counter
 
 import torch
 
-from .. import dedupe, documents, filtering, gates, prompts, publish, search, sources
+from .. import documents, filtering, gates, prompts, search, sources
 from ..config import FilterConfig, SynthParams
 from ..models import load_embedder
 from ..store import ShardRecord, Store
 from ..task_types import TASK_SPECS
-from . import grounded
+from . import duplicates, grounded
 from .common import ShardOutput
-
-
-def published(ctx) -> list[dict]:
-    """Datasets the verdicts dedupe against: all published ones but this run's own."""
-    if not ctx.params.filter.dedupe_against_published:
-        return []
-    return publish.published_cards(Store(ctx.params.store), exclude_version=ctx.run_id)
 
 
 EXTERNAL = "external"  # the corpus shard of `filter.external_corpus`
@@ -63,19 +57,6 @@ def corpus_shard(ctx, key, rows, side, progress):
     vectors = filter_encoder(cfg)([t for t, _ in pairs]) if pairs else []
     return ShardOutput(rows=[{"text": t, "group": g, "embedding": v.tolist()} for (t, g), v in zip(pairs, vectors)],
                        rows_in=len(rows))
-
-
-def _earlier_rows(ctx, side: list[ShardRecord]) -> list[tuple[str, dict]]:
-    """What a verdict shard dedupes against: published datasets, then the run's earlier shards."""
-    store, earlier = Store(ctx.params.store), []
-    for card in published(ctx):
-        table = publish.read_dataset(store, publish.dataset_dir(store, card["name"], card["version"]))
-        earlier += [(f"published {card['name']}/{card['version']}#{i}", row)
-                    for i, row in enumerate(table.select(["anchor", "positive"]).to_pylist())]
-    for stage in ("revised", "grounded"):
-        if keys := [s.key for s in side if s.stage == stage]:
-            earlier += [(r["example_id"], r) for r in ctx.stage_dir(stage).read(keys).to_pylist()]
-    return earlier
 
 
 _corpus_cache: dict[tuple, tuple[list[str], torch.Tensor, list[frozenset]]] = {}  # the last corpus read
@@ -163,15 +144,16 @@ def verdict_shard(ctx, key, rows, side, progress):
             reverted += filtering.keep_better_originals(rows, verdicts, originals, anchors, positives,
                                                         pool_texts, pool_docs, cfg.topk)
     gated = gate_reasons(rows, cfg.gates, embed)  # on the texts that stand, original or revision
-    duplicates = dedupe.find_duplicates(rows, _earlier_rows(ctx, side), cfg.near_duplicate_threshold)
+    found = duplicates.reasons(Store(ctx.params.store), ctx.run_id, next(s for s in side if s.stage == duplicates.STAGE))
+    repeats = [found.get(r["example_id"]) for r in rows]
     out = []
-    for row, verdict, duplicate, gate in zip(rows, verdicts, duplicates, gated):
+    for row, verdict, duplicate, gate in zip(rows, verdicts, repeats, gated):
         if gate or duplicate:  # a gate's reason first: it says what is wrong with the row itself
             verdict = {**verdict, "kept": False, "drop_reason": gate or duplicate}
         out.append({**row, **verdict})
-    extra = {"duplicates_exact": sum(bool(d) and d.startswith("exact") for d in duplicates),
-             "duplicates_near": sum(bool(d) and d.startswith("near") for d in duplicates),
-             "duplicates_of_published": sum(bool(d) and ": published " in d for d in duplicates),
+    extra = {"duplicates_exact": sum(bool(d) and d.startswith("exact") for d in repeats),
+             "duplicates_near": sum(bool(d) and d.startswith("near") for d in repeats),
+             "duplicates_of_published": sum(bool(d) and ": published " in d for d in repeats),
              "revisions_reverted_by_rank": reverted,
              **{f"gate_{name}": n for name, n in Counter(g.split(":")[0][5:] for g in gated if g).items()}}
     return ShardOutput(rows=out, rows_in=len(rows), dropped=sum(not r["kept"] for r in out), extra=extra)
