@@ -149,12 +149,14 @@ def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecor
         spend.check()
     rows = [row for u in upstream for row in ctx.stage_dir(u.stage or stage.upstream).read([u.key]).to_pylist()]
     started = time.monotonic()
-    log = replylog.ReplyLog(out_dir.store, f"{out_dir.dir}/_replies/{key}")  # a failed try's paid replies
-    with replylog.active(log), costs.active(spend):
+    with replylog.for_shard(out_dir.store, reply_folder(out_dir, key)), costs.active(spend):
         out = stage.produce(ctx, key, rows, list(side), progress)
-    record = commit_output(out_dir, key, fp, out, ctx.run_token, started, stage.schema)
-    log.clear()
-    return record
+        return commit_output(out_dir, key, fp, out, ctx.run_token, started, stage.schema)
+
+
+def reply_folder(out_dir: StageDir, key: str) -> str:
+    """Where a shard's replies wait until it commits (a failed try's paid replies serve the next)."""
+    return f"{out_dir.dir}/_replies/{key}"
 
 
 def commit_output(out_dir: StageDir, key: str, fp: str, out: ShardOutput, run_token: str, started: float,
@@ -178,7 +180,8 @@ def find_duplicates(ctx: RunContext, made: list[ShardRecord], progress: Progress
 
 def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
     """The run's data-quality report (see quality.py), over all its shards."""
-    rows = {s.name: ctx.stage_dir(s.name).read([r.key for r in records[s.name]], ok_only=False).to_pylist()
+    rows = {s.name: ctx.stage_dir(s.name).read([r.key for r in records[s.name]], ok_only=False,
+                                               columns=quality.COLUMNS).to_pylist()
             for s in SYNTH_STAGES if s is not CORPUS and records.get(s.name)}  # corpus rows: embeddings
     generator = ctx.generator.model
     brainstormer = (ctx.brainstormer or ctx.generator).model

@@ -48,6 +48,11 @@ def usage_table(records: dict[str, list[ShardRecord]], models: dict[str, str],
     return out
 
 
+# What the report reads of each stage's rows: not the raw replies, fields or embeddings
+COLUMNS = ["status", "reject_reason", "task_type", "source_id", "attributes", "kept", "drop_reason",
+           "revision_status", "anchor", "positive", "negative", "prompt_name", "prompt_version"]
+
+
 def attribute_histograms(examples: list[dict], kept: list[dict]) -> dict:
     """Per task type and drawn attribute, each value's share among the generation prompts (`drawn`),
     among the kept rows (`kept`) and in the reference recipe (`reference`, see task_types)."""

@@ -104,9 +104,13 @@ class Store:
         self.write_bytes(path, data)
         return hashlib.sha256(data).hexdigest()
 
-    def read_table(self, path: str) -> pa.Table:
+    def read_table(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        """A Parquet file; `columns`: only those it has, the others never read."""
         with self.fs.open_input_file(path) as f:
-            return pq.read_table(f)
+            if columns is None:
+                return pq.read_table(f)
+            file = pq.ParquetFile(f)
+            return file.read(columns=[c for c in columns if c in file.schema_arrow.names])
 
     def batches(self, path: str, columns: list[str], batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
         """A Parquet file's columns, streamed a record batch at a time (the table is never whole)."""
@@ -186,11 +190,14 @@ class StageDir:
         return [ShardRecord(**self.store.read_json(p)) for p in self.store.list(f"{self.dir}/_shards")
                 if p.endswith(".json")]
 
-    def read(self, keys: list[str] | None = None, ok_only: bool = True) -> pa.Table:
-        """Rows of the given shards (all committed shards by default), rejected rows left out."""
+    def read(self, keys: list[str] | None = None, ok_only: bool = True, columns: list[str] | None = None) -> pa.Table:
+        """Rows of the given shards (all committed shards by default), rejected rows left out;
+        `columns`: only those (the ones a shard lacks are left out), read from the files alone."""
         if keys is None:
             keys = [p.rsplit("/", 1)[1][:-5] for p in self.store.list(f"{self.dir}/_shards")]
-        tables = [self.store.read_table(self.shard_path(k)) for k in keys]
+        if columns is not None and ok_only:
+            columns = list(dict.fromkeys([*columns, "status"]))
+        tables = [self.store.read_table(self.shard_path(k), columns) for k in keys]
         if not tables:
             raise StoreError(f"stage {self.stage!r} of run {self.run_id!r} has no committed shards")
         table = pa.concat_tables(tables, promote_options="default")

@@ -63,10 +63,22 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     from sentence_transformers import SentenceTransformer
 
     from embedfactory.models import embedding_model_path
-    probe = ["how do I reset my card pin", "the boundary layer separates at high angles of attack"]
-    tuned = SentenceTransformer(training["model_path"]).encode(probe)
-    base = SentenceTransformer(embedding_model_path(params.train.base_model)).encode(probe)
-    assert tuned.shape == (2, 384) and not np.allclose(tuned, base, atol=1e-5)  # the steps moved the weights
+    tuned = SentenceTransformer(training["model_path"])
+    base = SentenceTransformer(embedding_model_path(params.train.base_model))
+    query = tuned.prompts.get("query", "")  # anchors as trained, for both models
+
+    def closeness(model) -> tuple[float, float]:
+        """On the rows it was trained on: mean cosine of anchor and positive, and that minus the mean
+        cosine of an anchor and the other rows' positives."""
+        a = model.encode([query + r["anchor"] for r in rows], normalize_embeddings=True)
+        p = model.encode([r["positive"] for r in rows], normalize_embeddings=True)
+        sims, n = a @ p.T, len(rows)
+        others = (sims.sum() - np.trace(sims)) / (n * n - n) if n > 1 else 0.0
+        return float(np.trace(sims) / n), float(np.trace(sims) / n - others)
+
+    (tuned_pos, tuned_margin), (base_pos, base_margin) = closeness(tuned), closeness(base)
+    print(f"trained rows: anchor-positive cosine {base_pos:.4f} -> {tuned_pos:.4f}, margin {base_margin:.4f} -> {tuned_margin:.4f}")
+    assert tuned_pos > base_pos and tuned_margin > base_margin  # the steps pulled its pairs together, apart from the rest
     png = b"\x89PNG\r\n\x1a\n"  # the pictures: loss curve, base vs tuned, attribute shares
     assert Path(training["plot"]).read_bytes().startswith(png)
     assert Path(training["evaluation"]["plot"]).read_bytes().startswith(png)

@@ -67,3 +67,29 @@ def test_prefect_retries_only_what_may_pass_next_time():
                                         BudgetExceeded("spent"), ServerDied("gone")))
     assert all(retried(e) for e in (ConnectionError("refused"), TimeoutError(), RuntimeError("pool run crashed"),
                                     OSError("S3 503")))
+
+
+def test_an_align_stage_that_fails_part_way_keeps_the_teachers_replies_for_its_rerun(tmp_path):
+    from types import SimpleNamespace
+
+    from embedfactory.align import run
+    from embedfactory.stages.common import ShardOutput
+    from embedfactory.store import StageDir
+
+    store = Store(str(tmp_path))
+    ctx = SimpleNamespace(run_token="t", stage_dir=lambda name: StageDir(store, "align-1", name))
+
+    def produce(url: str):
+        def rows() -> ShardOutput:
+            replies = client(url).run_sync(requests(6))
+            return ShardOutput(rows=[{"ok": r.ok} for r in replies], rows_in=6)
+        return rows
+
+    folder = store.path("runs", "align-1", "preferences", "_replies", "00000")
+    with FakeChatServer([GOOD, GOOD, GOOD] + [500] * 10) as server, pytest.raises(openai.InternalServerError):
+        run._stage(ctx, "preferences", ("teacher",), produce(server.base_url))
+    assert store.list(folder)  # the failed try's paid replies
+    with FakeChatServer() as server:
+        record = run._stage(ctx, "preferences", ("teacher",), produce(server.base_url))
+    assert len(server.requests) == 3 and record.rows == 6  # the rerun asked only for the 3 never answered
+    assert store.list(folder) == []  # committed: the rows hold the replies now

@@ -15,6 +15,7 @@ from .. import pipeline
 from ..config import Sampling, SynthParams
 from ..economics import E5_CALLS, E5_EXAMPLES, REGISTRY, SPEED_CALLS, SPEED_EXAMPLES
 from ..ids import stable_hash
+from ..llm import replylog
 from ..llm.client import ChatClient
 from ..stages import revise
 from ..stages.common import ShardOutput
@@ -48,7 +49,8 @@ def _stage(ctx, name: str, parts: tuple, produce) -> ShardRecord:
     if (done := out_dir.committed("00000", fp)) is not None:
         return done
     started = time.monotonic()
-    return pipeline.commit_output(out_dir, "00000", fp, produce(), ctx.run_token, started)
+    with replylog.for_shard(out_dir.store, pipeline.reply_folder(out_dir, "00000")):  # the teacher's replies kept
+        return pipeline.commit_output(out_dir, "00000", fp, produce(), ctx.run_token, started)
 
 
 def model_dir(params: AlignParams, role: str) -> str:

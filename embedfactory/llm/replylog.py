@@ -81,5 +81,14 @@ def active(log: ReplyLog):
         log.flush()
 
 
+@contextlib.contextmanager
+def for_shard(store: Store, folder: str):
+    """The log of one shard being made: active inside; cleared only when the body (produce, then
+    commit) finished, so a failed try leaves its paid replies for the next."""
+    with active(ReplyLog(store, folder)) as log:
+        yield log
+    log.clear()
+
+
 def current() -> ReplyLog | None:
     return _current.get()
