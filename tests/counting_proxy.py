@@ -3,12 +3,14 @@ so a test can check a report's call counts against what actually went over the w
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 
+from loopback import Loopback
 
-class CountingProxy:
+
+class CountingProxy(Loopback):
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")  # e.g. http://127.0.0.1:8081/v1
         self.completions = 0
@@ -41,13 +43,5 @@ class CountingProxy:
             def do_POST(self):
                 self._forward("POST")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        super().__init__(Handler)
 
-    def __enter__(self):
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()

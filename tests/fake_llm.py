@@ -14,12 +14,14 @@ import re
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import Loopback
 
 FAULTS = ("http_500", "http_429", "timeout", "truncated", "invalid_json")
 
 
-class FakeChatServer:
+class FakeChatServer(Loopback):
     def __init__(self, script: list | None = None, fault_rates: dict[str, float] | None = None,
                  seed: int = 0, stall_s: float = 2.0, poison: tuple[str, int] | None = None,
                  latency_s: float = 0.0, refuse_formats: tuple[str, ...] = (), models: tuple[str, ...] = ("fake",),
@@ -90,8 +92,7 @@ class FakeChatServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        super().__init__(Handler)
 
     def _answer(self, body: dict):
         with self._lock:
@@ -140,13 +141,6 @@ class FakeChatServer:
             return True
         return False
 
-    def __enter__(self):
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _schema(body: dict) -> dict:

@@ -2,8 +2,7 @@
 upload's request sequence against a local stand-in for the Hub's HTTP API (no network)."""
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pyarrow as pa
 import pytest
@@ -14,6 +13,7 @@ from embedfactory.__main__ import main
 from embedfactory.publish import DATA_FILE
 from embedfactory.schemas import DATASET
 from embedfactory.store import ShardRecord, StageDir, Store
+from loopback import Loopback
 
 ROWS = [{"anchor": f"how do I reset pin {i}", "positive": f"To reset PIN {i}, open the app.",
          "negative": None if i % 2 else f"PIN {i} cannot be shared.", "instruction": "Given a banking question, "
@@ -112,15 +112,12 @@ class StandInHub(BaseHTTPRequestHandler):
 @pytest.fixture
 def stand_in(monkeypatch):
     StandInHub.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandInHub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    monkeypatch.setenv("HF_ENDPOINT", url)
-    monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
-    import huggingface_hub.constants as constants
-    monkeypatch.setattr(constants, "ENDPOINT", url)
-    yield url
-    server.shutdown()
+    with Loopback(StandInHub, path="") as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
+        import huggingface_hub.constants as constants
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        yield server.url
 
 
 def committed_files(body: bytes) -> dict[str, bytes]:
