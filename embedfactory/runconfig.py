@@ -151,3 +151,12 @@ def add_arguments(cli) -> None:
                      "`parameters:` in deployments/prefect.yaml)")
     cli.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one parameter, dotted for nested keys (repeatable)")
+
+
+def parsed(parse: typing.Callable[[], typing.Any]):
+    """What a flow's CLI `parse()` returns, or an exit listing every invalid key and value (pydantic's
+    ValidationError is a ValueError) before anything starts."""
+    try:
+        return parse()
+    except ValueError as exc:
+        raise SystemExit(f"invalid parameters:\n{exc}") from None

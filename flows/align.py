@@ -78,8 +78,5 @@ def _params_from_cli(argv: list[str] | None = None) -> AlignParams:
 
 
 if __name__ == "__main__":
-    try:
-        cli_params = _params_from_cli()
-    except (ValueError, runconfig.ConfigError) as exc:
-        raise SystemExit(f"invalid parameters:\n{exc}") from None
+    cli_params = runconfig.parsed(_params_from_cli)  # bad keys, sizes or task types: before anything starts
     align(cli_params)

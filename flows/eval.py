@@ -49,8 +49,5 @@ def _arguments_from_cli(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        arguments = _arguments_from_cli()
-    except (ValueError, runconfig.ConfigError) as exc:
-        raise SystemExit(f"invalid parameters:\n{exc}") from None
+    arguments = runconfig.parsed(_arguments_from_cli)  # bad keys, sizes or task types: before anything starts
     evaluate(**arguments)

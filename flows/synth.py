@@ -6,7 +6,6 @@ import argparse
 import uuid
 
 from prefect import flow
-from pydantic import ValidationError
 
 from embedfactory import pipeline, preflight, runconfig
 from embedfactory.config import Endpoint, SynthParams, TrainConfig
@@ -135,10 +134,7 @@ def _weights(text: str) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    try:
-        cli_params = _params_from_cli()
-    except (ValidationError, runconfig.ConfigError) as exc:  # bad keys, sizes or task types: before anything starts
-        raise SystemExit(f"invalid parameters:\n{exc}") from None
+    cli_params = runconfig.parsed(_params_from_cli)  # bad keys, sizes or task types: before anything starts
     result = synth(cli_params)
     print(f"\nrun {result['run_id']}\n{format_table(result['summary'])}\n"
           f"dataset: {result['dataset']['path']} ({result['dataset']['rows']} rows)")
