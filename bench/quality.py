@@ -61,7 +61,7 @@ def generate(args, corpus_source: str, filter_model: str) -> list[dict]:
         store=args.store, run_id=f"quality-{args.name}-{args.docs}-{args.seed}", dataset_name=f"quality-{args.name}",
         synth={"seed": args.seed}, grounded={"corpus": corpus_source, "documents": args.docs,
                                              "queries_per_passage": args.queries_per_doc},
-        filter={"model": filter_model, "topk": max(args.ks)},
+        filter={"model": filter_model, "topk": max(args.ks), "dedupe_against": []},
         generator={"base_url": args.base_url, "model": args.model}, train=None)
     result = synth(params)
     rows = StageDir(Store(args.store), result["run_id"], "verdicts").read(ok_only=False).to_pylist()

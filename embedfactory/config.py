@@ -258,22 +258,31 @@ class FilterConfig(Strict):
     gates: list[GateName] = Field(
         default_factory=lambda: list(GATE_NAMES), description="Quality gates a row must pass (gates.py); "
         "a row failing one is dropped with the reason 'gate <name>: ...', counted per gate.")
-    dedupe_against: list[str] = Field(
-        default_factory=list, description="Published datasets whose rows the run's examples must not "
-        "repeat: 'name' (every version published so far) or 'name/version'. Only these enter the "
-        "verdicts' fingerprint, so publishing another dataset leaves finished verdicts valid.")
+    dedupe_against: list[str] | None = Field(
+        None, description="Published datasets whose rows the run's examples must not repeat: 'name' "
+        "(every version published so far) or 'name/version'; null (default): the earlier versions of "
+        "`dataset_name` (none on a new store); []: none. Only these enter the verdicts' fingerprint, so "
+        "publishing another dataset leaves finished verdicts valid.")
     batch_size: int = runtime(64, gt=0, description="Texts per forward pass of the filter model.")
     device: Literal["auto", "cpu", "cuda"] = runtime(
         "auto", description="Where the filter model embeds and the search runs (auto: a GPU if visible).")
 
     @field_validator("dedupe_against")
     @classmethod
-    def _dataset_refs(cls, refs: list[str]) -> list[str]:
-        for ref in refs:
+    def _dataset_refs(cls, refs: list[str] | None) -> list[str] | None:
+        for ref in refs or []:
             name, _, version = ref.partition("/")
             if not name or "/" in version or ref.endswith("/"):
                 raise ValueError(f"dedupe_against entry {ref!r}: give 'name' or 'name/version'")
         return refs
+
+    def fingerprint_fields(self) -> dict:
+        out = super().fingerprint_fields()
+        if self.dedupe_against is None or self.dedupe_against == []:
+            # fingerprinted as the switch they replaced (null: on, []: off), so the run ids of runs
+            # made before keep resolving to the same runs and their shards
+            out["dedupe_against_published"] = out.pop("dedupe_against") is None
+        return out
 
     @field_validator("mine_range")
     @classmethod

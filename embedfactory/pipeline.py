@@ -319,6 +319,6 @@ CORPUS = Stage(
     consistency.corpus_shard, (consistency, filtering, sources, documents))
 VERDICTS = Stage(
     "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), consistency.verdict_shard,
-    (consistency, filtering, search, gates, grounded))  # the duplicates shard of each is a side input
+    (consistency, filtering, search, gates, grounded, duplicates))  # its duplicates shard is a side input
 
 SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, GROUNDED, CORPUS, VERDICTS]

@@ -20,7 +20,7 @@ import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -103,6 +103,17 @@ class Store:
         data = buf.getvalue()
         self.write_bytes(path, data)
         return hashlib.sha256(data).hexdigest()
+
+    def write_streamed(self, path: str, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+        """Write a Parquet file a table at a time (never whole in memory), atomically like write_bytes:
+        a local file goes to a temporary name first; an S3 upload completes only when closed."""
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        target = path if not self.is_local else f"{path}.tmp-{uuid.uuid4().hex}"
+        with self.fs.open_output_stream(target) as out, pq.ParquetWriter(out, schema, compression="zstd") as writer:
+            for table in tables:
+                writer.write_table(table)
+        if target != path:
+            self.fs.move(target, path)
 
     def read_table(self, path: str, columns: list[str] | None = None) -> pa.Table:
         """A Parquet file; `columns`: only those it has, the others never read."""

@@ -81,30 +81,52 @@ def test_the_stage_names_earlier_copies_and_a_rerun_hashes_nothing(tmp_path, has
     made = commit_shards(str(tmp_path))
     first = duplicates.find(params, "run-a", "t1", made)
     assert [r.dropped for r in first] == [0, 1] and hashed["n"] == 4
-    assert duplicates.reasons(Store(str(tmp_path)), "run-a", first[1]) == {"e10": "exact duplicate: e00"}
+    assert duplicates.reasons(Store(str(tmp_path)), "run-a", first[1:]) == {"e10": "exact duplicate: e00"}
     again = duplicates.find(params, "run-a", "t2", made)  # resumed: the index is read back, not re-hashed
     assert hashed["n"] == 4 and [r.run_token for r in again] == ["t1", "t1"]
-    changed = commit_shards(str(tmp_path), [SHARDS[0], [SHARDS[1][1], ("what eats krill", "Krill eat algae.")]])
-    third = duplicates.find(params, "run-a", "t3", changed)  # shard 1 changed: it alone is checked again
-    assert [r.run_token for r in third] == ["t1", "t3"] and hashed["n"] == 6 and third[1].dropped == 0
+    changed = commit_shards(str(tmp_path), [SHARDS[0], [SHARDS[1][1], ("Best sourdough starter!", SHARDS[0][1][1])]])
+    third = duplicates.find(params, "run-a", "t3", changed)  # shard 1 changed: it alone is checked again,
+    assert [r.run_token for r in third] == ["t1", "t3"] and hashed["n"] == 6  # against shard 0 read back
+    assert duplicates.reasons(Store(str(tmp_path)), "run-a", third[1:]) == {"e11": "exact duplicate: e01"}
+    with pytest.raises(ValueError, match="one 'duplicates' shard"):
+        duplicates.reasons(Store(str(tmp_path)), "run-a", made)
 
 
 def test_only_the_datasets_named_are_avoided_and_only_they_enter_the_fingerprint(tmp_path, hashed):
     store = Store(str(tmp_path))
     made = commit_shards(str(tmp_path))
-    publish_rows(store, "synth", "v1", [("best sourdough starter", "Feed the starter flour and water daily!")])
-    plain = SynthParams(store=str(tmp_path))
-    avoiding = SynthParams(store=str(tmp_path), filter={"dedupe_against": ["synth"]})
-    before = list(duplicates.fingerprints(plain, "run-a", made))
+    publish_rows(store, "faq", "v1", [("best sourdough starter", "Feed the starter flour and water daily!")])
+    none = SynthParams(store=str(tmp_path), filter={"dedupe_against": []})
+    avoiding = SynthParams(store=str(tmp_path), filter={"dedupe_against": ["faq"]})
+
+    def fingerprints(params):
+        return list(duplicates.fingerprints(params, made, duplicates.datasets_against(params, "run-a")))
+
+    before = fingerprints(none)
     publish_rows(store, "other", "v9", [("what eats krill", "Baleen whales, penguins and seals feed on krill.")])
-    assert list(duplicates.fingerprints(plain, "run-a", made)) == before  # another dataset changes nothing
-    assert list(duplicates.fingerprints(avoiding, "run-a", made)) != before
+    assert fingerprints(none) == before and fingerprints(avoiding) != before  # only what it was told
     records = duplicates.find(avoiding, "run-a", "t", made)
-    assert duplicates.reasons(store, "run-a", records[0]) == {"e01": "exact duplicate: published synth/v1#0"}
-    assert duplicates.reasons(store, "run-a", records[1]) == {"e10": "exact duplicate: e00"}  # krill: not named
+    assert duplicates.reasons(store, "run-a", records[:1]) == {"e01": "exact duplicate: published faq/v1#0"}
+    assert duplicates.reasons(store, "run-a", records[1:]) == {"e10": "exact duplicate: e00"}  # krill: not named
     n = hashed["n"]
     duplicates.find(avoiding, "run-b", "t", [])  # the dataset's signatures were kept in the store
-    assert hashed["n"] == n and store.exists(store.path("index", "minhash", f"{duplicates.datasets_against(avoiding, 'x')[0]['sha256']}.parquet"))
+    assert hashed["n"] == n
+    assert [c["version"] for c in duplicates.datasets_against(
+        SynthParams(store=str(tmp_path), filter={"dedupe_against": ["other/v9", "faq"]}), "v1")] == ["v9"]
+
+
+def test_by_default_a_run_avoids_the_earlier_versions_of_its_own_dataset_and_keeps_its_run_id(tmp_path):
+    store = Store(str(tmp_path))
+    params = SynthParams(store=str(tmp_path), dataset_name="faq")
+    assert duplicates.datasets_against(params, "run-a") == [] and not [
+        p for p in preflight.problems(params) if p.startswith("filter.dedupe_against")]  # a new store: none
+    publish_rows(store, "faq", "v1", [("q", "a")])
+    publish_rows(store, "faq", "run-a", [("q", "a")])  # the run's own version is not avoided
+    assert [c["version"] for c in duplicates.datasets_against(params, "run-a")] == ["v1"]
+    # the default and [] fingerprint as the switch they replaced did: run ids made before still resolve
+    assert params.filter.fingerprint_fields()["dedupe_against_published"] is True
+    assert SynthParams(filter={"dedupe_against": []}).filter.fingerprint_fields()["dedupe_against_published"] is False
+    assert "dedupe_against_published" not in SynthParams(filter={"dedupe_against": ["x"]}).filter.fingerprint_fields()
 
 
 def test_a_dataset_to_avoid_that_is_not_published_fails_the_preflight(tmp_path):

@@ -144,7 +144,7 @@ def verdict_shard(ctx, key, rows, side, progress):
             reverted += filtering.keep_better_originals(rows, verdicts, originals, anchors, positives,
                                                         pool_texts, pool_docs, cfg.topk)
     gated = gate_reasons(rows, cfg.gates, embed)  # on the texts that stand, original or revision
-    found = duplicates.reasons(Store(ctx.params.store), ctx.run_id, next(s for s in side if s.stage == duplicates.STAGE))
+    found = duplicates.reasons(Store(ctx.params.store), ctx.run_id, side)
     repeats = [found.get(r["example_id"]) for r in rows]
     out = []
     for row, verdict, duplicate, gate in zip(rows, verdicts, repeats, gated):

@@ -15,6 +15,7 @@ import inspect
 import sys
 import time
 from collections import Counter
+from functools import lru_cache
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -30,10 +31,16 @@ STAGE = "duplicates"
 BATCH_ROWS = 4096
 
 
+def avoided(params: SynthParams) -> list[str]:
+    """The dataset references the run avoids: `filter.dedupe_against`, or by default its own name."""
+    refs = params.filter.dedupe_against
+    return [params.dataset_name] if refs is None else refs
+
+
 def datasets_against(params: SynthParams, run_id: str) -> list[dict]:
-    """The cards of the published datasets `params.filter.dedupe_against` names (the run's own left out)."""
+    """The cards of the published datasets the run avoids (its own version left out)."""
     store, cards = Store(params.store), {}
-    for ref in params.filter.dedupe_against:
+    for ref in avoided(params):
         name, _, version = ref.partition("/")
         if version:
             found = [store.read_json(f"{publish.dataset_dir(store, name, version)}/card.json")]
@@ -44,9 +51,10 @@ def datasets_against(params: SynthParams, run_id: str) -> list[dict]:
 
 
 def check_published(params: SynthParams) -> None:
-    """The pre-flight check: every dataset `filter.dedupe_against` names is published."""
+    """The pre-flight check: every dataset `filter.dedupe_against` names is published (the default,
+    the run's own earlier versions, may be none)."""
     store, missing = Store(params.store), []
-    for ref in params.filter.dedupe_against:
+    for ref in params.filter.dedupe_against or []:
         name, _, version = ref.partition("/")
         path = f"{publish.dataset_dir(store, name, version)}/card.json" if version else \
             store.path("datasets", name, "latest.json")
@@ -57,50 +65,59 @@ def check_published(params: SynthParams) -> None:
                                 "(publish them first, or leave them out)")
 
 
-def _signature_table(labels: list[str], texts: list[str], duplicates: list[str | None] | None = None,
-                     index: dedupe.Index | None = None) -> pa.Table:
-    """The signatures of `texts`; with an `index`, each text is checked against it (and added when
-    new) in order, its reason in `duplicates`' place."""
-    exacts = [dedupe.exact_key(t) for t in texts]
-    signatures = [dedupe.signature(t) for t in texts]
-    if index is not None:
-        duplicates = [index.admit(*row) for row in zip(labels, exacts, signatures)]
+def _signatures(texts: list[str]) -> tuple[list[str], list[np.ndarray]]:
+    return [dedupe.exact_key(t) for t in texts], [dedupe.signature(t) for t in texts]
+
+
+def _signature_table(labels: list[str], exacts: list[str], signatures: list[np.ndarray],
+                     duplicates: list[str | None]) -> pa.Table:
     flat = np.concatenate(signatures) if signatures else np.zeros(0, np.uint32)
     minhash = pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, dedupe.NUM_PERM, dtype=np.int32)),
                                        pa.array(flat, pa.uint32()))
-    return pa.table({"label": labels, "exact": exacts, "minhash": minhash,
-                     "duplicate": duplicates or [None] * len(labels)}, schema=SIGNATURES)
+    return pa.table({"label": labels, "exact": exacts, "minhash": minhash, "duplicate": duplicates},
+                    schema=SIGNATURES)
+
+
+@lru_cache(maxsize=None)
+def code_version() -> str:
+    """The signature and stage code: part of every fingerprint and of the published datasets' index path."""
+    return stable_hash(inspect.getsource(dedupe), inspect.getsource(sys.modules[__name__]), length=12)
 
 
 def dataset_signatures(store: Store, card: dict) -> str:
-    """Where a published dataset's signatures are (computed once, streamed a batch at a time)."""
-    path = store.path("index", "minhash", f"{card['sha256']}.parquet")
+    """Where a published dataset's signatures are: computed once per dataset checksum and code
+    version, streamed a batch at a time into the file. Its labels are row numbers; `_add` names them."""
+    path = store.path("index", "minhash", code_version(), f"{card['sha256']}.parquet")
     if not store.exists(path):
-        folder, parts, offset = publish.dataset_dir(store, card["name"], card["version"]), [], 0
-        for batch in publish.dataset_batches(store, folder, ["anchor", "positive"], BATCH_ROWS):
-            texts = [f"{a}\n{p}" for a, p in zip(batch["anchor"].to_pylist(), batch["positive"].to_pylist())]
-            labels = [f"published {card['name']}/{card['version']}#{offset + i}" for i in range(len(texts))]
-            parts.append(_signature_table(labels, texts))
-            offset += len(texts)
-        store.write_table(path, pa.concat_tables(parts) if parts else SIGNATURES.empty_table())
+        folder = publish.dataset_dir(store, card["name"], card["version"])
+
+        def tables() -> Iterator[pa.Table]:
+            offset = 0
+            for batch in publish.dataset_batches(store, folder, ["anchor", "positive"], BATCH_ROWS):
+                texts = [f"{a}\n{p}" for a, p in zip(batch["anchor"].to_pylist(), batch["positive"].to_pylist())]
+                yield _signature_table([str(offset + i) for i in range(len(texts))], *_signatures(texts),
+                                       [None] * len(texts))
+                offset += len(texts)
+
+        store.write_streamed(path, SIGNATURES, tables())
     return path
 
 
-def _add(index: dedupe.Index, batches: Iterable[pa.RecordBatch]) -> None:
-    """Put the kept rows of signature batches into the index (a duplicate was never added)."""
+def _add(index: dedupe.Index, batches: Iterable[pa.RecordBatch], prefix: str = "") -> None:
+    """Put the kept rows of signature batches into the index (a duplicate was never added), each
+    labelled `prefix` + its stored label."""
     for batch in batches:
         values = batch["minhash"].flatten().to_numpy().reshape(-1, dedupe.NUM_PERM)
         for label, exact, row, duplicate in zip(batch["label"].to_pylist(), batch["exact"].to_pylist(), values,
                                                 batch["duplicate"].to_pylist()):
             if duplicate is None:
-                index.add(label, exact, row)
+                index.add(prefix + label, exact, row)
 
 
-def fingerprints(params: SynthParams, run_id: str, made: list[ShardRecord]) -> Iterator[str]:
+def fingerprints(params: SynthParams, made: list[ShardRecord], against: list[dict]) -> Iterator[str]:
     """Each shard's fingerprint: the code, the threshold, the datasets avoided, then every shard up to it."""
-    code = stable_hash(inspect.getsource(dedupe), inspect.getsource(sys.modules[__name__]), length=12)
-    chained = stable_hash(STAGE, code, params.filter.near_duplicate_threshold,
-                          [c["sha256"] for c in datasets_against(params, run_id)])
+    chained = stable_hash(STAGE, code_version(), params.filter.near_duplicate_threshold,
+                          [c["sha256"] for c in against])
     for record in made:
         chained = stable_hash(chained, record.stage, record.key, record.sha256)
         yield chained
@@ -110,15 +127,16 @@ def find(params: SynthParams, run_id: str, run_token: str, made: list[ShardRecor
          progress: Callable[[int, int], None] | None = None) -> list[ShardRecord]:
     """One record per shard of `made` (revised and grounded shards, in the order they count), each
     committed with its rows' signatures and duplicate reasons; shards already committed are reused."""
-    store = Store(params.store)
+    store, against = Store(params.store), datasets_against(params, run_id)
     out_dir, index = StageDir(store, run_id, STAGE), dedupe.Index(params.filter.near_duplicate_threshold)
-    for card in datasets_against(params, run_id):
-        _add(index, store.batches(dataset_signatures(store, card), SIGNATURES.names, BATCH_ROWS))
+    for card in against:
+        _add(index, store.batches(dataset_signatures(store, card), SIGNATURES.names, BATCH_ROWS),
+             prefix=f"published {card['name']}/{card['version']}#")
     records = []
-    for i, (record, fp) in enumerate(zip(made, fingerprints(params, run_id, made))):
+    for i, (record, fp) in enumerate(zip(made, fingerprints(params, made, against))):
         if (done := out_dir.committed(record.key, fp)) is None:
             done = _check_shard(store, out_dir, index, record, fp, run_token)
-        else:
+        else:  # its signatures back into the index: nothing hashed again
             _add(index, store.batches(out_dir.shard_path(record.key), SIGNATURES.names, BATCH_ROWS))
         records.append(done)
         if progress is not None:
@@ -132,16 +150,21 @@ def _check_shard(store: Store, out_dir: StageDir, index: dedupe.Index, record: S
     rows = StageDir(store, out_dir.run_id, record.stage).read([record.key]).select(["example_id", "anchor", "positive"])
     labels = rows["example_id"].to_pylist()
     texts = [f"{a}\n{p}" for a, p in zip(rows["anchor"].to_pylist(), rows["positive"].to_pylist())]
-    table = _signature_table(labels, texts, index=index)
-    duplicates = table["duplicate"].to_pylist()
+    exacts, signatures = _signatures(texts)
+    duplicates = [index.admit(*row) for row in zip(labels, exacts, signatures)]  # in order: the first copy stays
     kinds = Counter(d.split(" ", 1)[0] for d in duplicates if d)
     done = ShardRecord(key=record.key, fingerprint=fp, rows=len(labels) - sum(kinds.values()), stage=STAGE,
                        dropped=sum(kinds.values()), rows_in=len(labels), seconds=round(time.monotonic() - started, 2),
                        run_token=run_token, extra={"duplicates_exact": kinds["exact"], "duplicates_near": kinds["near"]})
-    return out_dir.commit(table, done)
+    return out_dir.commit(_signature_table(labels, exacts, signatures, duplicates), done)
 
 
-def reasons(store: Store, run_id: str, record: ShardRecord) -> dict[str, str]:
-    """example_id -> why it repeats an earlier row, for the rows of one shard that do."""
-    table = StageDir(store, run_id, STAGE).read([record.key]).select(["label", "duplicate"])
+def reasons(store: Store, run_id: str, side: list[ShardRecord]) -> dict[str, str]:
+    """example_id -> why it repeats an earlier row, for the rows of the duplicates shard in `side`
+    (a verdict shard's side inputs) that do."""
+    mine = [s for s in side if s.stage == STAGE]
+    if len(mine) != 1:
+        raise ValueError(f"a verdict shard needs its one {STAGE!r} shard among its side inputs, got {len(mine)} "
+                         "(pipeline.find_duplicates makes them)")
+    table = StageDir(store, run_id, STAGE).read([mine[0].key], columns=["label", "duplicate"])
     return {label: why for label, why in zip(table["label"].to_pylist(), table["duplicate"].to_pylist()) if why}
