@@ -330,8 +330,9 @@ class TrainConfig(Strict):
         "(transformers' default: 1.0); null: no clipping.")
     max_seq_length: int = Field(256, gt=8)
     mined_negatives: int | None = Field(
-        1, ge=0, description="Mined hard negatives used per row (beside the generated one), from the "
-        "dataset's `mined_negatives` column (the filter mines up to 7, KaLM's number); null: all a row has.")
+        7, ge=0, description="Mined hard negatives used per row (beside the generated one), from the "
+        "dataset's `mined_negatives` column (the filter mines up to 7, KaLM's number; 7 won over 1 on "
+        "bench/quality.py's dev split); null: all a row has.")
     loss: Literal["infonce", "gist", "margin_mse"] = Field(
         "infonce", description="infonce: in-batch and hard negatives, equal texts masked; gist: "
         "GISTEmbed with `guide_model`; margin_mse: the teacher's (query, positive) - (query, hard "
