@@ -35,7 +35,7 @@ def synth(params: SynthParams = SynthParams()) -> dict:
         personas, chains = (_generate_on_pool if params.fan_out else _generate_here)(
             ctx, shard, keys, grounded_keys, pipeline.needs_personas(params))
         made = chains["revised"] + chains["grounded"]  # the example shards the filter reads
-        repeats = find_duplicates.submit(ctx, made)  # one pass in shard order: linear in the rows
+        repeats = find_duplicates.with_options(result_storage=result_storage(params.store)).submit(ctx, made)  # one pass in shard order: linear in the rows
         corpus = [shard.submit("corpus", ctx, k, [r]) for k, r in zip(keys, chains["revised"])]
         corpus += [shard.submit("corpus", ctx, k, []) for k in pipeline.corpus_keys(params)]
         corpus = [f.result() for f in corpus]

@@ -33,7 +33,7 @@ def run_stage_shard(stage: str, ctx: pipeline.RunContext, key: str, upstream: li
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=worth_retrying,
-      task_run_name="duplicates")
+      persist_result=True, task_run_name="duplicates")
 def find_duplicates(ctx: pipeline.RunContext, made: list[ShardRecord]) -> list[ShardRecord]:
     """The duplicates stage in one task: it walks the example shards in order against one index read
     once (its shards already committed are reused); each verdict shard reads its record."""
