@@ -40,9 +40,11 @@ def test_a_global_concurrency_limit_holds_across_workers(prefect_api):
         assert ensure_limits(endpoint, None) == [f"llm-fake-{socket.gethostname()}-127.0.0.1"]
         two_workers(endpoint, server.base_url, 4)  # the provider is installed: tasks.limits was imported
         assert server.max_in_flight == 2 and len(server.requests) == 8
-    with FakeChatServer(latency_s=0.3) as server:  # without it, each worker fills its own 8
+    # Without it the two workers overlap beyond the limit: more in flight than one worker's 4 (all 8 when
+    # both start together; a loaded machine may start one thread late, so the count is not pinned at 8).
+    with FakeChatServer(latency_s=1.0) as server:
         two_workers(Endpoint(base_url=server.base_url, model="fake", concurrency=8), server.base_url, 4)
-        assert server.max_in_flight == 8
+        assert server.max_in_flight > 4
 
 
 def test_a_global_rate_limit_spaces_the_requests(prefect_api):
