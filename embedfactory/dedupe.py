@@ -46,6 +46,12 @@ def identity_text(row: dict) -> str:
     return f"{row['anchor']}\n{row['positive']}"
 
 
+def identity_texts(table) -> list[str]:
+    """`identity_text` of every row of an Arrow table or record batch with anchor and positive columns."""
+    return [identity_text({"anchor": a, "positive": p})
+            for a, p in zip(table["anchor"].to_pylist(), table["positive"].to_pylist())]
+
+
 class Index:
     """The texts kept so far, as exact keys and MinHash signatures in LSH buckets."""
 

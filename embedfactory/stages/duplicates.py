@@ -94,7 +94,7 @@ def dataset_signatures(store: Store, card: dict) -> str:
         def tables() -> Iterator[pa.Table]:
             offset = 0
             for batch in publish.dataset_batches(store, folder, ["anchor", "positive"], BATCH_ROWS):
-                texts = [f"{a}\n{p}" for a, p in zip(batch["anchor"].to_pylist(), batch["positive"].to_pylist())]
+                texts = dedupe.identity_texts(batch)
                 yield _signature_table([str(offset + i) for i in range(len(texts))], *_signatures(texts),
                                        [None] * len(texts))
                 offset += len(texts)
@@ -149,7 +149,7 @@ def _check_shard(store: Store, out_dir: StageDir, index: dedupe.Index, record: S
     started = time.monotonic()
     rows = StageDir(store, out_dir.run_id, record.stage).read([record.key]).select(["example_id", "anchor", "positive"])
     labels = rows["example_id"].to_pylist()
-    texts = [f"{a}\n{p}" for a, p in zip(rows["anchor"].to_pylist(), rows["positive"].to_pylist())]
+    texts = dedupe.identity_texts(rows)
     exacts, signatures = _signatures(texts)
     duplicates = [index.admit(*row) for row in zip(labels, exacts, signatures)]  # in order: the first copy stays
     kinds = Counter(d.split(" ", 1)[0] for d in duplicates if d)
