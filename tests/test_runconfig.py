@@ -1,5 +1,6 @@
 """One configuration format for every flow: `--config run.yaml` (the deployment's parameter keys),
 flags and `--set` overrides, every key checked before anything runs."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,15 @@ def test_every_flow_has_a_help_and_refuses_bad_keys_before_starting(flow, tmp_pa
     bad = subprocess.run([sys.executable, "-m", f"flows.{flow}", "--set", "nope=1"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "unknown key 'nope'" in bad.stderr
+
+
+def test_flows_wait_for_prefects_temporary_server_unless_told_otherwise():
+    """Prefect's 20 s wait for its temporary server is too short on 2 cores; a user's own value is kept."""
+    probe = ("import flows; from prefect.settings import get_current_settings; "
+             "print(get_current_settings().server.ephemeral.startup_timeout_seconds)")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    assert subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.split() == ["180"]
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "45"
+    assert subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.split() == ["45"]
