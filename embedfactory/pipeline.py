@@ -189,8 +189,11 @@ def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
               "revised": ctx.revisor.model, "corpus": ctx.params.filter.model, "verdicts": ctx.params.filter.model}
     usage = quality.usage_table(records, models, ctx.params.prices)
     generated = sum(r.rows for stage in ("examples", "grounded") for r in records.get(stage, []))
+    # a brainstormer of its own is SPEED's teacher: its persona and task calls count as teacher calls
+    brainstormed = (sum(r.llm_calls for stage in ("personas", "tasks") for r in records.get(stage, []))
+                    if ctx.brainstormer is not None and brainstormer not in (generator, ctx.revisor.model) else 0)
     alignment = economics.teacher_calls_per_example(Store(ctx.params.store), [generator, ctx.revisor.model],
-                                                    generated)
+                                                    generated, brainstormed)
     return {**quality.quality_report(rows, records, usage), "alignment": alignment}
 
 

@@ -138,8 +138,10 @@ def to_markdown(report: dict) -> str:
               for t, by in report["attributes"].items() for a, values in by.items() for v, s in values.items()]
     if alignment := report.get("alignment"):
         lines += ["", "## teacher calls per example (SPEED's economics)", "",
-                  f"{alignment['teacher_calls']} teacher calls of align run(s) {', '.join(alignment['align_runs'])} "
-                  f"for {alignment['examples_generated']} examples generated: "
+                  f"{alignment['teacher_calls']} teacher calls (align run(s) {', '.join(alignment['align_runs'])}: "
+                  f"{alignment.get('align_teacher_calls', alignment['teacher_calls'])}, this run's brainstorm: "
+                  f"{alignment.get('brainstorm_teacher_calls', 0)}) for {alignment['examples_generated']} "
+                  "examples generated: "
                   f"{alignment['teacher_calls_per_example']} per example (SPEED "
                   f"{alignment['speed_calls_per_example']}, E5-mistral {alignment['e5_mistral_calls_per_example']})"]
     for title in ("by_task_type", "rejection_reasons", "filter_drops", "duplicates", "revisor",

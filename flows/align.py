@@ -14,7 +14,7 @@ from embedfactory.align.config import AlignParams
 from embedfactory.ids import stable_hash
 from embedfactory.report import format_table
 from embedfactory.store import Store
-from tasks.alignment import judge_junior, judge_preferences, sample_candidates, train_role
+from tasks.alignment import export_gguf, judge_junior, judge_preferences, sample_candidates, train_role
 from tasks.common import load_api_keys, result_storage
 from tasks.limits import ensure_limits
 from tasks.synthesis import run_stage_shard
@@ -52,7 +52,8 @@ def align(params: AlignParams = AlignParams()) -> dict:
         revisor = train_role(params, "revisor", params.base_model, revisions, params.revisor,
                              upstream=judged.sha256)
     models = {"junior": junior, "senior": senior, "revisor": revisor}
-    registry = run.register(params, models)
+    ggufs = {role: export_gguf(params, role, report) for role, report in models.items()} if params.gguf else {}
+    registry = run.register(params, models, ggufs)
     calls = run.teacher_report(params, {"personas": [personas], "tasks": tasks, "examples": examples,
                                         "preferences": [preferences], "judged": [judged]})
     store.write_json(store.path("runs", params.run_id, "align_report.json"),
@@ -70,9 +71,10 @@ def _params_from_cli(argv: list[str] | None = None) -> AlignParams:
     cli.add_argument("--teacher-url", help="the teacher's OpenAI-compatible URL, or 'embedded' (default)")
     cli.add_argument("--teacher-model", help=f"default {AlignParams().teacher.model}")
     cli.add_argument("--steps", type=int, help="optimizer steps of each of the three models (default 20)")
+    cli.add_argument("--gguf", help="also export each model as GGUF of this type (f16, bf16, q8_0, f32)")
     args = cli.parse_args(argv)
     flags = {"store": args.store, "base_model": args.base_model, "teacher.base_url": args.teacher_url,
-             "teacher.model": args.teacher_model,
+             "teacher.model": args.teacher_model, "gguf": args.gguf,
              **{f"{role}.steps": args.steps for role in ("junior", "senior", "revisor")}}
     return runconfig.from_cli(align, args, {f"params.{k}": v for k, v in flags.items()}).get("params", AlignParams())
 

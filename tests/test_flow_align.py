@@ -1,13 +1,18 @@
 """Flow `align` end to end with the real embedded teacher (llama.cpp, Qwen2.5-0.5B) and, for speed, a
 tiny random-initialised Qwen2 as the base model (plumbing only: no quality is claimed from it).
-A re-run reuses every stage: no new shard, no retraining."""
+A re-run reuses every stage: no new shard, no retraining; a GGUF export of the same models is served
+by llama.cpp."""
 import json
+from pathlib import Path
 
 import pytest
+from gguf import GGUFReader
+from openai import OpenAI
 
 from embedfactory.align.config import AlignParams
 from counting_proxy import CountingProxy
 from embedfactory.config import SynthConfig
+from embedfactory.llm.server import LlamaServer
 from flows.align import align
 
 pytestmark = pytest.mark.slow
@@ -70,4 +75,21 @@ def test_align_makes_registered_junior_senior_and_revisor_then_reuses_them(tmp_p
     assert shard_tokens(tmp_path, "align-test") == tokens  # nothing regenerated
     assert second["models"] == first["models"]  # nothing retrained (same markers)
     assert proxy.completions == asked  # and the teacher was not asked again
+
+    exported = align(params.model_copy(update={"gguf": "f16"}))  # the same models, also as GGUF
+    assert exported["models"] == first["models"] and proxy.completions == asked
+    for role in ("junior", "senior", "revisor"):
+        entry = exported["registry"][f"aligned-{role}"]
+        assert entry["gguf"] == str(tmp_path / "models" / "align" / "align-test" / "gguf" / f"{role}-f16.gguf")
+        fields = GGUFReader(entry["gguf"]).fields  # the tiny trained model, not the shipped 0.5B one
+        assert bytes(fields["general.architecture"].parts[-1]).decode() == "qwen2"
+        assert int(fields["qwen2.block_count"].parts[-1][0]) == 2
+        assert int(fields["qwen2.embedding_length"].parts[-1][0]) == 64
+    made = Path(exported["registry"]["aligned-senior"]["gguf"]).stat().st_mtime_ns
+    assert align(params.model_copy(update={"gguf": "f16"}))["registry"] == exported["registry"]
+    assert Path(exported["registry"]["aligned-senior"]["gguf"]).stat().st_mtime_ns == made  # not converted again
+    with LlamaServer(Path(exported["registry"]["aligned-senior"]["gguf"]), alias="aligned-senior", slots=1) as served:
+        reply = OpenAI(base_url=served.base_url, api_key="none").chat.completions.create(
+            model="aligned-senior", messages=[{"role": "user", "content": "Write a query."}], max_tokens=4)
+        assert reply.usage.completion_tokens > 0  # llama.cpp serves the exported senior
     proxy.__exit__()

@@ -68,7 +68,12 @@ def test_a_run_with_aligned_generators_divides_their_teacher_calls_by_its_exampl
     assert out["teacher_calls_per_example"] == 0.05 and out["speed_calls_per_example"] == round(45_000 / 920_000, 6)
     assert teacher_calls_per_example(store, ["Qwen/Qwen2.5-7B-Instruct"], 1800) is None
     markdown = to_markdown({**quality_report({"verdicts": []}, {"verdicts": []}, []), "alignment": out})
-    assert "90 teacher calls of align run(s) align-1 for 1800 examples generated: 0.05 per example" in markdown
+    assert ("90 teacher calls (align run(s) align-1: 90, this run's brainstorm: 0) for 1800 examples "
+            "generated: 0.05 per example") in markdown
+    # SPEED's teacher also brainstorms the tasks: a run's own brainstormer calls are added
+    spent = teacher_calls_per_example(store, ["aligned-senior"], 1800, brainstorm_calls=36)
+    assert (spent["teacher_calls"], spent["align_teacher_calls"], spent["brainstorm_teacher_calls"]) == (126, 90, 36)
+    assert spent["teacher_calls_per_example"] == 0.07
 
 
 def test_grounded_rows_stay_out_of_the_brainstormed_attribute_histograms(tmp_path):

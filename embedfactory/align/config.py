@@ -41,6 +41,10 @@ class AlignParams(Strict):
     revisor: Finetune = Finetune()
     export_name: str = Field("aligned", pattern=r"^[A-Za-z0-9_.-]+$",
                              description="Registered as <name>-junior, <name>-senior, <name>-revisor.")
+    gguf: str | None = Field(None, pattern=r"^(f32|f16|bf16|q8_0)$",
+                             description="Also write each model as one GGUF file of this type (f16, bf16, "
+                             "q8_0, f32) with llama.cpp's converter, for the embedded server "
+                             "(EMBEDFACTORY_GGUF), llama-server or Ollama; null: transformers folders only.")
     planned_examples: int = Field(920_000, gt=0, description="Examples the senior is meant to generate; "
                                   "the report divides the teacher's calls by it (SPEED: 920K).")
     device: str = runtime("auto", description="auto, cpu, cuda, cuda:N")

@@ -15,7 +15,7 @@ from .. import pipeline
 from ..config import Sampling, SynthParams
 from ..economics import E5_CALLS, E5_EXAMPLES, REGISTRY, SPEED_CALLS, SPEED_EXAMPLES
 from ..ids import stable_hash
-from ..llm import replylog
+from ..llm import gguf, replylog
 from ..llm.client import ChatClient
 from ..stages import revise
 from ..stages.common import ShardOutput
@@ -91,6 +91,27 @@ def train_role(params: AlignParams, role: str, base: str, rows: list[dict], cfg:
     return report
 
 
+def export_gguf(params: AlignParams, role: str, report: dict) -> dict:
+    """The role's merged model as one GGUF file of type `params.gguf` under `models/align/<run_id>/gguf/`
+    (outside the transformers folder, which vLLM serves and the next role trains from); skipped when the
+    file was made from the same model. Returns its marker: path, type and the model's fingerprint."""
+    store = Store(params.store)
+    path = store.path("models", "align", params.run_id, "gguf", f"{role}-{params.gguf}.gguf")
+    marker = {"path": path, "outtype": params.gguf, "fingerprint": report["fingerprint"]}
+    marker_path = f"{path}.json"
+    if store.exists(path) and store.exists(marker_path) and store.read_json(marker_path) == marker:
+        return marker
+    with tempfile.TemporaryDirectory() as work:
+        folder = report["path"]
+        if not store.is_local:
+            store.download_dir(folder, f"{work}/model")
+            folder = f"{work}/model"
+        out = gguf.convert(folder, f"{work}/{role}.gguf", params.gguf)
+        store.write_bytes(path, out.read_bytes())
+    store.write_json(marker_path, marker)
+    return marker
+
+
 def sft_rows(seed: list[dict]) -> list[dict]:
     return [data.chat(r["messages"], r["output"]) for r in seed]
 
@@ -143,8 +164,9 @@ def revisor_rows(ctx, record: ShardRecord) -> list[dict]:
     return data.revisor_rows(ctx.stage_dir("judged").read([record.key]).to_pylist())
 
 
-def register(params: AlignParams, reports: dict[str, dict]) -> dict:
-    """Add the aligned models to the store's registry, by `<export_name>-<role>`."""
+def register(params: AlignParams, reports: dict[str, dict], ggufs: dict[str, dict] | None = None) -> dict:
+    """Add the aligned models to the store's registry, by `<export_name>-<role>`, with the command that
+    serves each (and, for a GGUF export, the llama.cpp one)."""
     store = Store(params.store)
     path = store.path(*REGISTRY)
     registry = store.read_json(path) if store.exists(path) else {}
@@ -153,6 +175,10 @@ def register(params: AlignParams, reports: dict[str, dict]) -> dict:
         registry[name] = {"role": role, "path": report["path"], "fingerprint": report["fingerprint"],
                           "run_id": params.run_id,
                           "serve": f"vllm serve {report['path']} --served-model-name {name}"}
+        if (exported := (ggufs or {}).get(role)) is not None:
+            registry[name] |= {"gguf": exported["path"],
+                               "serve_gguf": f"llama-server -m {exported['path']} --alias {name}",
+                               "embedded": f"EMBEDFACTORY_GGUF={exported['path']} (generator.model={name})"}
     store.write_json(path, registry)
     return registry
 

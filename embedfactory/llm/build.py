@@ -130,7 +130,7 @@ def _tool(name: str) -> str:
     return found
 
 
-def _source(work: Path, log) -> Path:
+def source_tree(work: Path, log) -> Path:
     """The llama.cpp source tree: a local one, or the pinned llama-cpp-python sdist's vendored copy."""
     given = os.environ.get("EMBEDFACTORY_LLAMA_CPP_SRC")
     archive: Path | None = None
@@ -172,7 +172,7 @@ def build(force: bool = False, log=print) -> Path:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="llama-build-") as tmp:
         work = Path(tmp)
-        src = _source(work, log)
+        src = source_tree(work, log)
         staged = work / "install"
         (staged / "bin").mkdir(parents=True)
         (staged / "cpu").mkdir()
