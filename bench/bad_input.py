@@ -115,6 +115,17 @@ def cases(tmp: Path) -> list[Case]:
     altered = write(bad / "altered.json", SHIPPED["stsb-test"].model_copy(
         update={"name": "altered", "sha256": "0" * 64}).model_dump_json())  # a real set, the files "changed"
     unknown_key = write(bad / "run.yaml", "params:\n  synth:\n    persona: 3\n")
+    not_yaml = write(bad / "broken.yaml", "params:\n  synth: {personas: 3\n")
+    beir_bad = bad / "beir-bad-query"
+    write(beir_bad / "corpus.jsonl", '{"_id": "d1", "text": "a passage"}\n')
+    write(beir_bad / "queries.jsonl", '{"_id": "q1", "text": "a"}\n{"_id": "q2", "query": "b"}\n')
+    write(beir_bad / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    beir_set = write(bad / "beir-set.json", json.dumps({
+        "name": "mine", "kind": "retrieval", "format": "beir", "path": str(beir_bad), "split": "test",
+        "source": "bench", "sha256": None, "main_score": "ndcg@10"}))
+    sts_set = write(bad / "sts-set.json", json.dumps({
+        "name": "mine-sts", "kind": "sts", "format": "stsb", "path": write(bad / "sts.tsv", "a\tb\t4.5\n"),
+        "split": "test", "source": "bench", "sha256": None, "main_score": "spearman"}))
 
     def s(**update):
         return lambda store, server: synth(store, server, **update)
@@ -161,7 +172,10 @@ def cases(tmp: Path) -> list[Case]:
         Case("eval set unknown", "nope", s(train={"eval_sets": ["nope"]})),
         Case("eval set JSON malformed", "evalset.json", s(train={"eval_sets": [evalset]})),
         Case("eval set altered (sha256)", "altered", s(train={"eval_sets": [altered]})),
+        Case("eval set BEIR queries line malformed", "queries.jsonl:2", s(train={"eval_sets": [beir_set]})),
+        Case("eval set STS TSV row short", "sts.tsv:1", s(train={"eval_sets": [sts_set]})),
         Case("config unknown key", "persona", lambda store, server: cli("--config", unknown_key)),
+        Case("config not YAML", "broken.yaml", lambda store, server: cli("--config", not_yaml)),
         Case("--set without =", "KEY=VALUE", lambda store, server: cli("--set", "personas")),
         Case("endpoint unreachable", "127.0.0.1:9",
              lambda store, server: synth(store, server, generator={"base_url": "http://127.0.0.1:9/v1", "model": "m",
@@ -180,6 +194,8 @@ def cases(tmp: Path) -> list[Case]:
         # the server misbehaves mid-run: not knowable up front; the run must fail (or finish) cleanly
         Case("server answers 500 always", "500", s(**{"generator.transport_retries": 1}), early=False,
              server={"fault_rates": {"http_500": 1.0}}),
+        Case("server refuses every request (HTTP 400)", "HTTP 400", s(), early=False,
+             server={"fault_rates": {"http_400": 1.0}}),
         Case("server answers garbage JSON", "kept 0", s(), early=False, server={"fault_rates": {"invalid_json": 1.0}}),
         Case("server truncates every reply", "kept 0", s(), early=False, server={"fault_rates": {"truncated": 1.0}}),
     ]
@@ -203,11 +219,26 @@ def run_case(case: Case, tmp: Path) -> dict:
     message = str(error) if error is not None else "(no error)"
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     first = next((line for line in lines if case.culprit.lower() in line.lower()), lines[0] if lines else "")
-    lost = sum(1 for k, v in before.items() if (store / k).read_bytes() != v) if store.exists() else len(before)
+    at = first.lower().find(case.culprit.lower())
+    shown = first[:110] if at < 70 else f"{first[:40]} ... {first[at - 30:at + 40]}"  # keep the culprit in view
     named = error is not None and case.culprit.lower() in message.lower()
     return {"case": case.name, "seconds": round(seconds, 1), "model_calls": calls, "named": named,
-            "early": named and (calls == 0 or not case.early), "lost": lost,
-            "error": type(error).__name__ if error else "-", "first_line": first[:110]}
+            "early": named and calls == 0 and case.early, "runtime": not case.early,
+            "lost": lost_rows(store, before), "error": type(error).__name__ if error else "-", "first_line": shown}
+
+
+def lost_rows(store: Path, before: dict[str, bytes]) -> int:
+    """Rows of the dataset published before the case that the store's `latest` no longer holds."""
+    import io
+
+    import pyarrow.parquet as pq
+    earlier = pq.read_table(io.BytesIO(before[f"datasets/synth/run-earlier/{DATA_FILE}"])).to_pylist()
+    try:
+        version = json.loads((store / "datasets" / "synth" / "latest.json").read_text())["version"]
+        now = pq.read_table(store / "datasets" / "synth" / version / DATA_FILE).to_pylist()
+    except (OSError, ValueError, KeyError):
+        return len(earlier)
+    return sum(row not in now for row in earlier)
 
 
 def main() -> None:
@@ -225,13 +256,16 @@ def main() -> None:
                 continue
             results.append(run_case(case, tmp))
             r = results[-1]
+            when = "run" if r["runtime"] else "early" if r["early"] else "LATE"
             print(f"{r['case']:<42} {r['seconds']:>6}s calls {r['model_calls']:>3} "
-                  f"{'named' if r['named'] else 'NOT NAMED':<9} {'early' if r['early'] else 'LATE ':<5} "
+                  f"{'named' if r['named'] else 'NOT NAMED':<9} {when:<5} "
                   f"lost {r['lost']}  {r['error']}: {r['first_line']}", flush=True)
     early = sum(r["early"] for r in results)
-    late = [c.name for c in cases(tmp) if not c.early and any(r["case"] == c.name for r in results)]
-    if late:  # counted above when they failed cleanly naming the fault: they cannot be known up front
-        print(f"(of these, {len(late)} are server faults met at run time: {', '.join(late)})")
+    runtime = [r for r in results if r["runtime"]]
+    if runtime:  # not knowable before a model call: they must fail cleanly, naming the fault
+        print(f"(of these, {len(runtime)} are server faults met at run time, marked 'run': "
+              f"{sum(r['named'] for r in runtime)} of them failed cleanly naming the fault; the other "
+              f"{len(results) - len(runtime)} inputs are known up front and must fail before any model call)")
     print(f"bad inputs: {len(results)} tried, {early} failed early naming the culprit, "
           f"{sum(r['lost'] for r in results)} lost rows")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     model.add_argument("--store", default="./data", help="the store the path is in (default ./data)")
     model.add_argument("--push-to-hub", required=True, metavar="OWNER/NAME")
     model.add_argument("--public", action="store_true")
+    model.add_argument("--dataset", action="append", metavar="OWNER/NAME",
+                       help="the Hub dataset it was trained on, for the card (default: the one "
+                       "`publish --push-to-hub` pushed its training set to, if any)")
     look = commands.add_parser("show", help="inspect a run: counts, rows, reject reasons, lineage")
     look.add_argument("store", help="the factory's store: a folder or s3://bucket/prefix")
     look.add_argument("--run", help="run id (default: the run of the latest published dataset)")
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             url = hub.push_dataset(store, path, args.push_to_hub, private=not args.public,
                                    with_stages=args.with_stages, license=args.license)
         else:
-            url = hub.push_model(Store(args.store), args.model, args.push_to_hub, private=not args.public)
+            url = hub.push_model(Store(args.store), args.model, args.push_to_hub, private=not args.public,
+                                 datasets=args.dataset)
         print(f"pushed: {url}")
 
 

@@ -27,7 +27,8 @@ KNOWN_PRICES = {
 # tokens per call (prompt, completion) when the store holds no earlier run to measure them from
 TYPICAL_TOKENS = {"personas": (260, 120), "tasks": (420, 160), "examples": (520, 380), "revised": (900, 420),
                   "grounded": (480, 40)}
-LLM_STAGES = tuple(TYPICAL_TOKENS)
+JUDGE_STAGES = ("preferences", "judged")  # flow align's teacher judgments (the seed set's generator is the teacher)
+LLM_STAGES = (*TYPICAL_TOKENS, *JUDGE_STAGES)
 
 
 class BudgetExceeded(RuntimeError):
@@ -54,7 +55,7 @@ def stage_models(params: SynthParams) -> dict[str, str]:
     generator = params.generator.model
     brainstorm = (params.brainstormer or params.generator).model
     return {"personas": brainstorm, "tasks": brainstorm, "examples": generator, "grounded": generator,
-            "revised": (params.revisor or params.generator).model}
+            "revised": (params.revisor or params.generator).model, **dict.fromkeys(JUDGE_STAGES, generator)}
 
 
 def planned_calls(params: SynthParams, brainstormed: bool, with_personas: bool, passages: int = 0) -> dict[str, int]:

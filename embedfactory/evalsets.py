@@ -126,10 +126,52 @@ def verify(evalset: EvalSet) -> None:
 
 # --- loaders ---------------------------------------------------------------------------------
 
-def _jsonl(path: Path) -> list[dict]:
+PREFLIGHT_LINES = 200  # lines of each file a pre-flight check parses (`check`)
+
+
+def _lines(path: Path, limit: int | None = None):
+    """(line number, line) of a text file (gzip by suffix), the first `limit` non-blank ones."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        seen = 0
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                yield number, line
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+
+
+def _jsonl(path: Path, fields: tuple[str, ...], limit: int | None = None, numeric: tuple[str, ...] = ()) -> list[dict]:
+    """The objects of a JSON-lines file, each with `fields` (`numeric` ones read as floats); a bad line
+    fails naming the file and the line."""
+    rows = []
+    for number, line in _lines(path, limit):
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
+        if not isinstance(row, dict) or (missing := [k for k in fields if k not in row]):
+            has = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise ValueError(f"{path}:{number}: needs the fields {list(fields)}, has {has}")
+        rows.append({**row, **{k: _number(path, number, str(row[k])) for k in numeric}})
+    return rows
+
+
+def _tsv(path: Path, columns: int, limit: int | None = None):
+    """(line number, fields) of a tab-separated file; a row with fewer than `columns` fields fails."""
+    for number, line in _lines(path, limit):
+        fields = next(csv.reader([line.rstrip("\r\n")], delimiter="\t", quoting=csv.QUOTE_NONE))
+        if len(fields) < columns:
+            raise ValueError(f"{path}:{number}: {len(fields)} tab-separated field(s), expected {columns}")
+        yield number, fields
+
+
+def _number(path: Path, number: int, text: str, kind=float):
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{path}:{number}: {text!r} is not a {'number' if kind is float else 'whole number'}") from None
 
 
 def _judged(corpus: dict[str, str], queries: dict[str, str],
@@ -140,15 +182,15 @@ def _judged(corpus: dict[str, str], queries: dict[str, str],
     return RetrievalData(corpus, {q: t for q, t in queries.items() if q in qrels}, qrels)
 
 
-def load_beir(folder: Path, split: str) -> RetrievalData:
+def load_beir(folder: Path, split: str, limit: int | None = None) -> RetrievalData:
     corpus = {str(d["_id"]): f"{d.get('title') or ''} {d.get('text') or ''}".strip()
-              for d in _jsonl(folder / "corpus.jsonl")}
-    queries = {str(q["_id"]): q["text"] for q in _jsonl(folder / "queries.jsonl")}
+              for d in _jsonl(folder / "corpus.jsonl", ("_id",), limit)}
+    queries = {str(q["_id"]): q["text"] for q in _jsonl(folder / "queries.jsonl", ("_id", "text"), limit)}
     qrels: dict[str, dict[str, int]] = {}
-    with open(folder / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
-        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if row and row[0] != "query-id":
-                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    path = folder / "qrels" / f"{split}.tsv"
+    for number, row in _tsv(path, 3, limit):
+        if row[0] != "query-id":
+            qrels.setdefault(row[0], {})[row[1]] = _number(path, number, row[2], int)
     return _judged(corpus, queries, qrels)
 
 
@@ -158,7 +200,7 @@ def _cran_records(path: Path) -> list[dict[str, str]]:
     records: list[dict[str, str]] = []
     field = None
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if line.startswith(".I"):
                 records.append({"I": line[2:].strip()})
                 field = None
@@ -166,53 +208,68 @@ def _cran_records(path: Path) -> list[dict[str, str]]:
                 field = "W" if field == "W" else line.strip()[1]
             elif field is not None:
                 records[-1][field] = records[-1].get(field, "") + " " + line
+            elif line.strip() and not records:
+                raise ValueError(f"{path}:{number}: text before the first '.I' record marker")
     return [{k: " ".join(v.split()) for k, v in r.items()} for r in records]
 
 
-def load_cranfield(folder: Path) -> RetrievalData:
+def load_cranfield(folder: Path, limit: int | None = None) -> RetrievalData:
     corpus = {r["I"]: f"{r.get('T', '')} {r.get('W', '')}".strip()
               for r in _cran_records(folder / "cran.all.1400")}
     queries = {str(i): r.get("W", "") for i, r in enumerate(_cran_records(folder / "cran.qry"), start=1)}
     qrels: dict[str, dict[str, int]] = {}
-    with open(folder / "cranqrel", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                query, doc, code = line.split()[:3]
-                if str(int(query)) not in queries:
-                    raise ValueError(f"cranqrel names query {query}; cran.qry has {len(queries)}")
-                if 1 <= int(code) <= 4:
-                    qrels.setdefault(str(int(query)), {})[str(int(doc))] = 5 - int(code)
+    path = folder / "cranqrel"
+    for number, line in _lines(path, limit):
+        fields = line.split()
+        if len(fields) < 3:
+            raise ValueError(f"{path}:{number}: expected 'query document code', got {line.strip()!r}")
+        query, doc, code = (_number(path, number, f, int) for f in fields[:3])
+        if str(query) not in queries:
+            raise ValueError(f"{path}:{number}: names query {query}; cran.qry has {len(queries)}")
+        if 1 <= code <= 4:
+            qrels.setdefault(str(query), {})[str(doc)] = 5 - code
     return _judged(corpus, queries, qrels)
 
 
-def load_stsb(path: Path) -> StsData:
+def load_stsb(path: Path, limit: int | None = None) -> StsData:
     pairs, scores = [], []
-    with open(path, encoding="utf-8") as f:
-        for fields in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            pairs.append((fields[5].strip(), fields[6].strip()))
-            scores.append(float(fields[4]))
+    for number, fields in _tsv(path, 7, limit):
+        pairs.append((fields[5].strip(), fields[6].strip()))
+        scores.append(_number(path, number, fields[4]))
     return StsData(pairs, scores)
 
 
-def load_sts_jsonl(path: Path) -> StsData:
-    rows = _jsonl(path)
-    return StsData([(r["sentence1"], r["sentence2"]) for r in rows], [float(r["score"]) for r in rows])
+def load_sts_jsonl(path: Path, limit: int | None = None) -> StsData:
+    rows = _jsonl(path, ("sentence1", "sentence2", "score"), limit, numeric=("score",))
+    return StsData([(r["sentence1"], r["sentence2"]) for r in rows], [r["score"] for r in rows])
 
 
 def _id_order(qid: str) -> tuple:
     return (0, int(qid), "") if qid.isdigit() else (1, 0, qid)
 
 
+def check(evalset: EvalSet) -> None:
+    """Pre-flight: the files exist, match their checksum, and their first PREFLIGHT_LINES lines parse
+    (a malformed line names its file and line), without reading a large corpus whole."""
+    verify(evalset)
+    _read(evalset, PREFLIGHT_LINES)
+
+
+def _read(evalset: EvalSet, limit: int | None = None) -> RetrievalData | StsData:
+    path = root(evalset)
+    if evalset.format == "beir":
+        return load_beir(path, evalset.split, limit)
+    if evalset.format == "cranfield":
+        return load_cranfield(path, limit)
+    return (load_stsb if evalset.format == "stsb" else load_sts_jsonl)(path, limit)
+
+
 def load(evalset: EvalSet) -> RetrievalData | StsData:
     """Verify, read, and cap at `max_queries` (first query ids in sorted order, or first pairs)."""
     verify(evalset)
-    path, cap = root(evalset), evalset.max_queries
-    if evalset.format == "beir":
-        data = load_beir(path, evalset.split)
-    elif evalset.format == "cranfield":
-        data = load_cranfield(path)
-    else:
-        data = (load_stsb if evalset.format == "stsb" else load_sts_jsonl)(path)
+    cap = evalset.max_queries
+    data = _read(evalset)
+    if isinstance(data, StsData):
         return StsData(data.pairs[:cap], data.scores[:cap]) if cap else data
     if cap:
         keep = sorted(data.queries, key=_id_order)[:cap]

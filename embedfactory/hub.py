@@ -22,6 +22,10 @@ TASK_CATEGORIES = {"retrieval": "text-retrieval", "classification": "text-classi
 SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
 LINEAGE_COLUMNS = ("persona_id", "task_id", "example_id", "source_id")
+HUB_RECORD = "hub.json"  # beside a pushed dataset: its repo id, for the cards of models trained on it
+OTHER_LICENSE = ("This dataset was written by language models ({models}) and filtered by embedfactory.\n"
+                 "Its use is subject to the licences and terms of use of those models; check them before "
+                 "you use or share it.\n")
 
 
 def size_category(rows: int) -> str:
@@ -167,8 +171,22 @@ def push_dataset(store: Store, path: str, repo_id: str, private: bool = True, wi
             if store.exists(f"{path}/{name}"):
                 (folder / name).write_bytes(store.read_bytes(f"{path}/{name}"))
         (folder / "README.md").write_text(card_text(store, path, license, stages))
-        return _upload(folder, repo_id, "dataset", private, endpoint, token,
-                       f"embedfactory: {card['name']} {card['version']}")
+        if license == "other":  # the card's license_link
+            (folder / "LICENSE").write_text(OTHER_LICENSE.format(models=", ".join(
+                front_matter(card, pa.schema([]), 0, license, {})["source_models"]) or "the generator"))
+        url = _upload(folder, repo_id, "dataset", private, endpoint, token,
+                      f"embedfactory: {card['name']} {card['version']}")
+    store.write_json(f"{path}/{HUB_RECORD}", {"repo_id": repo_id, "url": url})  # models trained on it name it
+    return url
+
+
+def with_front_matter(readme: str, **keys) -> str:
+    """The card with `keys` set in its YAML front matter (the rest kept, in order); unchanged when it
+    has none (sentence-transformers always writes one)."""
+    if not (readme.startswith("---\n") and (end := readme.find("\n---\n", 4)) != -1):
+        return readme
+    meta = {**(yaml.safe_load(readme[4:end]) or {}), **keys}
+    return f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---\n{readme[end + 5:]}"
 
 
 def stage_names(store: Store, run: str) -> set[str]:
@@ -176,15 +194,31 @@ def stage_names(store: Store, run: str) -> set[str]:
     return {p[len(root) + 1:].split("/", 1)[0] for p in store.list(root, recursive=True) if "/_shards/" in p}
 
 
-def push_model(store: Store, path: str, repo_id: str, private: bool = True, endpoint: str | None = None,
-               token: str | None = None) -> str:
-    """Push a trained sentence-transformers folder (a train report's `model_path`) to the Hub model `repo_id`."""
+def trained_on(store: Store, model_path: str) -> list[str]:
+    """The Hub id of the dataset a trained model folder was made from, when that dataset was pushed
+    (`publish --push-to-hub` leaves its record beside the data); else none."""
+    report = f"{model_path.rstrip('/').rsplit('/', 1)[0]}/train_report.json"
+    if not store.exists(report):
+        return []
+    record = f"{store.read_json(report)['dataset']['path']}/{HUB_RECORD}"
+    return [store.read_json(record)["repo_id"]] if store.exists(record) else []
+
+
+def push_model(store: Store, path: str, repo_id: str, private: bool = True, datasets: list[str] | None = None,
+               endpoint: str | None = None, token: str | None = None) -> str:
+    """Push a trained sentence-transformers folder (a train report's `model_path`) to the Hub model
+    `repo_id`; its card's front matter names the training data's Hub `datasets` (given, or found by
+    `trained_on`)."""
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work) / "model"
         if store.is_local:
             shutil.copytree(path, folder)
         else:
             store.download_dir(path, folder)
+        datasets = datasets or trained_on(store, path)
+        readme = folder / "README.md"
+        if datasets and readme.exists():
+            readme.write_text(with_front_matter(readme.read_text(), datasets=datasets))
         return _upload(folder, repo_id, "model", private, endpoint, token, f"embedfactory: {Path(path).parent.name}")
 
 

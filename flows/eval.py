@@ -5,9 +5,8 @@ import argparse
 
 from prefect import flow
 
-from embedfactory import runconfig
+from embedfactory import preflight, runconfig
 from embedfactory.config import EMBEDDED_EMBEDDER, TrainConfig
-from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.report import format_table
 from embedfactory.store import Store
 from tasks.common import load_store_secret
@@ -25,7 +24,7 @@ def evaluate(model: str, store: str = "./data", baseline: str = EMBEDDED_EMBEDDE
     artifact. `store_secret`: a Prefect Secret block with S3 settings (see SynthParams)."""
     load_store_secret(store_secret)
     Store(store).check_writable()
-    resolve_eval_sets(eval_sets)
+    preflight.raise_if(preflight.eval_problems(store, {"model": model, "baseline": baseline}, eval_sets))
     report = evaluate_model(store, model, baseline, eval_sets)
     print(format_table(report["rows"]))
     return report

@@ -6,9 +6,8 @@ import uuid
 
 from prefect import flow
 
-from embedfactory import runconfig
+from embedfactory import preflight, runconfig
 from embedfactory.config import TrainConfig
-from embedfactory.evaluation import resolve_eval_sets
 from embedfactory.publish import resolve_dataset
 from embedfactory.store import Store
 from tasks.common import load_store_secret
@@ -25,7 +24,7 @@ def train(store: str = "./data", dataset: str = "synth", version: str | None = N
     load_store_secret(store_secret)
     target = Store(store)
     target.check_writable()
-    resolve_eval_sets(config.eval_sets)  # a missing or altered set fails before any model loads
+    preflight.raise_if(preflight.training_problems(config, "config."))  # models and sets, before any loads
     report = train_then_evaluate(store, resolve_dataset(target, dataset, version), config, uuid.uuid4().hex)
     print(f"model: {report['model_path']}\nloss: {report['losses'][0]} -> {report['losses'][-1]} "
           f"over {report['steps']} steps")

@@ -112,12 +112,16 @@ class FakeChatServer(Loopback):
                 self.counts["answered"] += 1
                 return 200, item, "stop", {}
             fault = next((f for f in FAULTS if self._rng.random() < self.fault_rates.get(f, 0)), None)
+            if fault is None and "http_400" in self.fault_rates and self._rng.random() < self.fault_rates["http_400"]:
+                fault = "http_400"  # a refusal for what the request is (drawn apart: other draws stay as they were)
             if self._poisoned(body):
                 fault = "invalid_json"
             self.counts[fault or "answered"] += 1
             if fault in ("truncated", "invalid_json") or fault is None:
                 self.counts["paid"] += 1  # a completed reply the client receives and must count
             content = json.dumps(fake_value(_schema(body), self._ids))
+        if fault == "http_400":
+            return 400, "This model's maximum context length is 2048 tokens; the messages use 2411.", None, {}
         if fault == "http_500":
             return 500, None, None, {}
         if fault == "http_429":

@@ -91,3 +91,23 @@ def test_a_budget_stops_a_real_run_cleanly_and_a_larger_one_resumes_it(tmp_path,
     summary = {row["stage"]: row for row in result["summary"]}
     assert summary["tasks"]["llm_calls"] > 0 and summary["tasks"]["cost_usd"] > 0
     assert not store.list(f"{personas.dir}/_replies", recursive=True)  # used, then cleared at the commit
+
+
+def test_align_costs_the_teachers_calls_per_stage_and_counts_its_judgments_against_the_budget(tmp_path):
+    from embedfactory.align import run
+    from embedfactory.align.config import AlignParams
+    from embedfactory.config import Endpoint
+    from embedfactory.store import ShardRecord, StageDir, Store
+
+    params = AlignParams(store=str(tmp_path), teacher=Endpoint(base_url="https://api.openai.com/v1", model="gpt-4o"),
+                         budget_usd=5.0)
+    seed = run.synth_params(params)
+    assert seed.budget_usd == 5.0 and seed.prices == params.prices  # the seed set runs under the same budget
+    paid = ShardRecord(key="00000", fingerprint="f", rows=1, llm_calls=2, prompt_tokens=1_000_000,
+                       completion_tokens=100_000)
+    report = {r["stage"]: r for r in run.teacher_report(params, {"examples": [paid], "judged": [paid]})}
+    assert report["judged"]["cost_usd"] == 3.5 and report["total"]["cost_usd"] == 7.0  # gpt-4o: $2.50 + $1.00
+    import pyarrow as pa
+    StageDir(Store(str(tmp_path)), "align", "judged").commit(pa.table({"x": [1]}), paid)
+    spent = costs.spent(costs.run_records(Store(str(tmp_path)), "align"), seed)
+    assert spent == pytest.approx(3.5)  # a rerun's budget counts the judgments already paid for

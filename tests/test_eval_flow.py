@@ -76,3 +76,16 @@ def test_eval_flow_refuses_an_altered_set_before_loading_a_model(tmp_path, prefe
     with pytest.raises(ValueError, match="unknown evaluation set 'nope'"):
         evaluate("no/such-model", store=str(tmp_path / "store"), eval_sets=["nope"])
     assert not (tmp_path / "store" / "evals").exists()
+
+
+def test_eval_and_train_flows_name_a_bad_model_before_loading_anything(tmp_path, prefect_api):
+    from embedfactory.config import TrainConfig
+    from flows.train import train
+
+    with pytest.raises(ValueError, match=r"- baseline: 'embedded:all-MiniLM-L6' is not an embedded model"):
+        evaluate(str(tmp_path), baseline="embedded:all-MiniLM-L6", store=str(tmp_path / "store"),
+                 eval_sets=["stsb-test"])
+    with pytest.raises(ValueError, match=r"1 problem\(s\) before any model call:\n- config.guide_model: 'mpnet' is "
+                                         "neither a folder that exists nor a Hub id"):
+        train(str(tmp_path / "store"), config=TrainConfig(guide_model="mpnet"))  # no dataset needed to tell
+    assert not (tmp_path / "store" / "evals").exists() and not (tmp_path / "store" / "models").exists()

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -164,3 +165,46 @@ def test_minilm_scores_on_real_sets():
     assert cran["metrics"]["queries"] == 50 and cran["metrics"]["documents"] == 1400
     assert 0.35 < cran["score"] < 0.45
     assert evaluate(embed, SHIPPED["stsb-test"])["score"] > 0.81
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("corpus.jsonl", '{"_id": "d1", "text": "apple"}\n{"_id": "d2", "text": \n', "corpus.jsonl:2: not valid JSON"),
+    ("corpus.jsonl", '{"_id": "d1", "text": "apple"}\n["d2", "banana"]\n', "corpus.jsonl:2: needs the fields ['_id']"),
+    ("queries.jsonl", '{"_id": "q1", "text": "apple"}\n\n{"id": "q2", "text": "b"}\n',
+     "queries.jsonl:3: needs the fields ['_id', 'text'], has ['id', 'text']"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\td2\n", "test.tsv:2: 2 tab-separated field(s), expected 3"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\td2\thigh\n", "test.tsv:2: 'high' is not a whole number"),
+])
+def test_a_malformed_beir_file_names_its_file_and_line_in_the_pre_flight_check(beir, name, content, message):
+    (evalsets.root(beir) / name).write_text(content)
+    for read in (evalsets.check, load):  # the pre-flight check (first lines only) and the full load
+        with pytest.raises(ValueError, match=re.escape(message)):
+            read(beir)
+
+
+def test_malformed_sts_and_cranfield_files_name_their_file_and_line(tmp_path):
+    stsb = tmp_path / "sts.csv"
+    stsb.write_text("main\tMSRpar\t2012\t0001\t4.5\tA man.\tA man.\nmain\tMSRpar\t2012\t0002\tA cat.\n")
+    sts = EvalSet(name="s", kind="sts", format="stsb", path=str(stsb), source="t", split="test", sha256=None,
+                  main_score="spearman")
+    with pytest.raises(ValueError, match=r"sts\.csv:2: 5 tab-separated field\(s\), expected 7"):
+        evalsets.check(sts)
+    jsonl = tmp_path / "sts.jsonl"
+    jsonl.write_text('{"sentence1": "a", "sentence2": "b", "score": "n/a"}\n')
+    with pytest.raises(ValueError, match=r"sts\.jsonl:1: 'n/a' is not a number"):
+        evalsets.check(sts.model_copy(update={"format": "sts-jsonl", "path": str(jsonl)}))
+    cran = tmp_path / "cran"
+    shutil.copytree(evalsets.root(SHIPPED["cranfield"]), cran)
+    (cran / "cranqrel").write_text("1 184 2\n1 29\n")
+    with pytest.raises(ValueError, match=r"cranqrel:2: expected 'query document code', got '1 29'"):
+        evalsets.check(SHIPPED["cranfield"].model_copy(update={"path": str(cran), "sha256": None}))
+
+
+def test_the_pre_flight_check_reads_only_the_first_lines(beir):
+    corpus = evalsets.root(beir) / "corpus.jsonl"
+    lines = corpus.read_text().splitlines()
+    copies = evalsets.PREFLIGHT_LINES // len(lines) + 1
+    corpus.write_text("\n".join(lines * copies) + "\nnot json\n")
+    evalsets.check(beir)  # the bad line is past what pre-flight reads; the full load finds it
+    with pytest.raises(ValueError, match=rf"corpus\.jsonl:{len(lines) * copies + 1}: not valid JSON"):
+        load(beir)

@@ -147,6 +147,7 @@ def test_a_trained_model_carries_its_query_prompt_and_evaluation_applies_it(tmp_
     rows = [{"set": "cranfield", "metric": "ndcg@10", "base": 0.38, "fine_tuned": 0.41}]
     scored = yaml.safe_load(with_eval_results(placed, rows, "m").split("---\n")[1])
     assert scored["base_model"] == front["base_model"]  # the rest of the front matter kept
+    assert scored["metrics"] == ["ndcg@10"]
     assert scored["model-index"][0]["results"][0]["metrics"] == [
         {"type": "ndcg@10", "value": 0.41, "name": "ndcg@10 (base 0.38)"}]
     np.testing.assert_allclose(embedders(model).documents(texts), bare(texts), atol=1e-5)

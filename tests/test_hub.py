@@ -135,7 +135,10 @@ def test_publish_pushes_a_private_dataset_with_its_card_and_stage_configs(tmp_pa
     assert json.loads(StandInHub.calls[0][2]) == {"name": "bank-synth", "organization": "me",
                                                   "visibility": "private", "type": "dataset"}
     files = committed_files(StandInHub.calls[-1][2])
-    assert set(files) == {"README.md", DATA_FILE, "card.json", "quality.json", "stages/examples/part-00000.parquet"}
+    assert set(files) == {"README.md", DATA_FILE, "card.json", "quality.json", "stages/examples/part-00000.parquet",
+                          "LICENSE"}  # licence `other`: the card's license_link leads somewhere
+    assert b"Qwen/Qwen2.5-7B-Instruct" in files["LICENSE"]
+    assert store.read_json(f"{path}/hub.json")["repo_id"] == "me/bank-synth"  # for models trained on it
     assert files[DATA_FILE] == store.read_bytes(f"{path}/{DATA_FILE}")
     meta = front(files["README.md"].decode())
     assert [c["config_name"] for c in meta["configs"]] == ["default", "examples"]
@@ -149,4 +152,19 @@ def test_publish_model_pushes_the_folder(tmp_path, stand_in):
     (folder / "config_sentence_transformers.json").write_text('{"prompts": {"query": ""}}')
     main(["publish-model", str(folder), "--store", str(tmp_path), "--push-to-hub", "me/bank-minilm", "--public"])
     assert json.loads(StandInHub.calls[0][2])["visibility"] == "public"
-    assert set(committed_files(StandInHub.calls[-1][2])) == {"README.md", "config_sentence_transformers.json"}
+    files = committed_files(StandInHub.calls[-1][2])
+    assert set(files) == {"README.md", "config_sentence_transformers.json"}
+    assert "datasets" not in front(files["README.md"].decode())  # trained on nothing pushed: none named
+
+
+def test_a_pushed_models_card_names_the_hub_dataset_it_was_trained_on(tmp_path, stand_in):
+    store, path = published(tmp_path)
+    model = store.path("models", "synth", "run-1-abc", "model")
+    store.write_bytes(f"{model}/README.md", b"---\nlibrary_name: sentence-transformers\n---\ncard\n")
+    store.write_json(store.path("models", "synth", "run-1-abc", "train_report.json"), {"dataset": {"path": path}})
+    main(["publish", store.root, "--push-to-hub", "me/bank-synth", "--version", "run-1"])
+    main(["publish-model", model, "--store", store.root, "--push-to-hub", "me/bank-minilm"])
+    card = front(committed_files(StandInHub.calls[-1][2])["README.md"].decode())
+    assert card == {"library_name": "sentence-transformers", "datasets": ["me/bank-synth"]}
+    main(["publish-model", model, "--store", store.root, "--push-to-hub", "me/bank-minilm", "--dataset", "me/other"])
+    assert front(committed_files(StandInHub.calls[-1][2])["README.md"].decode())["datasets"] == ["me/other"]

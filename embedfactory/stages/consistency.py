@@ -55,6 +55,8 @@ def corpus_shard(ctx, key, rows, side, progress):
     else:
         pairs = filtering.grouped_corpus_of(rows)
     vectors = filter_encoder(cfg)([t for t, _ in pairs]) if pairs else []
+    if progress is not None:
+        progress(len(rows), len(rows))
     return ShardOutput(rows=[{"text": t, "group": g, "embedding": v.tolist()} for (t, g), v in zip(pairs, vectors)],
                        rows_in=len(rows))
 
@@ -143,6 +145,8 @@ def verdict_shard(ctx, key, rows, side, progress):
                                   for c in (0, 1))
             reverted += filtering.keep_better_originals(rows, verdicts, originals, anchors, positives,
                                                         pool_texts, pool_docs, cfg.topk)
+        if progress is not None:  # a task type's rows are searched and mined
+            progress(sum(v is not None for v in verdicts), len(rows))
     gated = gate_reasons(rows, cfg.gates, embed)  # on the texts that stand, original or revision
     found = duplicates.reasons(Store(ctx.params.store), ctx.run_id, side)
     repeats = [found.get(r["example_id"]) for r in rows]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import torch
-import yaml
 
 from .. import plots
 from ..config import TrainConfig
+from ..hub import with_front_matter
 from ..ids import stable_hash
 from ..pipeline import code_version
 from ..publish import read_dataset
@@ -87,16 +87,13 @@ def with_section(readme: str, section: str) -> str:
 
 def with_eval_results(readme: str, rows: list[dict], model_name: str) -> str:
     """The card with the fine-tuned scores as the Hub's `model-index` in its front matter (one result
-    per evaluation set), so the Hub shows them beside the model."""
-    if not (readme.startswith("---\n") and (end := readme.find("\n---\n", 4)) != -1):
-        return readme
-    meta = yaml.safe_load(readme[4:end]) or {}
-    meta["model-index"] = [{"name": model_name, "results": [
-        {"task": {"type": "sentence-similarity" if r["metric"] == "spearman" else "text-retrieval"},
-         "dataset": {"name": r["set"], "type": r["set"]},
-         "metrics": [{"type": r["metric"], "value": r["fine_tuned"], "name": f"{r['metric']} (base {r['base']})"}]}
-        for r in rows]}]
-    return f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---\n{readme[end + 5:]}"
+    per evaluation set) and their metric names as `metrics`, so the Hub shows them beside the model."""
+    return with_front_matter(readme, metrics=sorted({r["metric"] for r in rows}), **{"model-index": [
+        {"name": model_name, "results": [
+            {"task": {"type": "sentence-similarity" if r["metric"] == "spearman" else "text-retrieval"},
+             "dataset": {"name": r["set"], "type": r["set"]},
+             "metrics": [{"type": r["metric"], "value": r["fine_tuned"], "name": f"{r['metric']} (base {r['base']})"}]}
+            for r in rows]}]})
 
 
 def add_eval_results(store_uri: str, model_path: str, rows: list[dict]) -> None:
