@@ -1,8 +1,8 @@
 """SPEED's economics measured end to end: teacher calls per example the aligned generator actually wrote.
 
-1. Flow `align` at its defaults (the CPU size: a seed set from 4 personas, 20 steps per model, the
-   embedded Qwen2.5-Coder-0.5B as teacher and as base model), with `gguf: f16` so llama.cpp can serve
-   the three models it makes.
+1. Flow `align` at its defaults (the CPU size: a seed set from 8 personas, half of its prompts held out
+   of the junior's SFT for its candidates, 20 steps per model, the embedded Qwen2.5-Coder-0.5B as
+   teacher and as base model), with `gguf: f16` so llama.cpp can serve the three models it makes.
 2. Flow `synth` as SPEED runs it: the teacher (the shipped 0.5B model) brainstorms personas and tasks,
    the aligned senior writes the examples, the aligned revisor revises them, each served by its own
    llama.cpp server; `--personas N` (one task and one example each); no fine-tuning.

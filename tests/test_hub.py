@@ -161,10 +161,15 @@ def test_a_pushed_models_card_names_the_hub_dataset_it_was_trained_on(tmp_path, 
     store, path = published(tmp_path)
     model = store.path("models", "synth", "run-1-abc", "model")
     store.write_bytes(f"{model}/README.md", b"---\nlibrary_name: sentence-transformers\n---\ncard\n")
-    store.write_json(store.path("models", "synth", "run-1-abc", "train_report.json"), {"dataset": {"path": path}})
+    trained = {"dataset": {"path": path, "sha256": store.read_json(f"{path}/card.json")["sha256"]}}
+    store.write_json(store.path("models", "synth", "run-1-abc", "train_report.json"), trained)
     main(["publish", store.root, "--push-to-hub", "me/bank-synth", "--version", "run-1"])
     main(["publish-model", model, "--store", store.root, "--push-to-hub", "me/bank-minilm"])
     card = front(committed_files(StandInHub.calls[-1][2])["README.md"].decode())
     assert card == {"library_name": "sentence-transformers", "datasets": ["me/bank-synth"]}
     main(["publish-model", model, "--store", store.root, "--push-to-hub", "me/bank-minilm", "--dataset", "me/other"])
     assert front(committed_files(StandInHub.calls[-1][2])["README.md"].decode())["datasets"] == ["me/other"]
+    store.write_json(store.path("models", "synth", "run-1-abc", "train_report.json"),
+                     {"dataset": {"path": path, "sha256": "other rows"}})  # the set was republished since
+    main(["publish-model", model, "--store", store.root, "--push-to-hub", "me/bank-minilm"])
+    assert "datasets" not in front(committed_files(StandInHub.calls[-1][2])["README.md"].decode())

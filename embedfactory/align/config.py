@@ -18,7 +18,7 @@ class Finetune(Strict):
     lora: LoraSettings | None = Field(LoraSettings(), description="null: full fine-tuning.")
 
 
-SEED_SET = {"personas": 4, "task_mix": {"retrieval": 1, "classification": 1}, "revise": False, "max_num_words": 50}
+SEED_SET = {"personas": 8, "task_mix": {"retrieval": 1, "classification": 1}, "revise": False, "max_num_words": 50}
 SENIOR = {"learning_rate": 5e-5}
 
 
@@ -34,6 +34,10 @@ class AlignParams(Strict):
         description="Sizes of the teacher's seed set (personas -> tasks -> examples, the synthesis prompts); "
         "keys not given keep these defaults.")
     candidates: int = Field(4, ge=2, le=16, description="Junior samples per prompt for the preference pairs.")
+    held_out: float = Field(0.5, gt=0, lt=1, description="Share of the seed prompts kept out of the junior's "
+                            "SFT: the junior samples its candidates (and the teacher judges its answers) on "
+                            "these, prompts it has not memorised, so its samples differ and the preference "
+                            "pairs teach something.")
     max_new_tokens: int = Field(256, gt=0, description="Cap on each junior sample.")
     junior: Finetune = Finetune()
     senior: Finetune = Field(Finetune(**SENIOR), description="DPO; keys not given keep these defaults.")

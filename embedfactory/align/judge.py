@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, model_validator
 from .. import prompts
 from ..ids import seed_of
 from ..llm.client import ChatClient, Request
-from ..stages.common import ShardOutput, exchange, usage_of
+from ..stages.common import ShardOutput, exchange, no_exchange, usage_of
 
 PROMPT = "judge_candidates"
 
@@ -33,19 +33,30 @@ def preference_for(n: int) -> type[BaseModel]:
     return Preference
 
 
+SAME_ANSWERS = "the junior's samples are all one answer: no preference to learn (not sent to the teacher)"
+
+
 def judge_candidates(client: ChatClient, rows: list[dict], seed: int, progress=None) -> ShardOutput:
     """rows: example_id, messages (the prompt), candidates. Out: prompt/chosen/rejected rows; a reply
-    that never names two different answers in range is kept as rejected with the reason."""
+    that never names two different answers in range is kept as rejected with the reason. Repeated
+    candidates are shown once; a prompt with fewer than two different ones costs no call and is kept
+    as rejected (a pair of equal answers gives DPO nothing but a zero gradient)."""
+    distinct = [list(dict.fromkeys(r["candidates"])) for r in rows]
+    asked = [i for i, c in enumerate(distinct) if len(c) >= 2]
     requests = [Request(messages=[{"role": "user", "content": prompts.render(
-        PROMPT, instruction="\n\n".join(m["content"] for m in r["messages"]), candidates=r["candidates"])}],
-        output=preference_for(len(r["candidates"])), seed=seed_of(seed, "judge", r["example_id"])) for r in rows]
-    replies = client.run_sync(requests, progress)
+        PROMPT, instruction="\n\n".join(m["content"] for m in rows[i]["messages"]), candidates=distinct[i])}],
+        output=preference_for(len(distinct[i])), seed=seed_of(seed, "judge", rows[i]["example_id"])) for i in asked]
+    replies = dict(zip(asked, client.run_sync(requests, progress)))
     out = []
-    for row, reply in zip(rows, replies):
+    for i, row in enumerate(rows):
+        base = {"example_id": row["example_id"], "prompt": json.dumps(row["messages"])}
+        if (reply := replies.get(i)) is None:
+            out.append({**no_exchange(), "status": "rejected", "reject_reason": SAME_ANSWERS, **base,
+                        "chosen": None, "rejected": None, "reason": None})
+            continue
         pick = reply.value
-        out.append({**exchange(reply, client.endpoint.model, PROMPT),  # status, reject_reason, cost
-                    "example_id": row["example_id"], "prompt": json.dumps(row["messages"]),
-                    "chosen": row["candidates"][pick.best] if reply.ok else None,
-                    "rejected": row["candidates"][pick.worst] if reply.ok else None,
+        out.append({**exchange(reply, client.endpoint.model, PROMPT), **base,  # status, reject_reason, cost
+                    "chosen": distinct[i][pick.best] if reply.ok else None,
+                    "rejected": distinct[i][pick.worst] if reply.ok else None,
                     "reason": pick.reason if reply.ok else None})
-    return ShardOutput(rows=out, rows_in=len(rows), usage=usage_of(replies))
+    return ShardOutput(rows=out, rows_in=len(rows), usage=usage_of(list(replies.values())))

@@ -45,12 +45,14 @@ def seed_rows(ctx: pipeline.RunContext, tasks: list[ShardRecord], examples: list
     return data.seed_prompts(task_rows, example_rows, ctx.params.synth, ctx.params.synth.word_cap(ctx.generator))
 
 
-def _stage(ctx, name: str, parts: tuple, produce) -> ShardRecord:
+def _stage(ctx, name: str, parts: tuple, produce, paid: bool = True) -> ShardRecord:
+    """One align stage as one shard; `paid`: it calls the teacher (the budget applies)."""
     out_dir = ctx.stage_dir(name)
     fp = stable_hash(name, *parts)
     if (done := out_dir.committed("00000", fp)) is not None:
         return done
-    spend = costs.run_spend(ctx.params, ctx.run_id, ctx.run_token) if ctx.params.budget_usd is not None else None
+    budgeted = paid and ctx.params.budget_usd is not None
+    spend = costs.run_spend(ctx.params, ctx.run_id, ctx.run_token) if budgeted else None
     if spend is not None:
         spend.check()
     started = time.monotonic()
@@ -117,6 +119,17 @@ def export_gguf(params: AlignParams, role: str, report: dict) -> dict:
     return marker
 
 
+def split_seed(seed: list[dict], held_out: float) -> tuple[list[dict], list[dict]]:
+    """(the junior's SFT prompts, the held-out prompts it samples candidates for), by a stable hash of
+    each example id: a share `held_out` of them (at least one each way), the same on every rerun."""
+    if len(seed) < 2:
+        raise ValueError(f"the teacher's seed set has {len(seed)} valid example(s): the junior needs at least "
+                         "one to learn from and one held out to sample on (raise seed_set.personas)")
+    ordered = sorted(seed, key=lambda r: stable_hash("held-out", r["example_id"]))
+    held = min(max(1, round(len(seed) * held_out)), len(seed) - 1)
+    return ordered[held:], ordered[:held]
+
+
 def sft_rows(seed: list[dict]) -> list[dict]:
     return [data.chat(r["messages"], r["output"]) for r in seed]
 
@@ -129,7 +142,8 @@ def candidates(ctx, params: AlignParams, junior: dict, seed: list[dict]) -> Shar
         return _output([{"example_id": r["example_id"], "task_type": r["task_type"], "task": r["task"],
                          "messages": json.dumps(r["messages"]), "candidates": r["candidates"]} for r in rows])
 
-    return _stage(ctx, "candidates", (junior["fingerprint"], params.candidates, params.max_new_tokens), produce)
+    return _stage(ctx, "candidates", (junior["fingerprint"], params.candidates, params.max_new_tokens), produce,
+                  paid=False)  # the junior samples locally
 
 
 def _output(rows: list[dict]) -> ShardOutput:
