@@ -58,7 +58,7 @@ def main() -> None:
     teacher = Endpoint(base_url=args.teacher_url, model=args.teacher_model)
     seed = {"seed_set": {"personas": args.seed_personas}} if args.seed_personas else {}  # else align's defaults
     aligned = align(AlignParams(store=args.store, teacher=teacher, gguf="f16", **seed))
-    print(format_table(aligned["teacher_calls"], ["stage", "teacher_calls", "tokens", "rows"]))
+    print(format_table(aligned["teacher_calls"], ["stage", "teacher_calls", "tokens", "rows", "cost_usd"]))
     print(f"align: {time.monotonic() - started:.0f} s")
 
     registry = aligned["registry"]
