@@ -106,8 +106,9 @@ class Endpoint(Strict):
 # just generated keeps a small model from copying one field into the next (S2 = S1, label = decoy).
 EMBEDDED_SAMPLING = {"repeat_penalty": 1.1, "top_k": 40, "min_p": 0.05}
 DEFAULT_MAX_TOKENS = 2048
-# The embedded server is a 0.5B model on CPU: its length asks are capped at EMBEDDED_MAX_WORDS words
-# (the reference draws up to 500), and its replies at EMBEDDED_MAX_TOKENS tokens.
+# Faster settings for CPU runs (`synth.max_num_words`, `synth.sampling.max_tokens`), no longer the
+# embedded server's defaults: capped at 100 words the 0.5B model passed no more examples than asked the
+# recipe's lengths (bench/length_cap.py: 0/12 either way; it writes 14-22-word documents when asked 200+).
 EMBEDDED_MAX_WORDS = 100
 EMBEDDED_MAX_TOKENS = 768
 
@@ -116,15 +117,11 @@ class Sampling(Strict):
     temperature: float = Field(1.0, ge=0, le=2, description="SPEED samples at 1.0.")
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int | None = Field(
-        None, gt=0, description="Cap on generated tokens per call. null: 2048 (two 500-word documents "
-        "fit), or EMBEDDED_MAX_TOKENS (768) on the embedded CPU server.")
+        None, gt=0, description="Cap on generated tokens per call. null: 2048 (two 500-word documents fit).")
 
-    def for_endpoint(self, endpoint: "Endpoint") -> "Sampling":
-        """The settings as sent to `endpoint` (the token cap resolved)."""
-        if self.max_tokens is not None:
-            return self
-        cap = EMBEDDED_MAX_TOKENS if endpoint.base_url == EMBEDDED else DEFAULT_MAX_TOKENS
-        return self.model_copy(update={"max_tokens": cap})
+    def resolved(self) -> "Sampling":
+        """The settings as sent (the token cap resolved)."""
+        return self if self.max_tokens is not None else self.model_copy(update={"max_tokens": DEFAULT_MAX_TOKENS})
 
 
 class Price(Strict):
@@ -167,7 +164,7 @@ class SynthConfig(Strict):
     max_num_words: int | None = Field(
         None, ge=10, description="Cap on the length asks (num_words): values above it are not drawn. "
         "null: the reference values (documents of at least 50-500 words, long-long texts of at least "
-        "300), except on the embedded CPU server, where EMBEDDED_MAX_WORDS (100) applies.",
+        "300), on every generator.",
     )
     seed: int = Field(0, description="Seeds attribute draws and per-request sampling.")
     max_attempts: int = Field(
@@ -176,12 +173,6 @@ class SynthConfig(Strict):
     )
     revise: bool = Field(True, description="Run the revisor over every generated example.")
     sampling: Sampling = Sampling()
-
-    def word_cap(self, generator: Endpoint) -> int | None:
-        """The cap on length asks for this generator (see `max_num_words`)."""
-        if self.max_num_words is not None:
-            return self.max_num_words
-        return EMBEDDED_MAX_WORDS if generator.base_url == EMBEDDED else None
 
     @field_validator("task_mix")
     @classmethod

@@ -201,7 +201,7 @@ def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
 def _llm_inputs(params: SynthParams, endpoint: Endpoint, prompt_names: list[str]) -> dict:
     synth = params.synth
     return {"model": endpoint.fingerprint_fields(),
-            "sampling": synth.sampling.for_endpoint(endpoint).fingerprint_fields(),
+            "sampling": synth.sampling.resolved().fingerprint_fields(),
             "max_attempts": synth.max_attempts, "seed": synth.seed,
             "prompts": {n: prompts.version(n) for n in prompt_names}}
 
@@ -265,7 +265,7 @@ def _tasks(ctx, key, rows, side, progress):
 def _examples(ctx, key, rows, side, progress):
     synth = ctx.params.synth
     return generate.generate_examples(ctx.client("generator"), rows, synth.examples_per_task,
-                                      synth.seed, synth.word_cap(ctx.params.generator), synth.languages,
+                                      synth.seed, synth.max_num_words, synth.languages,
                                       progress)
 
 
@@ -299,7 +299,7 @@ TASKS = Stage(
     _tasks, (brainstorm, sources, *LLM_CODE))
 EXAMPLES = Stage(
     "examples", schemas.EXAMPLES, "tasks",
-    lambda p: {"per_task": p.synth.examples_per_task, "max_num_words": p.synth.word_cap(p.generator),
+    lambda p: {"per_task": p.synth.examples_per_task, "max_num_words": p.synth.max_num_words,
                "languages": p.synth.languages,
                **_llm_inputs(p, p.generator, [TASK_SPECS[t].generate_prompt for t in p.synth.task_mix])},
     _examples, (generate, *LLM_CODE))

@@ -8,7 +8,7 @@ import jinja2
 import pytest
 
 from embedfactory import prompts
-from embedfactory.config import Endpoint, Sampling, SynthConfig
+from embedfactory.config import Sampling, SynthConfig, SynthParams
 from embedfactory.stages.generate import draw_attributes
 from embedfactory.sources import seed_personas
 from embedfactory.stages.personas import normalized
@@ -202,11 +202,11 @@ def test_revise_and_persona_prompts_vary_only_in_their_last_message():
     assert prompts.messages("topic", topic="x") == [{"role": "user", "content": prompts.render("topic", topic="x")}]
 
 
-def test_length_and_token_caps_follow_the_endpoint():
-    """The reference lengths for a served model; the CPU caps only on the embedded 0.5B server."""
-    embedded, remote = Endpoint(), Endpoint(base_url="http://gpu-1:8000/v1")
-    assert SynthConfig().word_cap(embedded) == 100 and SynthConfig().word_cap(remote) is None
-    assert SynthConfig(max_num_words=200).word_cap(embedded) == 200
-    assert Sampling().for_endpoint(embedded).max_tokens == 768
-    assert Sampling().for_endpoint(remote).max_tokens == 2048
-    assert Sampling(max_tokens=99).for_endpoint(remote).max_tokens == 99
+def test_the_recipe_lengths_are_asked_of_every_generator_unless_capped():
+    """No cap by default, the embedded 0.5B server included (bench/length_cap.py measured no gain from
+    one); a run may set its own."""
+    assert SynthConfig().max_num_words is None and Sampling().resolved().max_tokens == 2048
+    assert Sampling(max_tokens=99).resolved().max_tokens == 99
+    params = SynthParams()  # the embedded defaults
+    from embedfactory.pipeline import EXAMPLES
+    assert EXAMPLES.inputs(params)["max_num_words"] is None

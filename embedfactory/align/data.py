@@ -18,7 +18,7 @@ from ..task_types import TASK_SPECS
 def seed_prompts(tasks: list[dict], examples: list[dict], synth: SynthConfig,
                  max_words: int | None) -> list[dict]:
     """One row per valid teacher example: its task, the user message that asked for it, the reply.
-    `max_words`: the length cap the seed set was generated with (`SynthConfig.word_cap`)."""
+    `max_words`: the length cap the seed set was generated with (`SynthConfig.max_num_words`)."""
     jobs, requests = example_requests(tasks, synth.examples_per_task, synth.seed, max_words,
                                       synth.languages)
     asked = {stable_hash("example", task["task_id"], index, attributes): request.messages

@@ -42,7 +42,7 @@ def teacher_client(ctx: pipeline.RunContext) -> ChatClient:
 def seed_rows(ctx: pipeline.RunContext, tasks: list[ShardRecord], examples: list[ShardRecord]) -> list[dict]:
     task_rows = ctx.stage_dir("tasks").read([r.key for r in tasks]).to_pylist()
     example_rows = ctx.stage_dir("examples").read([r.key for r in examples]).to_pylist()
-    return data.seed_prompts(task_rows, example_rows, ctx.params.synth, ctx.params.synth.word_cap(ctx.generator))
+    return data.seed_prompts(task_rows, example_rows, ctx.params.synth, ctx.params.synth.max_num_words)
 
 
 def _stage(ctx, name: str, parts: tuple, produce, paid: bool = True) -> ShardRecord:

@@ -92,7 +92,7 @@ class ChatClient:
 
     def __post_init__(self) -> None:
         self.mode = self.mode or self.endpoint.structured_output
-        self.sampling = self.sampling.for_endpoint(self.endpoint)
+        self.sampling = self.sampling.resolved()
         self.limiter = limits.limiter_for(self.endpoint)  # the endpoint's shared limits, if any
 
     def _api(self) -> openai.AsyncOpenAI:
