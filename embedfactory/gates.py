@@ -160,6 +160,13 @@ def _quote(tokens: list[str], limit: int = 12) -> str:
     return '"' + " ".join(tokens[:limit]) + (" …" if len(tokens) > limit else "") + '"'
 
 
+@lru_cache(maxsize=1)
+def _repair_grams() -> frozenset:
+    from .llm.client import repair_message
+
+    return _prompt_grams(repair_message(""))
+
+
 # ---- single gates ---------------------------------------------------------------------------
 def echo(text: str, asked: Asked) -> str | None:
     """The text repeats the instructions instead of doing them."""
@@ -179,7 +186,7 @@ def echo(text: str, asked: Asked) -> str | None:
         if key == value_key or inside:
             return f"repeats the attribute value {value!r}"
     forms = [_echo_form(t) for t in raw]
-    grams = _prompt_grams(asked.prompt)
+    grams = _prompt_grams(asked.prompt) | _repair_grams()  # the client's repair turn is asked too
     for i in range(len(forms) - ECHO_N + 1):
         gram = tuple(forms[i:i + ECHO_N])
         if gram in grams and _content(gram) >= ECHO_CONTENT:

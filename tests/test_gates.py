@@ -249,6 +249,16 @@ def test_the_prompt_echoed_as_a_query():
     assert gates.echo("Gradient boosted trees remain strong baselines for classification tasks.", c) is None
 
 
+def test_the_clients_repair_turn_echoed_as_content():
+    """A real short-short input of an aligned 0.5B senior (2026-12-04): it answered the client's repair
+    message with the message itself."""
+    a = asked("short-short", "Given a dish name, find the cuisine it comes from.", {"language": "English"})
+    echoed = ("Your reply could not be used (truncated: reply hit max_tokens). Answer again with one JSON "
+              "object that follows the schema exactly, and nothing else.")
+    assert gates.echo(echoed, a).startswith("repeats the prompt")
+    assert gates.echo("The trial drug could not be used in children under five.", a) is None
+
+
 def test_grammar_prose_may_say_in_this_sentence_outside_sts():
     a = asked("retrieval", "Given a grammar question, retrieve an explanation", retrieval("5 to 15 words", 50))
     fields = {"user_query": "what is an intransitive verb",
