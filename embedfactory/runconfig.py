@@ -32,12 +32,27 @@ def read(path: str | Path | None) -> dict:
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config {path}{_where(exc)}: not valid YAML: {_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must hold a mapping of parameter names, not {type(data).__name__}")
     return _expanded(data, "", f"config {path}")
+
+
+def _where(exc: yaml.YAMLError) -> str:
+    """`:line:column` (1-based) of a YAML error, where YAML knows it."""
+    mark = getattr(exc, "problem_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: its problem and what it was parsing (YAML's own text spans several lines,
+    with the source quoted)."""
+    problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    return f"{problem} ({context})" if context else problem
 
 
 def override(config: dict, assignments: list[str]) -> dict:

@@ -65,6 +65,16 @@ def test_unknown_keys_fail_with_the_valid_ones_listed(tmp_path):
         _params_from_cli(["--set", "personas"])
 
 
+def test_broken_yaml_names_file_line_and_column_on_one_line(tmp_path):
+    config = write(tmp_path, "params:\n  synth: {personas: 3\n")
+    with pytest.raises(runconfig.ConfigError) as raised:
+        runconfig.read(config)
+    message = str(raised.value)
+    assert "\n" not in message  # a terminal's last line shows all of it
+    assert message.startswith(f"config {config}:3:1: not valid YAML: expected ',' or '}}', but got '<stream end>' "
+                              "(while parsing a flow mapping)"), message
+
+
 def test_train_eval_and_align_take_the_same_format(tmp_path):
     from flows.align import _params_from_cli as align_cli
     from flows.eval import _arguments_from_cli as eval_cli
