@@ -1,7 +1,8 @@
 """Everything a synth run will need, checked before any model call, with every problem in one error:
 the store, the sources, the evaluation sets, the embedding models it will load (filter, student,
 guide, teacher), the keys of the endpoints that need one. Each problem names the parameter and the
-fix. (Reachability and the served model names are checked as each endpoint is opened: llm/server.py.)"""
+fix; then each served endpoint: reachable, its key accepted, the model served (a fan-out run leaves that to
+its workers, whose endpoints may be their own: llm/server.py checks each as it is opened)."""
 from __future__ import annotations
 
 import os
@@ -135,8 +136,66 @@ def problems(params: SynthParams) -> list[str]:
     return found
 
 
+def endpoints_of(params: SynthParams) -> dict[str, Endpoint | None]:
+    """The servers a synth run will call, by role; none for a fan-out run, whose workers check their own as
+    they open them (an endpoint on localhost is each GPU worker's)."""
+    if params.fan_out:
+        return {}
+    return {"generator": params.generator, "revisor": params.revisor if params.synth.revise else None,
+            "brainstormer": params.brainstormer}
+
+
+def endpoint_problems(roles: dict[str, Endpoint | None]) -> list[str]:
+    """Each server asked for its models (no completion): unreachable, a refused or missing key, a model it does
+    not serve. The embedded server is started later, by the run."""
+    from .llm.client import check_reachable
+
+    found, seen = [], set()
+    for role, endpoint in roles.items():
+        if endpoint is None or endpoint.base_url == EMBEDDED or key_problem(endpoint, role):
+            continue  # the embedded server, or a key already reported missing
+        if (endpoint.base_url, endpoint.model) in seen:
+            continue
+        seen.add((endpoint.base_url, endpoint.model))
+        try:
+            check_reachable(endpoint.base_url, endpoint, timeout_s=min(endpoint.timeout_s, 10.0))
+        except (ConnectionError, PermissionError, ValueError) as exc:
+            found.append(f"{role}: {exc}")
+    return found
+
+
 def check(params: SynthParams) -> None:
-    raise_if(problems(params))
+    """Every problem of `problems` and of the run's endpoints, in one error."""
+    raise_if(problems(params) + endpoint_problems(endpoints_of(params)))
+
+
+def causal_lm_problem(name: str, parameter: str) -> str | None:
+    """Why `name` cannot be a generator's base model: the embedded GGUF, a folder, or a Hub id that exists."""
+    from .align.config import EMBEDDED_LM
+
+    if name == EMBEDDED_LM:
+        return None
+    if name.startswith("embedded:"):
+        return f"{parameter}: {name!r} is not an embedded language model; embedded: {EMBEDDED_LM}"
+    return model_problem(name, parameter)
+
+
+def align_problems(params) -> list[str]:
+    """Flow align's: the store, the base model, the seed set's sources, the teacher's key and server."""
+    from . import sources
+    from .store import Store
+
+    found: list[str] = []
+    _attempt(found, "store", Store(params.store).check_writable)
+    if (problem := causal_lm_problem(params.base_model, "base_model")):
+        found.append(problem)
+    if params.seed_set.persona_source:
+        _attempt(found, "seed_set.persona_source", lambda: sources.load_personas(params.seed_set.persona_source))
+    if params.seed_set.topic_source:
+        _attempt(found, "seed_set.topic_source", lambda: sources.load_topics(params.seed_set.topic_source))
+    if (problem := key_problem(params.teacher, "teacher")):
+        found.append(problem)
+    return found + endpoint_problems({"teacher": params.teacher})
 
 
 def raise_if(found: list[str]) -> None:

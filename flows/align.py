@@ -8,7 +8,7 @@ import uuid
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from embedfactory import pipeline, runconfig
+from embedfactory import pipeline, preflight, runconfig
 from embedfactory.align import run
 from embedfactory.align.config import AlignParams
 from embedfactory.ids import stable_hash
@@ -25,8 +25,8 @@ def align(params: AlignParams = AlignParams()) -> dict:
     """Make junior, senior and revisor generators from `params.base_model` with a few teacher calls;
     they land in `<store>/models/align/<run_id>/` and the registry. Re-running redoes nothing finished."""
     store = Store(params.store)
-    store.check_writable()
     load_api_keys(params.teacher)
+    preflight.raise_if(preflight.align_problems(params))  # store, base model, sources, teacher: before any call
     ensure_limits(params.teacher)  # the teacher's shared limits, if it has any
     seed_params = run.synth_params(params)
     project_cost(seed_params, params.run_id, "align-projection")  # the seed set's calls and cost (the judgments add one per prompt each)

@@ -25,7 +25,7 @@ def synth(params: SynthParams = SynthParams()) -> dict:
     Re-running with the same parameters resumes the same run and regenerates nothing finished."""
     load_store_secret(params.store_secret)
     load_api_keys(params.generator, params.revisor, params.brainstormer)
-    preflight.check(params)  # store, sources, eval sets, models, keys: every problem at once, before any call
+    preflight.check(params)  # store, sources, eval sets, models, keys, endpoints: every problem at once, before any call
     ensure_limits(params.generator, params.revisor, params.brainstormer)  # shared by every worker
     run_id = params.run_id or pipeline.default_run_id(params)
     project_cost(params, run_id)  # printed (and warned about when above the budget) before any call

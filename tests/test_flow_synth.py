@@ -106,7 +106,7 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
 
 def test_unreachable_endpoint_fails_before_anything_is_generated(tmp_path, prefect_api):
     params = tiny(tmp_path, Endpoint(base_url="http://127.0.0.1:9/v1", timeout_s=2))
-    with pytest.raises(ConnectionError, match="not reachable"):
+    with pytest.raises(PreflightError, match=r"- generator: model endpoint http://127.0.0.1:9/v1 is not reachable"):
         synth(params)
     assert not (tmp_path / "runs").exists()
 

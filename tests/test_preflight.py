@@ -83,3 +83,53 @@ def test_an_embedded_model_whose_package_is_missing_fails_the_pre_flight_check(t
         import sys
         monkeypatch.setitem(sys.modules, "all_minilm_l6_v2", None)  # the import itself fails
         models.embedding_model_path("embedded:all-MiniLM-L6-v2")
+
+
+def test_endpoints_are_asked_for_their_models_in_the_same_error_before_any_completion(tmp_path, monkeypatch):
+    from fake_llm import FakeChatServer
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with FakeChatServer(models=("Qwen/Qwen2.5-7B-Instruct",)) as server:
+        params = SynthParams(store=str(blocker / "store"), train=None,
+                             generator={"base_url": server.base_url, "model": "Qwen/Qwen2.5-7B"},
+                             revisor={"base_url": "http://127.0.0.1:9/v1", "model": "r", "timeout_s": 2})
+        with pytest.raises(preflight.PreflightError) as failed:
+            preflight.check(params)
+        text = str(failed.value)
+        assert text.startswith("3 problem(s) before any model call:\n- store: "), text
+        assert (f"- generator: model 'Qwen/Qwen2.5-7B' is not served by {server.base_url}; "
+                "it serves: Qwen/Qwen2.5-7B-Instruct") in text
+        assert "- revisor: model endpoint http://127.0.0.1:9/v1 is not reachable" in text
+        assert not server.requests  # a model list was asked for, no completion
+        # a revisor the run will not call is not asked; a fan-out run's workers check their own endpoints
+        no_revision = params.model_copy(update={"synth": params.synth.model_copy(update={"revise": False})})
+        assert list(preflight.endpoints_of(no_revision).values()) == [params.generator, None, None]
+        assert preflight.endpoints_of(params.model_copy(update={"fan_out": "gpu-pool"})) == {}
+        good = params.model_copy(update={"generator": params.generator.model_copy(
+            update={"model": "Qwen/Qwen2.5-7B-Instruct"}), "revisor": None, "store": str(tmp_path / "s")})
+        preflight.check(good)
+
+
+def test_flow_align_lists_its_problems_before_any_teacher_call(tmp_path, monkeypatch, prefect_api):
+    from embedfactory.align.config import AlignParams
+    from fake_llm import FakeChatServer
+    from flows.align import align
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with FakeChatServer(models=("gpt-4o",)) as server:
+        params = AlignParams(store=str(blocker / "store"), base_model="embedded:qwen2.5-0.5b",
+                             teacher={"base_url": server.base_url, "model": "gpt-4"},
+                             seed_set={"persona_source": str(tmp_path / "personas.txt")})
+        with pytest.raises(preflight.PreflightError) as failed:
+            align(params)
+        assert not server.requests
+    lines = str(failed.value).splitlines()
+    assert lines[0] == "4 problem(s) before any model call:"
+    assert lines[1].startswith("- store: store ")
+    assert lines[2] == ("- base_model: 'embedded:qwen2.5-0.5b' is not an embedded language model; "
+                        "embedded: embedded:qwen2.5-coder-0.5b-instruct")
+    assert lines[3].startswith("- seed_set.persona_source: ") and "personas.txt" in lines[3]
+    assert lines[4].startswith(f"- teacher: model 'gpt-4' is not served by {server.base_url}; it serves: gpt-4o")
+    assert preflight.align_problems(AlignParams(store=str(tmp_path / "s"))) == []  # the embedded defaults
