@@ -94,3 +94,25 @@ def test_an_align_stage_that_fails_part_way_keeps_the_teachers_replies_for_its_r
         record = run._stage(ctx, "preferences", ("teacher",), produce(server.base_url))
     assert len(server.requests) == 3 and record.rows == 6  # the rerun asked only for the 3 never answered
     assert store.list(folder) == []  # committed: the rows hold the replies now
+
+
+def test_the_reply_log_writes_slow_replies_at_once_and_batches_fast_ones(tmp_path, monkeypatch):
+    """What a kill (no `finally`, no flush) loses: fast replies wait for a batch of 8, at most 5 s; a reply
+    that comes after a quiet 5 s is written as it comes."""
+    clock = [1000.0]
+    monkeypatch.setattr(replylog.time, "monotonic", lambda: clock[0])
+    store = Store(str(tmp_path))
+    folder = store.path("runs", "r", "examples", "_replies", "00000")
+    log = replylog.ReplyLog(store, folder)
+    for i in range(replylog.FLUSH_EVERY - 1):  # a fast server: 7 replies within a second
+        clock[0] += 0.1
+        log.put(f"k{i}", {"raw": str(i)})
+    assert not store.exists(folder) or store.list(folder) == []
+    clock[0] += 0.1
+    log.put("k7", {"raw": "7"})  # the 8th: one object with all 8
+    assert len(store.list(folder)) == 1
+    clock[0] += replylog.FLUSH_SECONDS  # a slow server: the next reply comes 5 s later
+    log.put("k8", {"raw": "8"})
+    assert len(store.list(folder)) == 2 and log.pending == []
+    killed = replylog.ReplyLog(store, folder)  # what a rerun after a kill finds, without any flush
+    assert sorted(killed.entries) == [f"k{i}" for i in range(9)]

@@ -1,5 +1,5 @@
-"""The per-request log of a shard: every reply is written to the store as it arrives (in small
-batches), so a shard that fails part way (a server gone, a worker killed) loses none of the replies
+"""The per-request log of a shard: every reply is written to the store as it arrives (in batches of up
+to 8 while they come faster than one per 5 s, else one by one), so a shard that fails part way (a server gone, a worker killed) loses none of the replies
 it paid for: its rerun takes them from the log instead of asking again, and counts them once.
 
 `pipeline.run_shard` opens the log of the shard it makes (`active(log)`); the client of that thread
@@ -11,12 +11,14 @@ import contextlib
 import contextvars
 import json
 import threading
+import time
 import uuid
 
 from ..ids import stable_hash
 from ..store import Store
 
-FLUSH_EVERY = 8  # replies per object written (each flush is one new object: no appends on S3)
+FLUSH_EVERY = 8  # replies per object written at most (each flush is one new object: no appends on S3)
+FLUSH_SECONDS = 5.0  # a reply is written at once when the last write is this old: a kill loses < 5 s of replies
 _current: contextvars.ContextVar[ReplyLog | None] = contextvars.ContextVar("reply_log", default=None)
 
 
@@ -25,6 +27,7 @@ class ReplyLog:
         self.store, self.folder = store, folder
         self.lock = threading.Lock()
         self.pending: list[dict] = []
+        self.written_at = time.monotonic()
         self.entries: dict[str, dict] = {}
         if store.exists(folder):
             for path in store.list(folder):
@@ -49,8 +52,8 @@ class ReplyLog:
             entry = {"key": key, **reply}
             self.entries[key] = entry
             self.pending.append(entry)
-            if len(self.pending) >= FLUSH_EVERY:
-                self._flush()
+            if len(self.pending) >= FLUSH_EVERY or time.monotonic() - self.written_at >= FLUSH_SECONDS:
+                self._flush()  # slow replies (a CPU server, a reasoning model) are each written as they come
 
     def flush(self) -> None:
         with self.lock:
@@ -61,6 +64,7 @@ class ReplyLog:
             body = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.pending)
             self.store.write_bytes(f"{self.folder}/{uuid.uuid4().hex}.jsonl", body.encode())
             self.pending = []
+            self.written_at = time.monotonic()
 
     def clear(self) -> None:
         """The shard committed: its rows hold the replies now."""
