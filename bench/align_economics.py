@@ -43,8 +43,9 @@ def main() -> None:
     cli.add_argument("--teacher-url", default=EMBEDDED, help="the teacher's OpenAI-compatible URL "
                      "(default: the shipped 0.5B model on a llama.cpp server of its own)")
     cli.add_argument("--teacher-model", default=Endpoint().model)
-    cli.add_argument("--max-words", type=int, default=100, help="cap on length asks (the embedded cap)")
-    cli.add_argument("--max-tokens", type=int, default=768, help="reply cap (the embedded cap)")
+    cli.add_argument("--max-words", type=int, default=None, help="cap on length asks (default: the recipe's "
+                     "lengths, as every synth run; 100 makes a faster run)")
+    cli.add_argument("--max-tokens", type=int, default=None, help="reply cap (default: the synth default)")
     args = cli.parse_args()
     from embedfactory import economics
     from embedfactory.llm.server import LlamaServer
@@ -75,7 +76,7 @@ def main() -> None:
             revisor=served(Path(registry["aligned-revisor"]["gguf"]), "aligned-revisor"),
             brainstormer=brainstormer,
             synth={"personas": args.personas, "max_num_words": args.max_words,
-                   "sampling": {"max_tokens": args.max_tokens}})
+                   **({"sampling": {"max_tokens": args.max_tokens}} if args.max_tokens else {})})
         run_id = default_run_id(params)  # the servers' URLs are not part of it: a rerun finds its shards
         try:
             result = synth(params)
@@ -85,6 +86,10 @@ def main() -> None:
             print(refused)
             published = 0
     store = Store(args.store)
+    if published:
+        from embedfactory.quality import attribute_lines
+        attributes = store.read_json(f"{result['dataset']['path']}/quality.json")["attributes"]
+        print("\nattributes of the example prompts, drawn share / recipe share:", *attribute_lines(attributes), sep="\n")
     records = {s: StageDir(store, run_id, s).records() for s in ("personas", "tasks", "examples")}
     generated = sum(r.rows for r in records["examples"])
     brainstorm = sum(r.llm_calls for s in ("personas", "tasks") for r in records[s])

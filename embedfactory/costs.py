@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import math
 import threading
+import time
 
 import pyarrow.fs as pafs
 
@@ -143,13 +145,36 @@ def spent(records: dict[str, list[ShardRecord]], params: SynthParams) -> float:
                for stage, recs in records.items() for r in recs)
 
 
-class Spend:
-    """One run's LLM cost as this process sees it: its committed shards' cost when first asked, plus
-    every reply paid since (charged as it arrives, so shards in flight count). Other processes' replies
-    in flight are not seen: under fan-out each GPU worker stops on what it sees."""
+def store_spent(params: SynthParams, run_id: str) -> float:
+    """A run's cost as the store shows it to every process: its committed shards, plus the replies written to
+    the reply logs of shards in flight (any worker's: a log is written within seconds of each reply)."""
+    store = Store(params.store)
+    total = spent(run_records(store, run_id), params)
+    models = stage_models(params)
+    for stage in LLM_STAGES:
+        price = price_of(models.get(stage), params.prices)
+        folder = f"{StageDir(store, run_id, stage).dir}/_replies"
+        if price is None or not store.exists(folder):
+            continue  # self-hosted: free
+        for path in store.list(folder, recursive=True):
+            for line in store.read_bytes(path).decode().splitlines() if path.endswith(".jsonl") else []:
+                entry = json.loads(line)
+                total += cost(entry["prompt_tokens"], entry["completion_tokens"], price)
+    return total
 
-    def __init__(self, params: SynthParams, committed: float):
+
+class Spend:
+    """One run's LLM cost as this process sees it: what the store shows (committed shards, and the reply logs
+    of the shards in flight, other workers' included), looked at when first asked and again every
+    `SEEN_EVERY_S` while a budget is set, plus every reply this process paid for since (charged as it arrives).
+    Under fan-out a worker sees the others' spending within about SEEN_EVERY_S plus the 5 s of a reply
+    log's batch, so a run stops at most that much spending past its budget."""
+
+    SEEN_EVERY_S = 30.0
+
+    def __init__(self, params: SynthParams, committed: float, run_id: str | None = None):
         self.params, self.total, self.lock = params, committed, threading.Lock()
+        self.run_id, self.seen_at = run_id, time.monotonic()
         self.models = stage_models(params)
 
     def charge(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
@@ -158,10 +183,23 @@ class Spend:
 
     def check(self) -> None:
         budget = self.params.budget_usd
-        if budget is not None and self.total >= budget:
+        if budget is None:
+            return
+        if self.run_id is not None and time.monotonic() - self.seen_at >= self.SEEN_EVERY_S:
+            self.look()
+        if self.total >= budget:
             raise BudgetExceeded(f"run cost ${self.total:.4f} reached its budget of ${budget:.4f}: no new request "
                                  "starts, the replies already paid for are kept (raise budget_usd and run again "
                                  "to resume)")
+
+    def look(self) -> None:
+        """Take the store's view where it shows more than this process's count (the others' replies; ours are
+        in it too, so the larger of the two counts nothing twice)."""
+        with self.lock:
+            self.seen_at = time.monotonic()  # one look at a time
+        seen = store_spent(self.params, self.run_id)
+        with self.lock:
+            self.total = max(self.total, seen)
 
 
 _SPENDS: dict[str, Spend] = {}
@@ -170,11 +208,11 @@ _current: contextvars.ContextVar[Spend | None] = contextvars.ContextVar("spend",
 
 
 def run_spend(params: SynthParams, run_id: str, run_token: str) -> Spend:
-    """The process-wide Spend of one flow run (`run_token`) of a run: its committed shards read once,
-    when its first shard asks; a rerun (a new token, perhaps a new budget) starts from the store again."""
+    """The process-wide Spend of one flow run (`run_token`) of a run: the store's view read when its first
+    shard asks, and again as it goes; a rerun (a new token, perhaps a new budget) starts from the store again."""
     with _SPENDS_LOCK:
         if run_token not in _SPENDS:
-            _SPENDS[run_token] = Spend(params, spent(run_records(Store(params.store), run_id), params))
+            _SPENDS[run_token] = Spend(params, store_spent(params, run_id), run_id)
         return _SPENDS[run_token]
 
 

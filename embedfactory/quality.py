@@ -124,6 +124,13 @@ def _prompt_versions(stage_rows: dict[str, list[dict]]) -> dict[str, set[str]]:
     return out
 
 
+def attribute_lines(attributes: dict) -> list[str]:
+    """`attribute_histograms` as text, a line per task type and attribute: each value's drawn share / the recipe's."""
+    return [f"{task_type:15s} {name:13s} " + "  ".join(f"{value}: {s['drawn']:.2f}/{s['reference']:.2f}"
+                                                     for value, s in values.items())
+            for task_type, by_name in attributes.items() for name, values in by_name.items()]
+
+
 def to_markdown(report: dict) -> str:
     lines = ["# Data quality", "", f"kept rows: {report['kept']}", "", "| stage | ok | rejected |", "|---|---|---|"]
     lines += [f"| {s} | {c['ok']} | {c['rejected']} |" for s, c in report["rows"].items()]

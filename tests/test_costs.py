@@ -111,3 +111,34 @@ def test_align_costs_the_teachers_calls_per_stage_and_counts_its_judgments_again
     StageDir(Store(str(tmp_path)), "align", "judged").commit(pa.table({"x": [1]}), paid)
     spent = costs.spent(costs.run_records(Store(str(tmp_path)), "align"), seed)
     assert spent == pytest.approx(3.5)  # a rerun's budget counts the judgments already paid for
+
+
+def test_a_worker_sees_the_others_replies_in_flight_and_stops_at_the_run_budget(tmp_path):
+    """Fan-out: two workers of one run, each with its own Spend; each reply is in its shard's reply log within
+    seconds, so a worker's next look at the store counts the other's spending (and its own only once)."""
+    from embedfactory.llm import replylog
+    from embedfactory.store import Store
+
+    params = gpt(store=str(tmp_path), budget_usd=1.0)  # gpt-4o-mini: $0.60 per million completion tokens
+    store = Store(params.store)
+    a, b = (costs.Spend(params, costs.store_spent(params, "run-1"), "run-1") for _ in range(2))
+    log_a = replylog.ReplyLog(store, store.path("runs", "run-1", "examples", "_replies", "00000"))
+    log_b = replylog.ReplyLog(store, store.path("runs", "run-1", "examples", "_replies", "00001"))
+
+    def pay(spend, log, key):  # what the client does with a reply: charge it, then log it (written at once here)
+        spend.charge("gpt-4o-mini", 0, 1_000_000)
+        log.put(key, {"prompt_tokens": 0, "completion_tokens": 1_000_000})
+        log.flush()
+
+    pay(a, log_a, "a1")
+    pay(b, log_b, "b1")
+    a.check()  # $0.60 seen by each: under the budget
+    assert costs.store_spent(params, "run-1") == pytest.approx(1.2)
+    a.seen_at -= costs.Spend.SEEN_EVERY_S  # its next look at the store
+    with pytest.raises(BudgetExceeded, match=r"run cost \$1\.2000 reached its budget"):
+        a.check()
+    assert a.total == pytest.approx(1.2)  # its own reply counted once, not in its count and the log both
+    # a self-hosted generator costs nothing, and its logs are not read
+    self_hosted = SynthParams(store=str(tmp_path), generator={"base_url": "http://gpu-1:8000/v1", "model": "m"},
+                              train=None)
+    assert costs.store_spent(self_hosted, "run-1") == 0.0

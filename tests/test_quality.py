@@ -44,6 +44,11 @@ def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
     assert report["attributes"]["retrieval"]["difficulty"]["college"] == {"reference": 0.167, "drawn": 1.0, "kept": 1.0}
     assert report["attributes"]["retrieval"]["difficulty"]["(not asked)"] == {"reference": 0.5, "drawn": 0.0, "kept": 0.0}
     assert report["attributes"]["sts"]["difficulty"]["PhD"] == {"reference": 0.0, "drawn": 0.0, "kept": 1.0}
+    from embedfactory.quality import attribute_lines
+    retrieval_difficulty = [line for line in attribute_lines(report["attributes"])
+                            if line.split()[:2] == ["retrieval", "difficulty"]]
+    assert len(retrieval_difficulty) == 1
+    assert "(not asked): 0.00/0.50" in retrieval_difficulty[0] and "college: 1.00/0.17" in retrieval_difficulty[0]
     assert report["lengths_in_words"]["positive"]["p50"] == 4
     markdown = to_markdown(report)
     assert "| examples | gpt-x | 3 |" in markdown
