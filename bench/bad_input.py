@@ -147,6 +147,14 @@ def cases(tmp: Path) -> list[Case]:
         from flows.train import train
         train(store=str(store), dataset="nothing-here")
 
+    def align(**update):
+        def run(store: Path, server):
+            from embedfactory.align.config import AlignParams
+            from flows.align import align as flow
+            teacher = {"base_url": server.base_url, "model": "fake", **update.get("teacher", {})}
+            flow(AlignParams(store=str(store), **{**update, "teacher": teacher}))
+        return run
+
     return [
         Case("personas 0", "personas", s(**{"synth.personas": 0})),
         Case("unknown task type", "poetry", s(**{"synth.task_mix": {"poetry": 1}})),
@@ -191,6 +199,9 @@ def cases(tmp: Path) -> list[Case]:
                                                                     "model": "gpt-4o-mini",
                                                                     "api_key_env": "FACTORY_UNSET_KEY"})),
         Case("train on a store without the dataset", "nothing-here", train_without_dataset),
+        Case("align base model typo", "base_model", align(base_model="embedded:qwen2.5-0.5b")),
+        Case("align teacher model not served", "'gpt-4'",
+             align(teacher={"model": "gpt-4"})),
         # the server misbehaves mid-run: not knowable up front; the run must fail (or finish) cleanly
         Case("server answers 500 always", "500", s(**{"generator.transport_retries": 1}), early=False,
              server={"fault_rates": {"http_500": 1.0}}),
