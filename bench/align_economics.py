@@ -41,7 +41,7 @@ def main() -> None:
     cli.add_argument("--seed-personas", type=int, default=None, help="personas of align's seed set "
                      f"(default {AlignParams().seed_set.personas})")
     cli.add_argument("--teacher-url", default=EMBEDDED, help="the teacher's OpenAI-compatible URL "
-                     "(default: the shipped 0.5B model on a llama.cpp server of its own)")
+                     "(default: the embedded default generator on a llama.cpp server of its own)")
     cli.add_argument("--teacher-model", default=Endpoint().model)
     cli.add_argument("--max-words", type=int, default=None, help="cap on length asks (default: the recipe's "
                      "lengths, as every synth run; 100 makes a faster run)")
@@ -49,7 +49,7 @@ def main() -> None:
     args = cli.parse_args()
     from embedfactory import economics
     from embedfactory.llm.server import LlamaServer
-    from embedfactory.models import local_gguf
+    from embedfactory.models import served_gguf
     from embedfactory.pipeline import default_run_id
     from embedfactory.publish import TooFewRows
     from embedfactory.store import StageDir, Store
@@ -69,13 +69,14 @@ def main() -> None:
             server = servers.enter_context(LlamaServer(gguf, alias=name, slots=2))
             return Endpoint(base_url=server.base_url, model=name)
 
-        brainstormer = (served(local_gguf(), teacher.model) if args.teacher_url == EMBEDDED else teacher)
+        brainstormer = (served(served_gguf(teacher.model), teacher.model) if args.teacher_url == EMBEDDED else teacher)
         params = SynthParams(
             store=args.store, train=None,
             generator=served(Path(registry["aligned-senior"]["gguf"]), "aligned-senior"),
             revisor=served(Path(registry["aligned-revisor"]["gguf"]), "aligned-revisor"),
             brainstormer=brainstormer,
-            synth={"personas": args.personas, "max_num_words": args.max_words,
+            synth={"personas": args.personas, "tasks_per_persona": 1, "examples_per_task": 1,
+                   "max_num_words": args.max_words, "revise": True,  # SPEED's revisor
                    **({"sampling": {"max_tokens": args.max_tokens}} if args.max_tokens else {})})
         run_id = default_run_id(params)  # the servers' URLs are not part of it: a rerun finds its shards
         try:

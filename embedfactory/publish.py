@@ -9,6 +9,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .outcomes import ExpectedStop
 from .schemas import DATASET
 from .store import StageDir, Store
 
@@ -45,7 +46,7 @@ def dataset_dir(store: Store, name: str, version: str) -> str:
     return store.path("datasets", name, version)
 
 
-class TooFewRows(ValueError):
+class TooFewRows(ExpectedStop, ValueError):
     """A run kept fewer rows than it may publish."""
 
 
@@ -61,7 +62,7 @@ def publish(store: Store, verdicts: StageDir, name: str, version: str, card: dic
         raise TooFewRows(f"run {version} kept {kept.num_rows} of {table.num_rows} rows, fewer than min_published_rows "
                          f"{min_rows}: nothing published, `latest` unchanged (dropped: {why or 'none'})"
                          + ("" if table.num_rows else upstream_rejects(store, verdicts.run_id))
-                         + "; see `python -m embedfactory show <store> --stage verdicts --rejected`")
+                         + f"; see `python -m embedfactory show {store.uri} --stage verdicts --rejected`")
     out = kept.rename_columns([{"task": "instruction"}.get(c, c) for c in kept.column_names]).select(DATASET.names)
     out = out.cast(DATASET)
     path = dataset_dir(store, name, version)

@@ -15,7 +15,7 @@ from embedfactory.ids import stable_hash
 from embedfactory.report import format_table
 from embedfactory.store import Store
 from tasks.alignment import export_gguf, judge_junior, judge_preferences, sample_candidates, train_role
-from tasks.common import load_api_keys, result_storage
+from tasks.common import load_api_keys, result_storage, run_cli
 from tasks.limits import ensure_limits
 from tasks.synthesis import project_cost, run_stage_shard
 
@@ -83,4 +83,4 @@ def _params_from_cli(argv: list[str] | None = None) -> AlignParams:
 
 if __name__ == "__main__":
     cli_params = runconfig.parsed(_params_from_cli)  # bad keys, sizes or task types: before anything starts
-    align(cli_params)
+    run_cli(lambda: align(cli_params))

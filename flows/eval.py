@@ -9,7 +9,7 @@ from embedfactory import preflight, runconfig
 from embedfactory.config import EMBEDDED_EMBEDDER, TrainConfig
 from embedfactory.report import format_table
 from embedfactory.store import Store
-from tasks.common import load_store_secret
+from tasks.common import load_store_secret, run_cli
 from tasks.evaluation import evaluate_model
 
 DEFAULT_SETS = TrainConfig().eval_sets
@@ -49,4 +49,4 @@ def _arguments_from_cli(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     arguments = runconfig.parsed(_arguments_from_cli)  # bad keys, sizes or task types: before anything starts
-    evaluate(**arguments)
+    run_cli(lambda: evaluate(**arguments))

@@ -3,15 +3,17 @@ with a corpus, also (or only) queries grounded in its passages â†’ duplicates â†
 from __future__ import annotations
 
 import argparse
+import time
 import uuid
 
 from prefect import flow
 
 from embedfactory import pipeline, preflight, runconfig
 from embedfactory.config import Endpoint, SynthParams, TrainConfig
+from embedfactory.models import EMBEDDED_LMS
 from embedfactory.report import format_table
 from embedfactory.store import ShardRecord
-from tasks.common import load_api_keys, load_store_secret, result_storage
+from tasks.common import load_api_keys, load_store_secret, result_storage, run_cli
 from tasks.limits import ensure_limits
 from tasks.publishing import publish_run, summarize
 from tasks.synthesis import find_duplicates, generate_on_pool, project_cost, run_stage_shard
@@ -86,13 +88,17 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
     runconfig.add_arguments(cli)
     cli.add_argument("--store", help="local folder or s3://bucket/prefix (default ./data)")
     cli.add_argument("--run-id")
-    cli.add_argument("--personas", type=int, help="default 4")
-    cli.add_argument("--tasks-per-persona", type=int, help="default 1")
-    cli.add_argument("--examples-per-task", type=int, help="default 1")
+    sizes = SynthParams().synth
+    cli.add_argument("--personas", type=int, help=f"default {sizes.personas}")
+    cli.add_argument("--tasks-per-persona", type=int, help=f"default {sizes.tasks_per_persona}")
+    cli.add_argument("--examples-per-task", type=int, help=f"default {sizes.examples_per_task}")
     cli.add_argument("--task-mix", help="weights per task type, e.g. retrieval=7,classification=7,sts=7 "
-                     "(default: SPEED's mix)")
+                     f"(default: {','.join(f'{t}={w:g}' for t, w in sizes.task_mix.items())})")
     cli.add_argument("--base-url", help="OpenAI-compatible URL, or 'embedded' (default)")
-    cli.add_argument("--model", help=f"the generator's model (default {Endpoint().model})")
+    cli.add_argument("--model", help=f"the generator's model (default {Endpoint().model}; embedded: "
+                     f"{', '.join(EMBEDDED_LMS)})")
+    cli.add_argument("--draft-model", help="embedded server: a smaller embedded model drafting for "
+                     "speculative decoding (e.g. qwen2.5-coder-0.5b-instruct for the 1.5B)")
     cli.add_argument("--slots", type=int, help=f"embedded server: requests decoded together "
                      f"(default {Endpoint().slots}; the client keeps that many in flight)")
     cli.add_argument("--ctx-per-slot", type=int, help=f"embedded server: context tokens per slot "
@@ -115,6 +121,7 @@ def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
              "synth.task_mix": _weights(args.task_mix) if args.task_mix else None,
              "synth.revise": False if args.no_revise else None,
              "generator.base_url": args.base_url, "generator.model": args.model, "generator.slots": args.slots,
+             "generator.draft_model": args.draft_model,
              "generator.ctx_per_slot": args.ctx_per_slot, "grounded.corpus": args.corpus,
              "grounded.documents": args.documents, "grounded.share": args.grounded_share}
     flags = {f"params.{key}": value for key, value in flags.items()}
@@ -133,13 +140,30 @@ def _weights(text: str) -> dict[str, str]:
     return {name.strip(): weight or "1" for name, _, weight in pairs}
 
 
+def closing(result: dict, store: str, seconds: float) -> str:
+    """What a person reads when the run ends: the stages, where the dataset is and what it holds, the
+    model if one was trained, and the commands that come next."""
+    data, training = result["dataset"], result["training"]
+    types = ", ".join(f"{t} {n}" for t, n in sorted(data["by_task_type"].items(), key=lambda kv: -kv[1]))
+    lines = [f"\nrun {result['run_id']} finished in {seconds / 60:.1f} min",
+             format_table(result["summary"]), "",
+             f"dataset: {data['path']}", f"  {data['rows']} rows: {types}"]
+    if training:
+        losses = training["losses"]
+        lines.append(f"model:   {training['model_path']} (loss {losses[0]} -> {losses[-1]})")
+        if training["evaluation"]:
+            lines += ["", "base vs fine-tuned:", format_table(training["evaluation"]["rows"])]
+    lines += ["", "next:",
+              f"  python -m embedfactory show {store} --stage verdicts        # kept rows; --rejected: dropped ones and why",
+              f"  python -c \"import datasets; print(datasets.load_dataset('{data['path']}'))\"",
+              f"  python -m flows.train --store {store}" + ("   # again, with --set config.epochs=2 ..." if training
+                                                             else "   # fine-tune MiniLM on it, then evaluate"),
+              f"  python -m embedfactory publish {store} --push-to-hub you/name   # to the Hub (HF_TOKEN)"]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     cli_params = runconfig.parsed(_params_from_cli)  # bad keys, sizes or task types: before anything starts
-    result = synth(cli_params)
-    print(f"\nrun {result['run_id']}\n{format_table(result['summary'])}\n"
-          f"dataset: {result['dataset']['path']} ({result['dataset']['rows']} rows)")
-    if result["training"]:
-        losses = result["training"]["losses"]
-        print(f"model:   {result['training']['model_path']} (loss {losses[0]} -> {losses[-1]})")
-        if result["training"]["evaluation"]:
-            print(f"\nbase vs fine-tuned:\n{format_table(result['training']['evaluation']['rows'])}")
+    started = time.monotonic()
+    result = run_cli(lambda: synth(cli_params))  # too few rows, budget, pre-flight: one message, exit 1
+    print(closing(result, cli_params.store, time.monotonic() - started))

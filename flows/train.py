@@ -10,7 +10,7 @@ from embedfactory import preflight, runconfig
 from embedfactory.config import TrainConfig
 from embedfactory.publish import resolve_dataset
 from embedfactory.store import Store
-from tasks.common import load_store_secret
+from tasks.common import load_store_secret, run_cli
 from tasks.training import train_then_evaluate
 
 
@@ -47,4 +47,4 @@ def _arguments_from_cli(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     arguments = runconfig.parsed(_arguments_from_cli)  # bad keys, sizes or task types: before anything starts
-    train(**arguments)
+    run_cli(lambda: train(**arguments))

@@ -18,6 +18,7 @@ from prefect.filesystems import WritableFileSystem
 from embedfactory.costs import BudgetExceeded
 from embedfactory.ids import stable_hash
 from embedfactory.llm.liveness import ServerDied
+from embedfactory.outcomes import ExpectedStop
 from embedfactory.progress import Meter, Throttle, stage_meter
 from embedfactory.store import Store
 
@@ -169,3 +170,29 @@ def _in_flow() -> bool:
     from prefect.context import FlowRunContext
 
     return FlowRunContext.get() is not None
+
+
+class _WithoutExpectedStops(logging.Filter):
+    """Leaves out the records that carry an ExpectedStop (the task's and the flow's "failed with
+    exception", each with a traceback): the command prints its message once. Console handlers only:
+    the Prefect UI still gets them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ExpectedStop))
+
+
+def run_cli(call):
+    """A flow run from its command line: an ExpectedStop (too few rows, budget reached, pre-flight)
+    ends it with its message printed once and a non-zero exit; anything else keeps its traceback."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    quiet = _WithoutExpectedStops()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, (PrefectConsoleHandler, logging.StreamHandler)) and quiet not in handler.filters:
+                handler.addFilter(quiet)
+    try:
+        return call()
+    except ExpectedStop as exc:
+        print(f"\n{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None

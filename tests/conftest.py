@@ -1,5 +1,5 @@
 """Shared fixtures. Prefect runs against a throwaway home and a temporary API server; the LLM
-tests use the real embedded llama.cpp server with the shipped Qwen2.5-0.5B GGUF."""
+tests use the real embedded llama.cpp server with the shipped Qwen2.5-Coder-0.5B GGUF."""
 from __future__ import annotations
 
 import os
@@ -22,9 +22,11 @@ def prefect_api():
 
 @pytest.fixture(scope="session")
 def llm_server():
-    """The embedded model server, started once for the session."""
+    """The embedded model server with the small embedded model (the plumbing tests need its speed, not
+    the default generator's quality: tests/test_make_run.py runs that one), started once for the session."""
     from embedfactory.config import Endpoint
     from embedfactory.llm.server import serving
+    from embedfactory.models import SMALL_LM
 
-    with serving(Endpoint()) as (endpoint, base_url):
+    with serving(Endpoint(model=SMALL_LM)) as (endpoint, base_url):
         yield endpoint, base_url

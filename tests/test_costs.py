@@ -11,7 +11,8 @@ from embedfactory.store import ShardRecord
 def gpt(**extra) -> SynthParams:
     return SynthParams(generator={"base_url": "https://api.openai.com/v1", "model": "gpt-4o-mini"},
                        brainstormer={"base_url": "https://api.openai.com/v1", "model": "gpt-4o"},
-                       synth={"personas": 10, "tasks_per_persona": 2, "examples_per_task": 3}, train=None, **extra)
+                       synth={"personas": 10, "tasks_per_persona": 2, "examples_per_task": 3, "revise": True},
+                       train=None, **extra)
 
 
 def test_prices_shipped_configured_and_unknown():

@@ -19,7 +19,7 @@ from embedfactory.config import Endpoint
 from embedfactory.llm import build, liveness
 from embedfactory.llm.client import ChatClient, Request
 from embedfactory.llm.server import LlamaServer, ServerStartError
-from embedfactory.models import local_gguf
+from embedfactory.models import SMALL_LM, local_gguf
 from embedfactory.schemas import RetrievalExample
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 def _ask(base_url: str, i: int, max_tokens: int = 48) -> dict:
     response = httpx.post(f"{base_url}/chat/completions", timeout=300, json={
-        "model": Endpoint().model, "max_tokens": max_tokens, "temperature": 1.0, "seed": i,
+        "model": SMALL_LM, "max_tokens": max_tokens, "temperature": 1.0, "seed": i,
         "messages": [{"role": "user", "content": f"Write a short story about the number {i}."}]})
     response.raise_for_status()
     return response.json()
@@ -76,7 +76,7 @@ def test_shared_prompt_prefixes_are_reused(llm_server):
 
 
 def test_a_killed_server_fails_the_client_at_once_with_its_signal_and_log():
-    with LlamaServer(local_gguf(), alias=Endpoint().model, slots=2, ctx_per_slot=2048) as server:
+    with LlamaServer(local_gguf(), alias=SMALL_LM, slots=2, ctx_per_slot=2048) as server:
         endpoint = Endpoint(base_url=server.base_url, concurrency=2)
         client = ChatClient(endpoint, server.base_url)
         threading.Timer(2.0, os.kill, (server.pid, signal.SIGKILL)).start()
@@ -118,11 +118,11 @@ def test_a_cpu_backend_that_dies_with_sigill_is_excluded_and_the_next_one_serves
     monkeypatch.setenv("EMBEDFACTORY_CACHE", str(tmp_path / "cache"))  # the per-machine verdicts
     best = backends[0]  # the fake dies whenever the best backend is offered
     fake = _fake_sigill_server(tmp_path / "root", real, best)
-    with LlamaServer(model, alias=Endpoint().model, slots=1, ctx_per_slot=1024, binary=fake) as server:
+    with LlamaServer(model, alias=SMALL_LM, slots=1, ctx_per_slot=1024, binary=fake) as server:
         assert server.backend in backends[1:]  # the next best serves
         assert _ask(server.base_url, 0, max_tokens=4)["choices"]
     # the verdict is kept for this machine: the next start skips the bad backend at once
-    with LlamaServer(model, alias=Endpoint().model, slots=1, ctx_per_slot=1024, binary=fake) as again:
+    with LlamaServer(model, alias=SMALL_LM, slots=1, ctx_per_slot=1024, binary=fake) as again:
         assert again.backend != best
         assert "SIGILL" not in again.log_tail()
 
@@ -141,7 +141,7 @@ def test_every_cpu_backend_of_the_build_serves(monkeypatch):
     assert "baseline" in runnable  # ggml refuses a backend the CPU cannot run: only those it can are forced
     for variant in runnable:
         monkeypatch.setenv("EMBEDFACTORY_CPU_VARIANT", variant)
-        with LlamaServer(model, alias=Endpoint().model, slots=1, ctx_per_slot=1024) as server:
+        with LlamaServer(model, alias=SMALL_LM, slots=1, ctx_per_slot=1024) as server:
             assert server.backend == (f"libggml-cpu-{variant}.so" if variant != "baseline" else "libggml-cpu.so")
             assert _ask(server.base_url, 1, max_tokens=4)["choices"][0]["message"]["content"]
 
@@ -236,3 +236,21 @@ def test_the_synth_flow_stops_at_once_when_its_server_dies(tmp_path, prefect_api
     runs = asyncio.run(task_runs())
     failed = [r for r in runs if r.state and r.state.is_failed()]
     assert failed and all(r.run_count == 1 for r in failed)  # failed at once, never retried
+
+
+def test_the_larger_generator_decodes_with_the_small_one_drafting():
+    """`draft_model`: llama-server loads the 0.5B beside the 1.5B and the 1.5B verifies its drafts
+    (its /metrics count drafted and accepted tokens); the reply is the 1.5B's, valid JSON."""
+    from embedfactory.llm.server import serving
+
+    endpoint = Endpoint(model="qwen2.5-coder-1.5b-instruct", draft_model=SMALL_LM, slots=1, concurrency=1)
+    with serving(endpoint) as (served, url):
+        reply = ChatClient(served, url).run_sync([Request(
+            [{"role": "user", "content": "Write a retrieval example about fixing a bicycle chain."}],
+            RetrievalExample, seed=1)])[0]
+        metrics = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=5).text
+    counts = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+              if line.startswith("llamacpp:spec_decode")}
+    print(counts)
+    assert reply.ok and counts["llamacpp:spec_decode_num_drafts_total"] > 0
+    assert 0 < counts["llamacpp:spec_decode_num_accepted_tokens_total"] <= counts["llamacpp:spec_decode_num_draft_tokens_total"]

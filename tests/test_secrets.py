@@ -23,7 +23,8 @@ def test_a_key_from_a_secret_block_is_sent_and_never_stored(tmp_path, prefect_ap
         endpoint = Endpoint(base_url=server.base_url, model="fake", api_key_env="FACTORY_TEST_KEY",
                             api_key_secret="factory-test-key")
         synth(SynthParams(store=str(tmp_path), generator=endpoint, train=None,
-                          synth={"personas": 2, "task_mix": {"retrieval": 1}},
+                          synth={"personas": 2, "tasks_per_persona": 1, "examples_per_task": 1,
+                                 "task_mix": {"retrieval": 1}},
                           filter={"gates": [], "background_corpus": None}))  # made-up replies: rows to publish
     assert server.auth == {f"Bearer {KEY}"}
     assert (tmp_path / "runs").exists() and files_containing(tmp_path, KEY) == []

@@ -19,7 +19,7 @@ def small_sts() -> str:
 def tiny(store, endpoint: Endpoint, **synth) -> SynthParams:
     return SynthParams(store=str(store), generator=endpoint,
                        # the shared llama-server is the embedded CPU one, reached by URL: its reply cap
-                       synth={"personas": 2, "tasks_per_persona": 2, "max_num_words": 50,
+                       synth={"personas": 2, "tasks_per_persona": 2, "examples_per_task": 1, "max_num_words": 50, "revise": True,
                               "sampling": {"max_tokens": EMBEDDED_MAX_TOKENS},
                               "task_mix": {"retrieval": 1, "classification": 1, "sts": 1, "short-short": 1},
                               **synth},

@@ -18,7 +18,8 @@ class Finetune(Strict):
     lora: LoraSettings | None = Field(LoraSettings(), description="null: full fine-tuning.")
 
 
-SEED_SET = {"personas": 8, "task_mix": {"retrieval": 1, "classification": 1}, "revise": False, "max_num_words": 50}
+SEED_SET = {"personas": 8, "tasks_per_persona": 1, "examples_per_task": 1, "task_mix": {"retrieval": 1, "classification": 1},
+            "revise": False, "max_num_words": 50}
 SENIOR = {"learning_rate": 5e-5}
 
 
@@ -26,7 +27,7 @@ class AlignParams(Strict):
     store: str = Field("./data", description="Local folder or s3://bucket/prefix.")
     run_id: str = Field("align", pattern=r"^[A-Za-z0-9_.-]+$", description="Folder under align/.")
     teacher: Endpoint = Field(Endpoint(), description="Any OpenAI-compatible endpoint (GPT-4 class in "
-                              "SPEED; the embedded CPU model here).")
+                              "SPEED; here the embedded default generator, the 1.5B, larger than the 0.5B base model).")
     base_model: str = Field(EMBEDDED_LM, description="Causal LM the junior and the revisor start from: "
                             "a hub id, a local folder, or the embedded GGUF (dequantized by transformers).")
     seed_set: SynthConfig = Field(

@@ -13,10 +13,10 @@ def load_causal_lm(name: str, device: str = "cpu"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {}
-    if name == EMBEDDED_LM:
-        from ..models import local_gguf
+    if name.startswith("embedded:"):
+        from ..models import embedded_gguf, local_gguf
 
-        gguf = local_gguf()
+        gguf = local_gguf() if name == EMBEDDED_LM else embedded_gguf(name.split(":", 1)[1])
         name, kwargs = str(gguf.parent), {"gguf_file": gguf.name}
     tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     if tokenizer.pad_token is None:

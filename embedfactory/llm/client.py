@@ -194,7 +194,11 @@ class ChatClient:
                     progress(done, len(requests))
                 return reply
 
-            work = asyncio.ensure_future(asyncio.gather(*(one(r) for r in requests)))
+            # requests that share a system message go out one after another, so a server's prefix
+            # cache (llama-server's slots, vLLM's) serves that part from memory; replies keep their order
+            order = sorted(range(len(requests)), key=lambda i: _system_text(requests[i]))
+            started = {i: asyncio.ensure_future(one(requests[i])) for i in order}
+            work = asyncio.ensure_future(asyncio.gather(*(started[i] for i in range(len(requests)))))
             watch = asyncio.ensure_future(self._watch())
             await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
             if watch.done():
@@ -214,6 +218,11 @@ class ChatClient:
 
     def run_sync(self, requests: list[Request], progress=None) -> list[Reply]:
         return asyncio.run(self.run(requests, progress))
+
+
+def _system_text(request: Request) -> str:
+    first = request.messages[0] if request.messages else {}
+    return first.get("content", "") if first.get("role") == "system" else ""
 
 
 @lru_cache(maxsize=None)

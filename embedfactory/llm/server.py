@@ -161,9 +161,10 @@ class LlamaServer(ChildServer):
     name = "llama.cpp server"
 
     def __init__(self, model_path: Path, alias: str, slots: int = 4, ctx_per_slot: int = 4096,
-                 threads: int | None = None, binary: Path | None = None):
+                 threads: int | None = None, binary: Path | None = None, draft_path: Path | None = None):
         super().__init__(alias)
         self.model_path, self.slots, self.ctx_per_slot = Path(model_path), slots, ctx_per_slot
+        self.draft_path = Path(draft_path) if draft_path else None  # speculative decoding's drafter
         self.threads = threads or os.cpu_count() or 2
         self.binary = Path(binary) if binary else build.server_binary()
         self.backend: str | None = None  # the CPU backend library it loaded
@@ -174,7 +175,8 @@ class LlamaServer(ChildServer):
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--parallel", str(self.slots), "--ctx-size", str(self.slots * self.ctx_per_slot),
                 "--no-kv-unified", "--cont-batching", "--threads", str(self.threads),
-                "--threads-batch", str(self.threads), "--metrics", "--slots", "--no-webui"]
+                "--threads-batch", str(self.threads), "--metrics", "--slots", "--no-webui",
+                *(["--model-draft", str(self.draft_path)] if self.draft_path else [])]
 
     def cwd(self) -> str:
         # ggml looks for CPU backends beside the binary, then in the working directory: the build
@@ -309,12 +311,13 @@ def serving(endpoint: Endpoint):
         check_reachable(endpoint.base_url, endpoint)
         yield endpoint, endpoint.base_url
         return
-    from ..models import local_gguf
+    from ..models import embedded_gguf, served_gguf
 
     # the embedded server decodes `slots` requests together: more in flight would only queue there
     concurrency = (min(endpoint.concurrency, endpoint.slots) if "concurrency" in endpoint.model_fields_set
                    else endpoint.slots)
     endpoint = endpoint.model_copy(update={"concurrency": concurrency})
-    with LlamaServer(local_gguf(), alias=endpoint.model, slots=endpoint.slots,
-                     ctx_per_slot=endpoint.ctx_per_slot) as server:
+    draft = embedded_gguf(endpoint.draft_model) if endpoint.draft_model else None
+    with LlamaServer(served_gguf(endpoint.model), alias=endpoint.model, slots=endpoint.slots,
+                     ctx_per_slot=endpoint.ctx_per_slot, draft_path=draft) as server:
         yield endpoint, server.base_url
