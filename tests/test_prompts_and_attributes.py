@@ -203,21 +203,23 @@ def test_revise_and_persona_prompts_vary_only_in_their_last_message():
 
 
 def test_the_cpu_default_caps_length_asks_and_the_deployments_ask_the_recipe():
-    """The flow's defaults are sized for the embedded CPU run: asks capped at 50 words (what the 1.5B
+    """The flow's defaults are sized for the embedded CPU run: asks capped at 30 words (what the 1.5B
     writes; bench/generation_throughput.py); the GPU deployments ask the recipe's lengths, with
     SPEED's revisor and task mix."""
     import yaml
 
     from embedfactory.config import CPU_MAX_WORDS, SPEED_TASK_MIX
-    assert SynthConfig().max_num_words == CPU_MAX_WORDS == 50 and Sampling().resolved().max_tokens == 2048
+    assert SynthConfig().max_num_words == CPU_MAX_WORDS == 30 and Sampling().resolved().max_tokens == 2048
     assert Sampling(max_tokens=99).resolved().max_tokens == 99
     from embedfactory.pipeline import EXAMPLES
-    assert EXAMPLES.inputs(SynthParams())["max_num_words"] == 50  # it shapes the data: in the cache key
+    assert EXAMPLES.inputs(SynthParams())["max_num_words"] == 30  # it shapes the data: in the cache key
     deployments = yaml.safe_load((Path(prompts.__file__).parents[2] / "deployments" / "prefect.yaml").read_text())
     synth_runs = [d for d in deployments["deployments"] if d["entrypoint"] == "flows/synth.py:synth"]
     assert len(synth_runs) == 2
     for deployment in synth_runs:
         params = SynthParams.model_validate({**deployment["parameters"]["params"], "store": "x"})
         assert params.synth.max_num_words is None and params.synth.revise and params.synth.task_mix == SPEED_TASK_MIX
-    draws = [draw_attributes({"task_id": f"t{i}", "task_type": "retrieval"}, 0, 0, 50)[0] for i in range(50)]
-    assert {d["num_words"] for d in draws} == {50}  # values above the cap are not drawn
+    draws = [draw_attributes({"task_id": f"t{i}", "task_type": "retrieval"}, 0, 0, 30)[0] for i in range(50)]
+    assert {d["num_words"] for d in draws} == {30}  # no recipe value is under the cap: the cap itself
+    draws = [draw_attributes({"task_id": f"t{i}", "task_type": "classification"}, 0, 0, 30)[0] for i in range(200)]
+    assert {d["num_words"] for d in draws} == {"less than 10", "at least 10"}
