@@ -176,7 +176,8 @@ class LlamaServer(ChildServer):
                 "--parallel", str(self.slots), "--ctx-size", str(self.slots * self.ctx_per_slot),
                 "--no-kv-unified", "--cont-batching", "--threads", str(self.threads),
                 "--threads-batch", str(self.threads), "--metrics", "--slots", "--no-webui",
-                *(["--model-draft", str(self.draft_path)] if self.draft_path else [])]
+                # a plain GGUF names no speculative type: without --spec-type the draft loads and is never asked
+                *(["--model-draft", str(self.draft_path), "--spec-type", "draft-simple"] if self.draft_path else [])]
 
     def cwd(self) -> str:
         # ggml looks for CPU backends beside the binary, then in the working directory: the build
