@@ -1,27 +1,34 @@
-"""The factory's reason to exist, measured: does training on its data make a model better on real queries?
+"""The factory's reason to exist, measured: does training on its data make a model better on real queries,
+by more than the noise and more than simple baselines that need no LLM?
 
-From a BEIR-format folder (`corpus.jsonl`, `queries.jsonl`, `qrels/test.tsv`; default: Cranfield from
-../shared/data), the factory writes queries for `--docs` sampled documents only (never the folder's
-queries) with flow `synth` (grounded, embedded generator by default), gates them, filters them by
-round trip against the whole corpus and mines negatives there; then all-MiniLM-L6-v2 is fine-tuned and
-scored on the folder's real queries and on STS-B, base vs tuned.
+For each collection (default: Cranfield and CISI from ../shared/data; `--beir DIR` for any BEIR folder),
+the factory writes queries for `--docs` sampled documents with flow `synth` (grounded, embedded generator;
+never the collection's own queries), gated as the flow gates them. A teacher that knows more than the
+student (EmbeddingGemma-300M) ranks the whole corpus for every query (`embedfactory.labels`): it judges
+the round trip (the query's own document within its top `--teacher-k`), mines hard negatives at its
+ranks 3-30 (candidates above 95% of the positive's score left out) and scores them; the student
+(all-MiniLM-L6-v2) learns InfoNCE plus the teacher's margins (MarginMSE). Every document with a title
+also gives a pair: its title as the query for its body.
 
-The real queries are split once, by a hash of their ids, into a dev half and a test half. Choices
-(the number of epochs, from the snapshots of one run on the unfiltered rows; then the round-trip k;
-then which recipe is best) are made on dev; test figures are reported for every variant.
-Ablations reuse the same generated shards (the store's shard cache): no gates, no round-trip filter,
-no mined negatives, KaLM's temperature 0.01, one mined negative per row instead of KaLM's 7 (the default), and the losses (in-batch
-InfoNCE, GIST with a guide, MarginMSE with a teacher). Trained models and scores are cached in the store too, so a rerun costs minutes.
+Trained with `--seeds` seeds each, all in the same run, on the same evaluation:
+- recipe: the gated, teacher-filtered LLM queries and the title pairs, teacher labels;
+- baseline genq: every generated query, no gates, no filter, in-batch negatives only (GenQ);
+- baseline titles: title -> body pairs, in-batch negatives only (no LLM, no teacher);
+- baseline titles+teacher: the title pairs with the teacher's negatives and margins (no LLM).
+Every judged query is scored; a recipe's per-query nDCG@10 is its mean over seeds; differences get a
+paired bootstrap 95% interval over queries (`embedfactory.significance`). `--ablations` adds one-seed
+variants of the recipe. Generation, teacher embeddings, trained models and scores are kept in the
+store, so a rerun takes minutes.
 
-    python bench/quality.py [--beir DIR] [--docs 600] [--store ./bench-quality]
+    python bench/quality.py [--sets cranfield,cisi] [--beir DIR ...] [--docs 60] [--seeds 3]
 
-Prints per set `quality <set> ndcg@10 base X tuned Y delta Z` (STS-B: spearman), the accepted share,
-each gate's rejects, and the ablation table.
+Prints `quality <set> ndcg@10 base X tuned Y delta Z ci [LO, HI]`, then per baseline
+`quality <set> baseline <name> ndcg@10 Y delta Z ci [LO, HI]` (the recipe minus the baseline), and
+`quality <set> stsb spearman base X tuned Y delta Z` (the recipe's models on STS-B).
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shutil
@@ -32,288 +39,279 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# the flow's temporary Prefect API starts beside a busy generator; Prefect's default wait is short
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no telemetry errors in the log
+# the flow's temporary Prefect API starts beside a busy generator; Prefect's default wait is short
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from embedfactory import evalsets  # noqa: E402
-from embedfactory.config import EMBEDDED_EMBEDDER, EMBEDDED_TEACHER, SynthParams, TrainConfig  # noqa: E402
+import numpy as np  # noqa: E402
+
+from embedfactory import evalsets, labels  # noqa: E402
+from embedfactory.config import EMBEDDED_EMBEDDER, EMBEDDED_GEMMA, SynthParams, TrainConfig  # noqa: E402
 from embedfactory.evalsets import RetrievalData  # noqa: E402
 from embedfactory.ids import stable_hash  # noqa: E402
+from embedfactory.significance import mean_scores, paired_bootstrap  # noqa: E402
 from embedfactory.store import StageDir, Store  # noqa: E402
 
-CRANFIELD = evalsets.SHIPPED["cranfield"]
 STSB = evalsets.SHIPPED["stsb-test"]
+SHIPPED_SETS = ("cranfield", "cisi")
 
 
-def split_queries(data: RetrievalData) -> tuple[RetrievalData, RetrievalData]:
-    """A fixed dev/test split of the real queries: by a hash of each query id, half and half."""
-    order = sorted(data.queries, key=lambda q: stable_hash("quality-split", q))
-    halves = order[:len(order) // 2], order[len(order) // 2:]
-    return tuple(RetrievalData(data.corpus, {q: data.queries[q] for q in half}, {q: data.qrels[q] for q in half})
-                 for half in halves)
-
-
-def generate(args, corpus_source: str, filter_model: str) -> list[dict]:
-    """Run flow `synth` (grounded only, no training) and return every verdict row of the run."""
+def generate(args, name: str, corpus_source: str) -> list[dict]:
+    """Run flow `synth` (grounded only, no training) and return its valid verdict rows (gated or not)."""
     from flows.synth import synth
 
     params = SynthParams(
-        store=args.store, run_id=f"quality-{args.name}-{args.docs}-{args.seed}", dataset_name=f"quality-{args.name}",
+        store=args.store, run_id=f"quality-{name}-{args.docs}-{args.seed}", dataset_name=f"quality-{name}",
         synth={"seed": args.seed}, grounded={"corpus": corpus_source, "documents": args.docs,
                                              "queries_per_passage": args.queries_per_doc},
-        filter={"model": filter_model, "topk": max(args.ks), "dedupe_against": []},
+        filter={"model": EMBEDDED_EMBEDDER, "topk": 10, "dedupe_against": []},
         generator={"base_url": args.base_url, "model": args.model}, train=None)
     result = synth(params)
     rows = StageDir(Store(args.store), result["run_id"], "verdicts").read(ok_only=False).to_pylist()
-    return [r for r in rows if r.get("status", "ok") == "ok"]
+    return [r for r in rows if r.get("status", "ok") == "ok" and r.get("source_id")]
 
 
-def reranked(store: Store, rows: list[dict], corpus_source: str, passage_words: int, model: str) -> list[dict]:
-    """The rows with `rank` measured by another filter model against the same pool the flow searched
-    (every passage of the corpus); embeddings kept in the store, so a rerun costs no model pass."""
-    import numpy as np
-    import torch
-
-    from embedfactory import documents
-    from embedfactory.filtering import encoder
+def embedded(store: Store, model: str, texts: list[str], side: str, max_length: int) -> np.ndarray:
+    """L2-normalised embeddings of `texts` as queries or documents (`side`), kept in the store."""
     from embedfactory.models import load_embedder
-    from embedfactory.search import search
 
-    texts = [p.text for p in documents.passages(documents.load_documents(corpus_source), passage_words)]
-    texts = list(dict.fromkeys(texts))
-    queries = [r["anchor"] for r in rows]
-    path = Path(store.root) / "bench-embeddings" / f"{stable_hash(model, texts, queries, length=16)}.npz"
+    path = Path(store.root) / "bench-embeddings" / f"{stable_hash(model, side, max_length, texts, length=16)}.npy"
     if not path.exists():
-        embed = encoder(load_embedder(model, "cpu"))
+        started = time.monotonic()
+        loaded = load_embedder(model, "cpu")
+        loaded.max_seq_length = max_length
+        encode = loaded.encode_query if side == "query" else loaded.encode_document
+        vectors = encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, docs=embed(texts), queries=embed(queries))
-    saved = np.load(path)
-    index = {t: i for i, t in enumerate(texts)}
-    found = search(torch.from_numpy(saved["queries"]), torch.from_numpy(saved["docs"]),
-                   torch.tensor([index[r["positive"]] for r in rows]), 1)
-    return [{**r, "rank": rank} for r, rank in zip(rows, found.rank.tolist())]
+        np.save(path, vectors)
+        print(f"  {Path(model).name}: {len(texts)} {side} texts embedded in {time.monotonic() - started:.0f} s",
+              flush=True)
+    return np.load(path)
 
 
-def select(rows: list[dict], k: int | None, gates: bool = True, mined: bool = True) -> list[dict]:
-    """Training rows: not duplicates, passing the gates (unless `gates` is off), positive within the
-    round-trip top k (None: no round-trip filter), with or without the mined negatives."""
-    out = []
-    for r in rows:
-        reason = r["drop_reason"] or ""
-        if reason.startswith("gate ") and gates:
-            continue
-        if reason.startswith(("exact", "near")):
-            continue
-        if k is not None and r["rank"] > k:
-            continue
-        out.append({"anchor": r["anchor"], "positive": r["positive"], "negative": r["negative"],
-                    "instruction": r["task"], "task_type": r["task_type"],
-                    "mined_negatives": list(r["mined_negatives"] or []) if mined else []})
-    return out
+def body(data: RetrievalData, doc: str) -> str:
+    """The document without its title (the positive a title pair learns)."""
+    title, text = data.titles.get(doc, ""), data.corpus[doc]
+    return text[len(title):].strip() if title and text.startswith(title) else text
 
 
-def train(store: Store, rows: list[dict], cfg: TrainConfig, snapshots: bool = False) -> dict[int, str]:
-    """Model folders for (rows, cfg), trained once per store: {epochs: folder}, the last epoch only, or
-    with `snapshots` every epoch's model from the same run (epoch e's is the model an e-epoch run saves)."""
-    from embedfactory.training.encoder import save_student
+def labelled(queries: list[dict], data: RetrievalData, doc_ids: list[str], vectors: np.ndarray,
+             docs: np.ndarray, negatives: int, title_pairs: bool = False) -> list[dict]:
+    """Training rows for (query row, its document): the teacher's rank of the document, its hard
+    negatives (texts) and scores. Title pairs learn bodies (titles removed), the others whole documents."""
+    index = {d: i for i, d in enumerate(doc_ids)}
+    found = labels.label(vectors, docs, [index[q["doc"]] for q in queries], negatives)
+    text = (lambda d: body(data, d)) if title_pairs else (lambda d: data.corpus[d])
+    return [{"anchor": q["anchor"], "positive": text(q["doc"]), "negative": None, "instruction": q["task"],
+             "task_type": "retrieval", "gate": q.get("gate"), "student_rank": q.get("student_rank"),
+             "teacher_rank": rank, "mined_negatives": [text(doc_ids[i]) for i in negs], "teacher_scores": scores}
+            for q, rank, negs, scores in zip(queries, found.rank, found.negatives, found.scores)]
+
+
+def train(store: Store, rows: list[dict], cfg: TrainConfig) -> str:
+    """The model folder for (rows, cfg), trained once per store."""
     from embedfactory.training.trainer import train_contrastive
 
-    key = stable_hash(rows, cfg.fingerprint_fields(), length=16)
-    folder = Path(store.root) / "bench-models" / key
-    wanted = range(1, cfg.epochs + 1) if snapshots else [cfg.epochs]
-    out = {e: str(folder if e == cfg.epochs else folder.with_name(f"{key}-epoch{e}")) for e in wanted}
-    if all((Path(f) / "modules.json").exists() for f in out.values()):
-        return out
+    folder = Path(store.root) / "bench-models" / stable_hash(rows, cfg.fingerprint_fields(), length=16)
+    if (folder / "modules.json").exists():
+        return str(folder)
     started = time.monotonic()
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-        def keep(epoch: int, model) -> None:
-            save_student(copy.deepcopy(model), f"{tmp}/{epoch}", cfg.query_prompt())
-
-        report = train_contrastive(rows, cfg, f"{tmp}/{cfg.epochs}", epoch_end=keep if snapshots else None)
-        for e, target in out.items():
-            if Path(target).exists():  # a half-written folder from a killed run
-                shutil.rmtree(target)
-            os.replace(f"{tmp}/{e}", target)
-    print(f"  trained {len(rows)} rows, {report['steps']} steps in {time.monotonic() - started:.0f} s "
-          f"(loss {report['losses'][0]} -> {report['losses'][-1]})", flush=True)
-    return out
+        report = train_contrastive(rows, cfg, f"{tmp}/model")
+        shutil.rmtree(folder, ignore_errors=True)  # a half-written folder from a killed run
+        os.replace(f"{tmp}/model", folder)
+    print(f"  trained {report['rows']} rows, {report['steps']} steps in {time.monotonic() - started:.0f} s "
+          f"(loss {report['losses'][0]:.3f} -> {report['losses'][-1]:.3f})", flush=True)
+    return str(folder)
 
 
-def scores(store: Store, model: str, sets: dict[str, object], max_length: int) -> dict:
-    """Main score per set for `model`, cached in the store by the model's content. Queries are embedded
-    with the model's "query" prompt (the one it was trained with; none for the base), as flow `eval` does;
-    every model reads texts up to the same `max_length` tokens, whatever length it was trained at."""
+def scores(store: Store, model: str, data: RetrievalData, set_name: str, max_length: int) -> dict:
+    """Per-query nDCG@10 on `data` and STS-B spearman for `model`, cached in the store by its content."""
     from sentence_transformers import SentenceTransformer
 
     from embedfactory.evaluation import embedders, model_identity
     from embedfactory.models import embedding_model_path
 
-    key = stable_hash(model_identity(store, model), sorted(sets), max_length, length=16)
+    key = stable_hash(model_identity(store, model), set_name, len(data.queries), max_length, length=16)
     path = Path(store.root) / "bench-scores" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    loaded = SentenceTransformer(embedding_model_path(model))
+    loaded = SentenceTransformer(embedding_model_path(model), device="cpu")
     loaded.max_seq_length = max_length
     embed = embedders(loaded)
-    embedded = {}  # dev and test share the corpus: embed it once
-
-    def documents(texts: list[str]):
-        if (key := tuple(texts)) not in embedded:
-            embedded[key] = embed.documents(texts)
-        return embedded[key]
-
-    out = {}
-    for name, data in sets.items():
-        if isinstance(data, RetrievalData):
-            out[name] = evalsets.retrieval_scores(documents, data, embed_queries=embed.queries)["ndcg@10"]
-        else:
-            out[name] = evalsets.sts_scores(embed.texts, data)["spearman"]
+    found = evalsets.retrieval_scores(embed.documents, data, embed_queries=embed.queries, per_query=True)
+    out = {"per_query": found["per_query_ndcg"], "ndcg@10": found["ndcg@10"],
+           "stsb": evalsets.sts_scores(embed.texts, evalsets.load(STSB))["spearman"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
     return out
 
 
-def changed(cfg: TrainConfig, **fields) -> TrainConfig:
-    return TrainConfig.model_validate({**cfg.model_dump(), **fields})
+def teacher_scores_on(data: RetrievalData, queries: np.ndarray, docs: np.ndarray) -> dict[str, float]:
+    """The teacher's own per-query nDCG@10 on the real queries, from embeddings already made (in the
+    order of `data.queries` and `data.corpus`)."""
+    return evalsets.retrieval_scores(lambda texts: docs, data, embed_queries=lambda texts: queries,
+                                     per_query=True)["per_query_ndcg"]
 
 
-def _installed(model: str) -> bool:
-    from embedfactory.models import embedding_model_path
+def collections(args) -> list[tuple[str, RetrievalData, str]]:
+    out = []
+    for name in [s for s in args.sets.split(",") if s]:
+        if name not in SHIPPED_SETS:
+            raise SystemExit(f"--sets: {name!r} is not one of {', '.join(SHIPPED_SETS)} (use --beir DIR)")
+        out.append((name, evalsets.load(evalsets.SHIPPED[name]), str(evalsets.root(evalsets.SHIPPED[name]))))
+    for folder in args.beir:
+        if not (Path(folder) / "corpus.jsonl").is_file():
+            raise SystemExit(f"--beir {folder}: no corpus.jsonl there")
+        out.append((Path(folder).name, evalsets.load_beir(Path(folder), "test"), str(folder)))
+    if not out:
+        raise SystemExit("nothing to measure: give --sets or --beir")
+    return out
 
-    try:
-        embedding_model_path(model)
-        return True
-    except Exception:  # the extra is not installed: the bench says so and uses the student
-        return False
+
+def run_set(args, store: Store, name: str, data: RetrievalData, source: str, cfg: TrainConfig) -> dict:
+    started = time.monotonic()
+    doc_ids = list(data.corpus)
+    print(f"\n{name}: {len(data.corpus)} documents ({len(data.titles)} with titles), {len(data.queries)} "
+          f"judged queries; queries generated for {args.docs} documents", flush=True)
+    generated = generate(args, name, source)
+    queries = [{"anchor": r["anchor"], "doc": r["source_id"].split("#")[0], "task": r["task"],
+                "gate": (r["drop_reason"] or "") if (r["drop_reason"] or "").startswith("gate") else None,
+                "duplicate": (r["drop_reason"] or "").startswith(("exact", "near")), "student_rank": r["rank"]}
+               for r in generated if r["source_id"].split("#")[0] in data.corpus]
+    gates = Counter(q["gate"].split(":")[0][5:] for q in queries if q["gate"])
+    print(f"  generation: {len(queries)} valid queries in {time.monotonic() - started:.0f} s; gates rejected "
+          f"{sum(gates.values())}: " + ", ".join(f"{g} {n}" for g, n in gates.most_common()), flush=True)
+
+    # the teacher ranks the corpus for every query: generated, titles, and (for its own score) the real ones
+    docs = embedded(store, args.teacher, [data.corpus[d] for d in doc_ids], "document", args.max_length)
+    generated_rows = labelled(queries, data, doc_ids, embedded(store, args.teacher, [q["anchor"] for q in queries],
+                                                               "query", args.max_length), docs, args.negatives)
+    titled = [d for d in doc_ids if data.titles.get(d) and body(data, d)]
+    title_queries = [{"anchor": data.titles[d], "doc": d, "task": "title"} for d in titled]
+    title_rows = labelled(title_queries, data, doc_ids, embedded(store, args.teacher, [data.titles[d] for d in titled],
+                                                                 "query", args.max_length), docs, args.negatives,
+                          title_pairs=True) if titled else []
+    teacher = teacher_scores_on(data, embedded(store, args.teacher, list(data.queries.values()), "query",
+                                               args.max_length), docs)
+    for row, q in zip(generated_rows, queries):
+        row["duplicate"] = q["duplicate"]
+
+    kept = [r for r in generated_rows if not r["gate"] and not r["duplicate"] and r["teacher_rank"] <= args.teacher_k]
+    student_solved = sum(r["student_rank"] is not None and r["student_rank"] <= 1 for r in kept)
+    print(f"  recipe rows: {len(kept)} generated (gates, no duplicate, teacher rank <= {args.teacher_k}; "
+          f"{student_solved} of them the student already ranks first) + {len(title_rows)} title pairs", flush=True)
+    teach = TrainConfig.model_validate({**cfg.model_dump(), "loss": "margin_mse_infonce",
+                                        "teacher_model": args.teacher, "mined_negatives": args.negatives})
+    plain = TrainConfig.model_validate({**cfg.model_dump(), "mined_negatives": 0})
+    bare = [{**r, "mined_negatives": [], "teacher_scores": None} for r in generated_rows]
+    variants = {
+        "recipe": (kept + [r for r in title_rows if len(r["teacher_scores"]) > 1], teach),
+        "genq": (bare, plain),
+        "titles": ([{**r, "mined_negatives": [], "teacher_scores": None} for r in title_rows], plain),
+        "titles+teacher": ([r for r in title_rows if len(r["teacher_scores"]) > 1], teach),
+    }
+    seeds = range(args.seeds)
+    if args.ablations:  # one seed each, the same shards and labels
+        swap = lambda **f: TrainConfig.model_validate({**teach.model_dump(), **f})  # noqa: E731
+        with_negatives = [r for r in kept if len(r["teacher_scores"]) > 1]
+        variants |= {
+            "recipe, no titles": (with_negatives, teach),
+            "recipe, MarginMSE alone": (variants["recipe"][0], swap(loss="margin_mse")),
+            "recipe, InfoNCE on teacher negatives": (variants["recipe"][0],
+                                                     swap(loss="infonce", teacher_model=None)),
+            "recipe, no gates": ([r for r in generated_rows if not r["duplicate"] and r["teacher_rank"] <= args.teacher_k
+                                  and len(r["teacher_scores"]) > 1] + variants["titles+teacher"][0], teach),
+            "recipe, no teacher filter": ([r for r in generated_rows if not r["gate"] and not r["duplicate"]
+                                           and len(r["teacher_scores"]) > 1] + variants["titles+teacher"][0], teach),
+        }
+    runs: dict[str, list[dict]] = {}
+    for variant, (rows, option) in variants.items():
+        if len(rows) < 2:
+            print(f"  {variant}: {len(rows)} rows, not trained", flush=True)
+            continue
+        print(f"  {variant}: {len(rows)} rows", flush=True)
+        use = seeds if variant in ("recipe", "genq", "titles", "titles+teacher") else [0]
+        runs[variant] = [scores(store, train(store, rows, option.model_copy(update={"seed": s})), data, name,
+                                args.max_length) for s in use]
+    base = scores(store, EMBEDDED_EMBEDDER, data, name, args.max_length)
+    return {"base": base, "runs": runs, "teacher": teacher, "rows": {v: len(r) for v, (r, _) in variants.items()},
+            "gates": dict(gates), "generated": len(queries), "kept": len(kept), "examples": kept + title_rows,
+            "seconds": round(time.monotonic() - started)}
+
+
+def report(name: str, result: dict, resamples: int) -> dict:
+    base = result["base"]["per_query"]
+    teacher = result["teacher"]
+    mean = {v: mean_scores([r["per_query"] for r in runs]) for v, runs in result["runs"].items()}
+    stsb = {v: float(np.mean([r["stsb"] for r in runs])) for v, runs in result["runs"].items()}
+    out = {"base": float(np.mean(list(base.values()))), "teacher": float(np.mean(list(teacher.values()))),
+           "variants": {}}
+    print(f"\n{name}: {len(base)} judged queries; per recipe the mean of its seeds' per-query nDCG@10")
+    print(f"teacher {name} ndcg@10 {out['teacher']:.4f} (EmbeddingGemma-300M as it is)")
+    recipe = mean.get("recipe")
+    for variant, scored in mean.items():
+        vs_base = paired_bootstrap(base, scored, resamples)
+        seeds = [round(r["ndcg@10"], 4) for r in result["runs"][variant]]
+        out["variants"][variant] = {"ndcg@10": float(np.mean(list(scored.values()))), "vs_base": vs_base.__dict__,
+                                    "seeds": seeds, "stsb": stsb[variant], "rows": result["rows"][variant]}
+        if variant == "recipe":
+            print(f"quality {name} ndcg@10 base {out['base']:.4f} tuned {np.mean(list(scored.values())):.4f} "
+                  f"{vs_base} seeds {seeds}")
+        elif variant in ("genq", "titles", "titles+teacher") and recipe is not None:
+            vs = paired_bootstrap(scored, recipe, resamples)
+            out["variants"][variant]["recipe_minus"] = vs.__dict__
+            print(f"quality {name} baseline {variant} ndcg@10 {np.mean(list(scored.values())):.4f} {vs} "
+                  f"(vs base {vs_base.delta:+.4f} [{vs_base.low:+.4f}, {vs_base.high:+.4f}]) seeds {seeds}")
+        else:
+            print(f"  ablation {variant:38} ndcg@10 {np.mean(list(scored.values())):.4f} vs base {vs_base} "
+                  f"stsb {stsb[variant]:.4f}")
+    if "recipe" in stsb:
+        b = result["base"]["stsb"]
+        print(f"quality {name} stsb spearman base {b:.4f} tuned {stsb['recipe']:.4f} delta {stsb['recipe'] - b:+.4f}")
+    print(f"{name}: {result['seconds']} s")
+    return out
 
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--beir", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv); "
-                     "default: Cranfield from ../shared/data")
-    cli.add_argument("--docs", type=int, default=600, help="documents sampled to generate from")
+    cli.add_argument("--sets", default=",".join(SHIPPED_SETS), help="shipped collections (cranfield, cisi); "
+                     "'' for none")
+    cli.add_argument("--beir", action="append", default=[], help="a BEIR folder (corpus.jsonl, queries.jsonl, "
+                     "qrels/test.tsv); repeatable")
+    cli.add_argument("--docs", type=int, default=60, help="documents per collection the LLM writes queries for")
     cli.add_argument("--queries-per-doc", type=int, default=1)
+    cli.add_argument("--seeds", type=int, default=3, help="trainings per recipe and baseline")
     cli.add_argument("--store", default="./bench-quality")
-    cli.add_argument("--seed", type=int, default=0)
-    cli.add_argument("--ks", default="1,3,10", help="round-trip k values tried on dev")
-    cli.add_argument("--epochs", type=int, default=4, help="the most epochs: the number used (1 to this) "
-                     "is chosen on dev from the snapshots of one run")
+    cli.add_argument("--seed", type=int, default=0, help="the generation's seed")
+    cli.add_argument("--teacher", default=EMBEDDED_GEMMA, help="the teacher (any embedding model id)")
+    cli.add_argument("--teacher-k", type=int, default=10, help="round trip: the teacher's top k must hold "
+                     "the query's own document")
+    cli.add_argument("--negatives", type=int, default=2, help="teacher-mined hard negatives per row")
+    cli.add_argument("--max-length", type=int, default=256, help="tokens per text, training and evaluation")
+    cli.add_argument("--epochs", type=int, default=1)
     cli.add_argument("--batch-size", type=int, default=32)
     cli.add_argument("--learning-rate", type=float, default=2e-5)
-    cli.add_argument("--train-max-length", type=int, default=128, help="tokens per text in training "
-                     "(all-MiniLM-L6-v2 was trained at 128; half of 256's compute per step)")
-    cli.add_argument("--eval-max-length", type=int, default=256, help="tokens per text in evaluation, "
-                     "the same for base and tuned (all-MiniLM-L6-v2's own limit)")
-    cli.add_argument("--query-template", default="{query}", help="how anchors (and evaluation queries) "
-                     "are shown to the model")
-    stronger = EMBEDDED_TEACHER if _installed(EMBEDDED_TEACHER) else EMBEDDED_EMBEDDER
-    cli.add_argument("--guide", default=stronger, help="GIST guide model (default: all-mpnet-base-v2 "
-                     "when the `teacher` extra is installed, else the student itself)")
-    cli.add_argument("--teacher", default=stronger, help="MarginMSE teacher: a bi-encoder or a "
-                     "cross-encoder (hub id or folder)")
-    cli.add_argument("--filter-models", default=",".join(dict.fromkeys([EMBEDDED_EMBEDDER, stronger])),
-                     help="comma-separated: the round-trip filter models compared (the first is the default)")
+    cli.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples over queries")
     cli.add_argument("--base-url", default="embedded")
-    cli.add_argument("--model", default=SynthParams().generator.model)
-    cli.add_argument("--quick", action="store_true", help="only the chosen recipe, no ablations")
+    cli.add_argument("--model", default=SynthParams().generator.model, help="the generator")
+    cli.add_argument("--ablations", action="store_true", help="add one-seed variants of the recipe")
     args = cli.parse_args()
-    args.ks = sorted(int(k) for k in args.ks.split(","))
+    if args.seeds < 1 or args.docs < 1:
+        raise SystemExit("--seeds and --docs must be at least 1")
+    sets = collections(args)
     started = time.monotonic()
-
-    if args.beir:
-        folder = Path(args.beir)
-        data, corpus_source, args.name = evalsets.load_beir(folder, "test"), str(folder), folder.name
-    else:
-        data, corpus_source, args.name = evalsets.load(CRANFIELD), str(evalsets.root(CRANFIELD)), "cranfield"
-    dev, test = split_queries(data)
-    sts = evalsets.load(STSB)
     store = Store(args.store)
-    print(f"{args.name}: {len(data.corpus)} documents, {len(data.queries)} real queries "
-          f"(dev {len(dev.queries)}, test {len(test.queries)}); generating from {args.docs} documents", flush=True)
-
-    filters = args.filter_models.split(",")
-    rows = generate(args, corpus_source, filters[0])
-    print(f"generation + filter: {time.monotonic() - started:.0f} s", flush=True)
-    base_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                           query_template=args.query_template, mined_negatives=1, seed=args.seed,
-                           max_seq_length=args.train_max_length)
-
-    def evaluate(model: str) -> dict:
-        return scores(store, model, {"dev": dev, "test": test, "stsb": sts}, args.eval_max_length)
-
-    base = evaluate(EMBEDDED_EMBEDDER)
-    # the strongest model on hand (guide and teacher) scored as it is: what distilling it can reach
-    reference = {m: evaluate(m) for m in dict.fromkeys([args.guide, args.teacher]) if m != EMBEDDED_EMBEDDER}
-    for m, result in [(EMBEDDED_EMBEDDER, base), *reference.items()]:
-        print(f"  as shipped: {Path(m).name:26} dev {result['dev']:.4f}  test {result['test']:.4f}  "
-              f"stsb {result['stsb']:.4f}", flush=True)
-    gates = Counter((r["drop_reason"] or "").split(":")[0] for r in rows if (r["drop_reason"] or "").startswith("gate"))
-    print(f"\ngenerated {len(rows)} valid queries; gates rejected {sum(gates.values())} "
-          f"({sum(gates.values()) / max(len(rows), 1):.1%}): "
-          + ", ".join(f"{g[5:]} {n}" for g, n in gates.most_common()), flush=True)
-
-    table = []
-
-    def variant(name: str, chosen: list[dict], cfg: TrainConfig, model: str | None = None) -> dict:
-        result = evaluate(model or train(store, chosen, cfg)[cfg.epochs])
-        table.append({"variant": name, "rows": len(chosen), "epochs": cfg.epochs, **result})
-        print(f"  {name:34} rows {len(chosen):5d}  dev {result['dev']:.4f}  test {result['test']:.4f}  "
-              f"stsb {result['stsb']:.4f}", flush=True)
-        return result
-
-    # the number of epochs: one run on every gated row, a snapshot after each epoch, chosen on dev
-    unfiltered = select(rows, None)
-    print(f"epochs, chosen on dev (no round-trip filter, one run of {args.epochs} epochs)", flush=True)
-    snapshots = train(store, unfiltered, changed(base_cfg, epochs=args.epochs), snapshots=True)
-    by_epoch = {e: variant(f"epochs={e}", unfiltered, changed(base_cfg, epochs=e), model)
-                for e, model in snapshots.items()}
-    epochs = max(by_epoch, key=lambda e: by_epoch[e]["dev"])
-    base_cfg = changed(base_cfg, epochs=epochs)
-
-    print(f"round-trip k, chosen on dev at {epochs} epochs (filter: {filters[0]})", flush=True)
-    tried = {k: variant(f"k={k}", select(rows, k), base_cfg) for k in args.ks}
-    tried[None] = by_epoch[epochs]
-    best_k = max(tried, key=lambda k: tried[k]["dev"])
-    chosen = select(rows, best_k)
-    best = ("infonce", base_cfg, tried[best_k])
-    if not args.quick:
-        print(f"ablations at k={best_k}, {epochs} epochs", flush=True)
-        variant("no gates", select(rows, best_k, gates=False), base_cfg)
-        variant("no mined negatives", select(rows, best_k, mined=False),
-                changed(base_cfg, mined_negatives=0))
-        # KaLM's training settings against the project's defaults, each chosen on dev
-        for name, option in [("infonce, temperature 0.01", changed(base_cfg, temperature=0.01)),
-                             ("infonce, 1 mined negative", changed(base_cfg, mined_negatives=1))]:
-            result = variant(f"{name.split(', ')[1]}" + (" (KaLM)" if "0.01" in name else " (before)"), chosen, option)
-            if result["dev"] > best[2]["dev"]:
-                best = (name, option, result)
-        gist = changed(base_cfg, loss="gist", guide_model=args.guide)  # temperature 0.01 (GIST_TEMPERATURE)
-        result = variant(f"GIST (guide {Path(args.guide).name})", chosen, gist)
-        if result["dev"] > best[2]["dev"]:
-            best = ("gist", gist, result)
-        margin = changed(base_cfg, loss="margin_mse", teacher_model=args.teacher)
-        result = variant(f"MarginMSE (teacher {Path(args.teacher).name})", chosen, margin)
-        if result["dev"] > best[2]["dev"]:
-            best = ("margin_mse", margin, result)
-        # the same rows, their round trip judged by another model, at the best filtering k on dev
-        # (at "no filter" the filter model would change nothing)
-        filter_k = max(args.ks, key=lambda k: tried[k]["dev"])
-        for other in filters[1:]:
-            again = reranked(store, rows, corpus_source, SynthParams().grounded.passage_words, other)
-            variant(f"filter {other.split(':')[-1]}, k={filter_k}", select(again, filter_k), base_cfg)
-    print(f"\nbest on dev: {best[0]}, k={best_k}, epochs={epochs}")
-    for name, metric in (("test", "ndcg@10"), ("stsb", "spearman")):
-        b, t = base[name], best[2][name]
-        label = f"{args.name}-test" if name == "test" else "stsb-test"
-        print(f"quality {label} {metric} base {b:.4f} tuned {t:.4f} delta {t - b:+.4f}")
-    kept = len(chosen)
-    print(f"accepted share: {kept}/{len(rows)} = {kept / max(len(rows), 1):.1%} of valid queries")
-    print(f"total {time.monotonic() - started:.0f} s")
-    Path(args.store, f"quality-{args.name}.json").write_text(json.dumps(
-        {"base": base, "reference": reference, "variants": table, "best": {"recipe": best[0], "k": best_k, "epochs": epochs, **best[2]},
-         "gates": dict(gates), "rows": len(rows), "accepted": kept}, indent=1))
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                      max_seq_length=args.max_length, warmup_ratio=0.1, lr_schedule="linear", max_grad_norm=1.0)
+    results = {name: run_set(args, store, name, data, source, cfg) for name, data, source in sets}
+    summary = {name: report(name, result, args.resamples) for name, result in results.items()}
+    print(f"\ntotal {time.monotonic() - started:.0f} s")
+    Path(args.store).mkdir(parents=True, exist_ok=True)
+    Path(args.store, "quality.json").write_text(json.dumps(
+        {"args": vars(args), "sets": summary,
+         "examples": {n: r["examples"][:50] for n, r in results.items()}}, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The user's documents for grounded synthesis: read, split into passages, sampled.
 
 A corpus is a JSON-lines or Parquet file of rows with `id` (or BEIR's `_id`), an optional `title`
-and `text`; a BEIR folder (its `corpus.jsonl`); a Cranfield folder (`cran.all.1400`); a
+and `text`; a BEIR folder (its `corpus.jsonl`); a Cranfield (`cran.all.1400`) or CISI (`CISI.ALL`) folder; a
 `datasets.save_to_disk` folder; or a Hugging Face dataset id. A malformed line is reported with the
 file and line number before any model is called.
 
@@ -60,10 +60,12 @@ def _rows(source: str) -> list[dict]:
     path = Path(source)
     if path.is_dir() and (path / "corpus.jsonl").is_file():  # BEIR
         return _rows_jsonl(path / "corpus.jsonl")
-    if path.is_dir() and (path / "cran.all.1400").is_file():
-        from .evalsets import load_cranfield
+    if path.is_dir() and any((path / name).is_file() for name in ("cran.all.1400", "CISI.ALL")):
+        from .evalsets import load_cisi, load_cranfield
 
-        return [{"id": i, "text": t} for i, t in load_cranfield(path).corpus.items()]
+        data = (load_cranfield if (path / "cran.all.1400").is_file() else load_cisi)(path)
+        return [{"id": i, "title": data.titles.get(i, ""),
+                 "text": t[len(data.titles.get(i, "")):].strip()} for i, t in data.corpus.items()]
     if path.suffix in (".jsonl", ".json"):
         return _rows_jsonl(path)
     if path.suffix == ".parquet":

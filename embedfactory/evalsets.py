@@ -20,7 +20,7 @@ import gzip
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -35,8 +35,9 @@ from .filtering import Embed
 DATA_DIRS = [Path(__file__).parent / "data" / "evalsets", SHARED_DATA]  # unchanged copies of the sources
 
 Kind = Literal["retrieval", "sts"]
-Format = Literal["beir", "cranfield", "stsb", "sts-jsonl"]
-KIND_OF_FORMAT = {"beir": "retrieval", "cranfield": "retrieval", "stsb": "sts", "sts-jsonl": "sts"}
+Format = Literal["beir", "cranfield", "cisi", "stsb", "sts-jsonl"]
+KIND_OF_FORMAT = {"beir": "retrieval", "cranfield": "retrieval", "cisi": "retrieval", "stsb": "sts",
+                  "sts-jsonl": "sts"}
 MAIN_SCORE = {"retrieval": "ndcg@10", "sts": "spearman"}
 
 
@@ -46,7 +47,8 @@ class EvalSet(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: Kind
     format: Format = Field(description="beir: folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv; "
-                           "cranfield: folder with cran.all.1400, cran.qry, cranqrel; stsb: STS Benchmark "
+                           "cranfield: folder with cran.all.1400, cran.qry, cranqrel; cisi: folder with CISI.ALL, "
+                           "CISI.QRY, CISI.REL; stsb: STS Benchmark "
                            "tab-separated file; sts-jsonl: lines with sentence1, sentence2, score (.gz ok).")
     path: str = Field(description="Folder or file; relative paths resolve against the sets bundled with "
                       "the package (embedfactory/data/evalsets), then the development tree's ../shared/data.")
@@ -76,6 +78,7 @@ class RetrievalData:
     corpus: dict[str, str]              # doc id -> "title text"
     queries: dict[str, str]             # query id -> text (only queries with judgments)
     qrels: dict[str, dict[str, int]]    # query id -> doc id -> graded relevance > 0
+    titles: dict[str, str] = field(default_factory=dict)  # doc id -> title, where the collection has one
 
 
 @dataclass
@@ -95,7 +98,8 @@ def files(evalset: EvalSet) -> list[tuple[str, Path]]:
     """(relative name, path) of every file the loader reads, in reading order; all must exist."""
     path = root(evalset)
     names = {"beir": ["corpus.jsonl", "queries.jsonl", f"qrels/{evalset.split}.tsv"],
-             "cranfield": ["cran.all.1400", "cran.qry", "cranqrel"]}.get(evalset.format)
+             "cranfield": ["cran.all.1400", "cran.qry", "cranqrel"],
+             "cisi": ["CISI.ALL", "CISI.QRY", "CISI.REL"]}.get(evalset.format)
     out = [(name, path / name) for name in names] if names else [(path.name, path)]
     missing = [str(p) for _, p in out if not p.is_file()]
     if missing:
@@ -174,48 +178,53 @@ def _number(path: Path, number: int, text: str, kind=float):
         raise ValueError(f"{path}:{number}: {text!r} is not a {'number' if kind is float else 'whole number'}") from None
 
 
-def _judged(corpus: dict[str, str], queries: dict[str, str],
-            qrels: dict[str, dict[str, int]]) -> RetrievalData:
+def _judged(corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]],
+            titles: dict[str, str] | None = None) -> RetrievalData:
     """Keep the queries that have positive judgments, and only their judgments."""
     qrels = {q: {d: g for d, g in docs.items() if g > 0} for q, docs in qrels.items() if q in queries}
     qrels = {q: docs for q, docs in qrels.items() if docs}
-    return RetrievalData(corpus, {q: t for q, t in queries.items() if q in qrels}, qrels)
+    return RetrievalData(corpus, {q: t for q, t in queries.items() if q in qrels}, qrels,
+                         {d: t for d, t in (titles or {}).items() if t})
 
 
 def load_beir(folder: Path, split: str, limit: int | None = None) -> RetrievalData:
-    corpus = {str(d["_id"]): f"{d.get('title') or ''} {d.get('text') or ''}".strip()
-              for d in _jsonl(folder / "corpus.jsonl", ("_id",), limit)}
+    rows = _jsonl(folder / "corpus.jsonl", ("_id",), limit)
+    corpus = {str(d["_id"]): f"{d.get('title') or ''} {d.get('text') or ''}".strip() for d in rows}
+    titles = {str(d["_id"]): (d.get("title") or "").strip() for d in rows}
     queries = {str(q["_id"]): q["text"] for q in _jsonl(folder / "queries.jsonl", ("_id", "text"), limit)}
     qrels: dict[str, dict[str, int]] = {}
     path = folder / "qrels" / f"{split}.tsv"
     for number, row in _tsv(path, 3, limit):
         if row[0] != "query-id":
             qrels.setdefault(row[0], {})[row[1]] = _number(path, number, row[2], int)
-    return _judged(corpus, queries, qrels)
+    return _judged(corpus, queries, qrels, titles)
 
 
 def _cran_records(path: Path) -> list[dict[str, str]]:
-    """`.I` records with their `.T/.A/.B/.W` fields, whitespace collapsed. Marker lines after `.W`
-    (stray `.A/.B/.W` inside a few abstracts) carry no text and keep the abstract going."""
+    """`.I` records with their `.T/.A/.B/.W/.X` fields, whitespace collapsed (the SMART test-collection
+    layout of Cranfield and CISI). Marker lines after `.W` (stray `.A/.B/.W` inside a few Cranfield
+    abstracts) carry no text and keep the abstract going; `.X` (CISI's citations) always ends it."""
     records: list[dict[str, str]] = []
-    field = None
-    with open(path, encoding="utf-8") as f:
+    marker = None
+    with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             if line.startswith(".I"):
                 records.append({"I": line[2:].strip()})
-                field = None
+                marker = None
+            elif line.strip() == ".X":
+                marker = "X"
             elif line.strip() in (".T", ".A", ".B", ".W"):
-                field = "W" if field == "W" else line.strip()[1]
-            elif field is not None:
-                records[-1][field] = records[-1].get(field, "") + " " + line
+                marker = "W" if marker == "W" else line.strip()[1]
+            elif marker is not None:
+                records[-1][marker] = records[-1].get(marker, "") + " " + line
             elif line.strip() and not records:
                 raise ValueError(f"{path}:{number}: text before the first '.I' record marker")
     return [{k: " ".join(v.split()) for k, v in r.items()} for r in records]
 
 
 def load_cranfield(folder: Path, limit: int | None = None) -> RetrievalData:
-    corpus = {r["I"]: f"{r.get('T', '')} {r.get('W', '')}".strip()
-              for r in _cran_records(folder / "cran.all.1400")}
+    records = _cran_records(folder / "cran.all.1400")
+    corpus = {r["I"]: f"{r.get('T', '')} {r.get('W', '')}".strip() for r in records}
     queries = {str(i): r.get("W", "") for i, r in enumerate(_cran_records(folder / "cran.qry"), start=1)}
     qrels: dict[str, dict[str, int]] = {}
     path = folder / "cranqrel"
@@ -228,7 +237,26 @@ def load_cranfield(folder: Path, limit: int | None = None) -> RetrievalData:
             raise ValueError(f"{path}:{number}: names query {query}; cran.qry has {len(queries)}")
         if 1 <= code <= 4:
             qrels.setdefault(str(query), {})[str(doc)] = 5 - code
-    return _judged(corpus, queries, qrels)
+    return _judged(corpus, queries, qrels, {r["I"]: r.get("T", "") for r in records})
+
+
+def load_cisi(folder: Path, limit: int | None = None) -> RetrievalData:
+    """CISI (library science): CISI.ALL's title and abstract per document, CISI.QRY's text per query
+    (`.W`, else its `.T`), CISI.REL's `query document 0 0.0` lines as binary relevance."""
+    records = _cran_records(folder / "CISI.ALL")
+    corpus = {r["I"]: f"{r.get('T', '')} {r.get('W', '')}".strip() for r in records}
+    queries = {r["I"]: r.get("W") or r.get("T", "") for r in _cran_records(folder / "CISI.QRY")}
+    qrels: dict[str, dict[str, int]] = {}
+    path = folder / "CISI.REL"
+    for number, line in _lines(path, limit):
+        fields = line.split()
+        if len(fields) < 2:
+            raise ValueError(f"{path}:{number}: expected 'query document ...', got {line.strip()!r}")
+        query, doc = (str(_number(path, number, f, int)) for f in fields[:2])
+        if query not in queries:
+            raise ValueError(f"{path}:{number}: names query {query}, which CISI.QRY does not hold")
+        qrels.setdefault(query, {})[doc] = 1
+    return _judged(corpus, queries, qrels, {r["I"]: r.get("T", "") for r in records})
 
 
 def load_stsb(path: Path, limit: int | None = None) -> StsData:
@@ -262,6 +290,8 @@ def _read(evalset: EvalSet, limit: int | None = None) -> RetrievalData | StsData
         return load_beir(path, evalset.split, limit)
     if evalset.format == "cranfield":
         return load_cranfield(path, limit)
+    if evalset.format == "cisi":
+        return load_cisi(path, limit)
     return (load_stsb if evalset.format == "stsb" else load_sts_jsonl)(path, limit)
 
 
@@ -275,7 +305,7 @@ def load(evalset: EvalSet) -> RetrievalData | StsData:
     if cap:
         keep = sorted(data.queries, key=_id_order)[:cap]
         data = RetrievalData(data.corpus, {q: data.queries[q] for q in keep},
-                             {q: data.qrels[q] for q in keep})
+                             {q: data.qrels[q] for q in keep}, data.titles)
     return data
 
 
@@ -302,9 +332,11 @@ def top_documents(queries: torch.Tensor, docs: torch.Tensor, k: int, query_block
     return torch.cat(out)
 
 
-def retrieval_scores(embed: Embed, data: RetrievalData, k: int = 10, embed_queries: Embed | None = None) -> dict:
+def retrieval_scores(embed: Embed, data: RetrievalData, k: int = 10, embed_queries: Embed | None = None,
+                     per_query: bool = False) -> dict:
     """nDCG@k, recall@k and MRR@k of exact search over the whole corpus, averaged over queries.
-    `embed` embeds the documents, `embed_queries` (default: `embed`) the queries."""
+    `embed` embeds the documents, `embed_queries` (default: `embed`) the queries. `per_query` adds
+    each query's nDCG@k (`per_query_ndcg`, query id -> score), for paired comparisons of two models."""
     qids = [q for q in data.queries if data.qrels.get(q)]
     if not qids or not data.corpus:
         raise ValueError("no judged queries or no documents to evaluate")
@@ -313,17 +345,20 @@ def retrieval_scores(embed: Embed, data: RetrievalData, k: int = 10, embed_queri
     queries = torch.from_numpy((embed_queries or embed)([data.queries[q] for q in qids]))
     top = top_documents(queries, docs, k).tolist()
     ndcg = recall = mrr = 0.0
+    each = {}
     for qid, ranked in zip(qids, top):
         rels = data.qrels[qid]
         gains = [rels.get(doc_ids[j], 0) for j in ranked]
         dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
         ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(rels.values(), reverse=True)[:k]))
+        each[qid] = dcg / ideal
         ndcg += dcg / ideal
         recall += sum(g > 0 for g in gains) / len(rels)
         mrr += next((1 / (i + 1) for i, g in enumerate(gains) if g > 0), 0.0)
     n = len(qids)
-    return {f"ndcg@{k}": ndcg / n, f"recall@{k}": recall / n, f"mrr@{k}": mrr / n,
-            "queries": n, "documents": len(doc_ids)}
+    out = {f"ndcg@{k}": ndcg / n, f"recall@{k}": recall / n, f"mrr@{k}": mrr / n,
+           "queries": n, "documents": len(doc_ids)}
+    return {**out, "per_query_ndcg": each} if per_query else out
 
 
 def spearman(x, y) -> float:
@@ -360,6 +395,10 @@ SHIPPED: dict[str, EvalSet] = {s.name: s for s in [
     EvalSet(name="cranfield", kind="retrieval", format="cranfield", path="cranfield",
             source="github.com/Chetan-Prasad/IR-Lucene_Cran (repo root)", split="test",
             sha256="4679b73f560923e9a6e4efd3c8f392774a550c6b69137dd5a268e6915a8e0090",
+            main_score="ndcg@10"),
+    EvalSet(name="cisi", kind="retrieval", format="cisi", path="cisi",
+            source="CISI test collection (University of Glasgow IR group), as in ../shared/data/cisi",
+            split="test", sha256="ef61d4e760db6021ac626c56ba8101b0c36ec8fe2a231d394ed0af6243acf656",
             main_score="ndcg@10"),
     EvalSet(name="stsb-test", kind="sts", format="stsb", path="stsbenchmark/sts-test.csv",
             source="github.com/zhangzhenhu/Semantic-Texual-Similarity-Toolkits: data/stsbenchmark",

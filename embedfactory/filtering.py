@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -156,9 +156,14 @@ def pick_negatives(scores: list[float], indices: list[int], positive: float, ski
     return window[:cfg.negatives], len(candidates) - len(trusted)
 
 
-def encoder(model, batch_size: int = 64) -> Embed:
-    """Wrap a SentenceTransformer as an `Embed` function."""
+def encoder(model, batch_size: int = 64, role: Literal["query", "document"] | None = None) -> Embed:
+    """Wrap a SentenceTransformer as an `Embed` function: with `role`, through `encode_query` or
+    `encode_document`, i.e. with the model's own query or document prompt where it has one
+    (EmbeddingGemma); bare otherwise (MiniLM has none, so both equal the bare `encode`)."""
+    encode = {"query": getattr(model, "encode_query", None), "document": getattr(model, "encode_document", None)}
+    encode = encode.get(role) or model.encode  # a model object without the two methods: bare
+
     def embed(texts: list[str]) -> np.ndarray:
-        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                            show_progress_bar=False).astype(np.float32)
+        return encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                      show_progress_bar=False).astype(np.float32)
     return embed

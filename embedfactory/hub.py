@@ -15,7 +15,7 @@ import yaml
 
 from .publish import DATA_FILE, read_dataset
 from .quality import to_markdown
-from .models import hub_id
+from .models import hub_id, licence_lines
 from .store import StageDir, Store
 
 SAMPLE_ROWS = 5
@@ -65,6 +65,19 @@ def front_matter(card: dict, schema: pa.Schema, num_bytes: int, license: str, st
             "source_models": models, "configs": configs, "dataset_info": info}
 
 
+def data_models(params: dict) -> list[tuple[str, str | None]]:
+    """(role, embedding model) of each model that filtered, mined or labelled a run's rows."""
+    filt = params.get("filter") or {}
+    return [("ranking-consistency filter", filt.get("model")),
+            ("hard-negative miner", filt.get("model") if filt.get("mined_negatives") else None)]
+
+
+def terms_lines(params: dict) -> list[str]:
+    """The terms of use (models.LICENCES) that the models which filtered, mined or labelled the rows carry
+    onto them; none for runs that use no such model."""
+    return licence_lines(data_models(params))
+
+
 def _model(params: dict, role: str) -> str | None:
     endpoint = params.get(role)
     return endpoint.get("model") if isinstance(endpoint, dict) else None
@@ -103,6 +116,8 @@ def dataset_card(card: dict, table: pa.Table, quality: dict | None = None, evalu
              f"- filter: ranking consistency with `{filt.get('model')}` (top-k {filt.get('topk')}, per task "
              f"type), {filt.get('mined_negatives')} hard negatives mined from ranks {filt.get('mine_range')}",
              f"- prompt versions: {json.dumps((quality or {}).get('prompt_versions')) if quality else 'in the stage rows'}"]
+    if terms := terms_lines(params):
+        lines += ["", "## Terms of use", "", *(f"- {line}" for line in terms)]
     if quality and quality.get("attributes"):
         lines += ["", "![attribute shares: recipe, drawn, kept](attributes.png)"]
     if quality:  # gates and their rejects, filter drops, attribute histograms, LLM usage
@@ -174,7 +189,8 @@ def push_dataset(store: Store, path: str, repo_id: str, private: bool = True, wi
         (folder / "README.md").write_text(card_text(store, path, license, stages))
         if license == "other":  # the card's license_link
             (folder / "LICENSE").write_text(OTHER_LICENSE.format(models=", ".join(
-                front_matter(card, pa.schema([]), 0, license, {})["source_models"]) or "the generator"))
+                front_matter(card, pa.schema([]), 0, license, {})["source_models"]) or "the generator")
+                + "".join(f"\n{line}.\n" for line in terms_lines(card.get("params") or {})))
         url = _upload(folder, repo_id, "dataset", private, endpoint, token,
                       f"embedfactory: {card['name']} {card['version']}")
     try:  # models trained on these rows name the repo in their cards

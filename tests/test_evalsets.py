@@ -97,6 +97,17 @@ def test_cranfield_maps_queries_by_position():
         [str(i) for i in range(1, 13)]
 
 
+def test_cisi_reads_titles_abstracts_and_binary_judgments():
+    data = load(SHIPPED["cisi"])
+    assert len(data.corpus) == 1460 and len(data.queries) == 76  # 112 queries, 76 of them judged
+    assert data.titles["1"] == "18 Editions of the Dewey Decimal Classifications"
+    assert data.corpus["1"].startswith("18 Editions of the Dewey Decimal Classifications The present study is")
+    assert "Comaromi" not in data.corpus["1"] and "\t" not in data.corpus["1"]  # no author, no .X citations
+    assert data.queries["1"].startswith("What problems and concerns are there in making up descriptive titles?")
+    assert set(data.qrels["1"].values()) == {1} and "28" in data.qrels["1"]
+    assert len(data.titles) == 1460 and load(SHIPPED["cranfield"]).titles["1"].startswith("experimental")
+
+
 def test_sts_loaders(tmp_path):
     stsb = tmp_path / "sts.csv"
     stsb.write_text('main-news\tMSRpar\t2012test\t0001\t4.500\tA "quoted" man.\tA man.\tsrc\tcol\n'

@@ -158,12 +158,12 @@ def test_a_prompt_variant_replaces_the_shipped_prompt_and_nothing_else():
 
     passage = documents.Passage("d1#0", "d1", "Wing flutter", "Flutter of thin wings at transonic speeds.")
     variant = prompts.compile_source("{% block system %}Write a query.{% endblock %}"
-                                     "{% block user %}{{ passage }} ({{ query_length }}){% endblock %}")
+                                     "{% block user %}{{ passage }} ({{ clarity }}){% endblock %}")
     shipped_jobs, shipped = grounded.query_requests([passage], 1, 0, "Find papers")
     jobs, tried = grounded.query_requests([passage], 1, 0, "Find papers", prompt=variant)
     assert jobs == shipped_jobs and tried[0].seed == shipped[0].seed  # same draws, same sampling seed
     assert shipped[0].messages[0]["content"] == prompts.fixed_part(grounded.PROMPT)
-    length = jobs[0][2]["query_length"]
+    clarity = jobs[0][2]["clarity"]  # grounded draws ask no query_length (tests/test_gate_calibration.py)
     assert tried[0].messages == [{"role": "system", "content": "Write a query."},
-                                 {"role": "user", "content": f"{passage.text} ({length})"}]
+                                 {"role": "user", "content": f"{passage.text} ({clarity})"}]
     assert prompts.fixed_part(variant) == "Write a query."

@@ -127,6 +127,19 @@ def test_margin_mse_training_on_minilm_runs_skips_rows_without_negatives_and_lea
     assert "40 rows (1 without a hard negative left out)" in card
 
 
+def test_infonce_with_margins_on_the_logit_scale_trains_and_says_so(tmp_path):
+    rows = rows_for_margin_training()
+    cfg = TrainConfig(loss="margin_mse_infonce", teacher_model=EMBEDDED_EMBEDDER, epochs=3, batch_size=8,
+                      learning_rate=1e-4, device="cpu")
+    report = train_contrastive(rows, cfg, str(tmp_path / "model"))
+    assert report["rows"] == 40 and report["skipped_rows"] == 1
+    assert sum(report["losses"][-5:]) < 0.8 * sum(report["losses"][:5])
+    card = model_card({"name": "d", "version": "v1", "sha256": "0" * 64}, cfg, report)
+    assert "plus InfoNCE over in-batch and hard negatives, both on the logit scale" in card
+    with pytest.raises(ValueError, match="needs teacher_model"):
+        TrainConfig(loss="margin_mse_infonce")
+
+
 def test_rows_whose_teacher_scores_are_too_few_are_refused(tmp_path):
     rows = [{**r, "teacher_scores": [0.9]} for r in MINED]
     cfg = TrainConfig(loss="margin_mse", teacher_model=EMBEDDED_EMBEDDER, device="cpu")

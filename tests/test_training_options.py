@@ -150,8 +150,11 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights
 
 def test_learning_rate_warms_up_linearly_then_stays_or_decays_to_zero():
     factors = lambda cfg: [round(lr_factor(cfg, 10)(i), 4) for i in range(10)]  # noqa: E731
-    assert factors(TrainConfig()) == [1.0] * 10
-    assert factors(TrainConfig(warmup_ratio=0.2)) == [0.3333, 0.6667] + [1.0] * 8
+    assert factors(TrainConfig(warmup_ratio=0, lr_schedule="constant")) == [1.0] * 10
+    assert factors(TrainConfig(warmup_ratio=0.2, lr_schedule="constant")) == [0.3333, 0.6667] + [1.0] * 8
+    default = TrainConfig()  # sentence-transformers' defaults: 10% warm-up, linear decay, clipping at 1.0
+    assert (default.warmup_ratio, default.lr_schedule, default.max_grad_norm) == (0.1, "linear", 1.0)
+    assert factors(default)[:2] == [0.5, 1.0] and factors(default)[-1] == round(1 / 9, 4)
     decay = factors(TrainConfig(warmup_ratio=0.2, lr_schedule="linear"))
     assert decay[:3] == [0.3333, 0.6667, 1.0] and decay[-1] == 0.125
     assert all(a > b for a, b in zip(decay[2:], decay[3:]))

@@ -36,9 +36,11 @@ def corpus_keys(params: SynthParams) -> list[str]:
         [BACKGROUND] if f.background_corpus and f.min_corpus else [])
 
 
-def filter_encoder(cfg: FilterConfig) -> filtering.Embed:
-    """The filter model (loaded once per process) on its device, as an embedding function."""
-    return filtering.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size)
+def filter_encoder(cfg: FilterConfig, role: str | None = None) -> filtering.Embed:
+    """The filter model (loaded once per process) on its device, as an embedding function: anchors with
+    its query prompt (role 'query'), documents with its document prompt ('document'), where it has them
+    (EmbeddingGemma; MiniLM embeds both bare); no role: bare (the STS gate compares three texts alike)."""
+    return filtering.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size, role)
 
 
 def corpus_shard(ctx, key, rows, side, progress):
@@ -54,7 +56,7 @@ def corpus_shard(ctx, key, rows, side, progress):
         pairs = [(t, filtering.BACKGROUND) for t in sources.load_background(cfg.background_corpus)[:cfg.min_corpus]]
     else:
         pairs = filtering.grouped_corpus_of(rows)
-    vectors = filter_encoder(cfg)([t for t, _ in pairs]) if pairs else []
+    vectors = filter_encoder(cfg, "document")([t for t, _ in pairs]) if pairs else []
     if progress is not None:
         progress(len(rows), len(rows))
     return ShardOutput(rows=[{"text": t, "group": g, "embedding": v.tolist()} for (t, g), v in zip(pairs, vectors)],
@@ -124,10 +126,10 @@ def _originals(rows: list[dict], picked: list[int]) -> dict[int, tuple]:
 
 def verdict_shard(ctx, key, rows, side, progress):
     cfg = ctx.params.filter
-    embed = filter_encoder(cfg)
+    embed_queries, embed_docs = filter_encoder(cfg, "query"), filter_encoder(cfg, "document")
     device = search.resolve_device(cfg.device)
     texts, docs, groups = _corpus_matrix(ctx, side, device)
-    queries = torch.from_numpy(embed([r["anchor"] for r in rows])).to(device)
+    queries = torch.from_numpy(embed_queries([r["anchor"] for r in rows])).to(device)
     mining = filtering.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
                               cfg.mine_absolute_margin, cfg.mine_sampling) if cfg.mined_negatives else None
     verdicts: list[dict | None] = [None] * len(rows)
@@ -142,12 +144,12 @@ def verdict_shard(ctx, key, rows, side, progress):
             verdicts[i] = verdict
         if originals := _originals(rows, mine):  # a revision must not lower its positive's rank
             anchors, positives = (torch.from_numpy(embed([o[c] for o in originals.values()])).to(device)
-                                  for c in (0, 1))
+                                  for embed, c in ((embed_queries, 0), (embed_docs, 1)))
             reverted += filtering.keep_better_originals(rows, verdicts, originals, anchors, positives,
                                                         pool_texts, pool_docs, cfg.topk)
         if progress is not None:  # a task type's rows are searched and mined
             progress(sum(v is not None for v in verdicts), len(rows))
-    gated = gate_reasons(rows, cfg.gates, embed)  # on the texts that stand, original or revision
+    gated = gate_reasons(rows, cfg.gates, filter_encoder(cfg))  # on the texts that stand, original or revision
     found = duplicates.reasons(Store(ctx.params.store), ctx.run_id, side)
     repeats = [found.get(r["example_id"]) for r in rows]
     out = []

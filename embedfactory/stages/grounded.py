@@ -1,8 +1,11 @@
 """Grounded synthesis: queries written for passages of the user's own corpus.
 
 For each sampled passage the generator writes queries conditioned on E5's query attributes (type,
-length, clarity, difficulty), drawn per query from the same distributions as brainstormed retrieval
-examples, and optionally on a persona and a task instruction. The passage ("title text") is the
+clarity, difficulty), drawn per query from the same distributions as brainstormed retrieval
+examples, and optionally on a persona and a task instruction. No word count is asked: E5's web-search
+length mix ("less than 5 words" in 40% of draws) does not fit questions about passages, which run
+from 4 to 345 words in Cranfield and CISI; the length gate checks gates.QUERY_WORDS instead
+(calibration.py measures the gates on real queries). The passage ("title text") is the
 positive; its id is kept as `source_id`. The rows have the revised stage's columns (revision
 skipped), so the verdict stage gates, filters and mines them like any other example; its
 round-trip test searches the whole corpus, where the passage must come back in the top k.
@@ -17,7 +20,7 @@ from ..documents import Passage
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
 from ..schemas import GroundedQuery
-from ..task_types import CLARITY, DIFFICULTY, QUERY_LENGTH, QUERY_TYPE, Draw
+from ..task_types import CLARITY, DIFFICULTY, QUERY_TYPE, Draw
 from .common import ShardOutput, exchange, usage_of
 
 PROMPT = "grounded_query"
@@ -26,8 +29,7 @@ TASK_TYPE = "retrieval"
 
 def draw_attributes(passage_id: str, index: int, seed: int) -> dict:
     d = Draw(random.Random(seed_of(seed, "grounded", passage_id, index)), 0, ["English"])
-    return {"query_type": d.pick(QUERY_TYPE), "query_length": d.pick(QUERY_LENGTH),
-            "clarity": d.pick(CLARITY), "difficulty": d.pick(DIFFICULTY)}
+    return {"query_type": d.pick(QUERY_TYPE), "clarity": d.pick(CLARITY), "difficulty": d.pick(DIFFICULTY)}
 
 
 def query_requests(passages: list[Passage], per_passage: int, seed: int, instruction: str,

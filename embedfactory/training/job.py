@@ -11,8 +11,9 @@ import torch
 
 from .. import plots
 from ..config import TrainConfig
-from ..hub import with_front_matter
+from ..hub import data_models, with_front_matter
 from ..ids import stable_hash
+from ..models import licence_lines
 from ..pipeline import code_version
 from ..publish import read_dataset
 from ..store import Store
@@ -30,10 +31,12 @@ def loss_line(cfg: TrainConfig) -> str:
     if cfg.loss == "gist":
         return (f"GISTEmbed, guide `{cfg.guide_model}`, {cfg.gist_margin_strategy} margin {cfg.gist_margin}; "
                 f"temperature {cfg.softmax_temperature()}")
-    if cfg.loss == "margin_mse":
+    if cfg.distils:
         kind = "cross-encoder" if teacher.is_cross_encoder(cfg.teacher_model) else "bi-encoder, cosine"
         return (f"MarginMSE (GPL), teacher `{cfg.teacher_model}` ({kind}): its (query, positive) - "
-                "(query, hard negative) score margins, student scores cosine; rows without a hard negative skipped")
+                "(query, hard negative) score margins, student scores cosine; rows without a hard negative skipped"
+                + ("; plus InfoNCE over in-batch and hard negatives, both on the logit scale (/ temperature "
+                   f"{cfg.softmax_temperature()})" if cfg.loss == "margin_mse_infonce" else ""))
     return f"InfoNCE over in-batch and hard negatives (equal texts masked); temperature {cfg.softmax_temperature()}"
 
 
@@ -74,7 +77,11 @@ def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
         f"seed {cfg.seed}, query template `{cfg.query_template!r}`, saved query prompt `{cfg.query_prompt()!r}`",
         f"- pooling {cfg.pooling}, Matryoshka widths {cfg.matryoshka_dims or 'none'}, "
         f"{'LoRA ' + str(cfg.lora.model_dump()) if cfg.lora else 'full fine-tuning'}, {cfg.precision}",
-        f"- {report['steps']} steps, loss {report['losses'][0]} -> {report['losses'][-1]}", ""])
+        f"- {report['steps']} steps, loss {report['losses'][0]} -> {report['losses'][-1]}",
+        *(f"- terms of use: {line}" for line in licence_lines(
+            [("base model", cfg.base_model), ("GIST guide", cfg.guide_model), ("MarginMSE teacher", cfg.teacher_model)]
+            + [(f"{role} of the training data", name) for role, name in data_models(card.get("params") or {})])),
+        ""])
 
 
 def with_section(readme: str, section: str) -> str:
@@ -122,7 +129,7 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
         return done
     rows = read_dataset(store, dataset_path).to_pylist()
     labels, published = None, len(rows)
-    if cfg.loss == "margin_mse":
+    if cfg.distils:
         labels, rows = pseudo_labels(store, card, rows, cfg)
     checkpoints = StoreCheckpoints(store, f"{out}/checkpoint.pt")
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,12 +28,12 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..models import hub_id
-from .encoder import Encoder, load_guide, load_student, pick_device, save_student
+from .encoder import Encoder, guide_lookup, load_guide, load_student, pick_device, save_student
 from .gist import gist_loss
 from .loss import in_batch_infonce
 from .margin import margin_mse_loss
 from .sampler import semi_homogeneous_batches
-from .step import forward_backward
+from .step import forward_backward, roles
 from .teacher import teacher_scores
 
 
@@ -104,7 +104,7 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     started = time.monotonic()  # the guide's and the teacher's passes over the texts count as training time
     given = len(rows)
-    if cfg.loss == "margin_mse":
+    if cfg.distils:
         rows = with_teacher_scores(cfg, device, rows)
     epochs = [batches(rows, cfg.batch_size, cfg.seed + epoch, cfg.homogeneous_ratio, cfg.homogeneous_key)
               for epoch in range(cfg.epochs)]
@@ -126,8 +126,8 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
         batch = plan[step - 1]
         columns = [[query_text(r, cfg.query_template) for r in batch], [r["positive"] for r in batch],
                    [n for r in batch for n in hard_negatives(r, cfg.mined_negatives)]]
-        guided = [guide(texts) for texts in columns] if guide else None
-        teacher = _teacher_margins(batch, device) if cfg.loss == "margin_mse" else None
+        guided = [guide(texts, role) for texts, role in zip(columns, roles(columns))] if guide else None
+        teacher = _teacher_margins(batch, device) if cfg.distils else None
         loss = forward_backward(encoder, columns, functools.partial(
             batch_loss, cfg, guided=guided, doc_texts=columns[1] + columns[2], teacher=teacher), cfg.grad_cache)
         if cfg.max_grad_norm is not None:
@@ -208,6 +208,12 @@ def batch_loss(cfg: TrainConfig, student: list[torch.Tensor], guided: list[torch
         if cfg.loss == "margin_mse":
             q, p, n = (F.normalize(x, dim=-1) for x in (q, p, n))  # cosine, as a bi-encoder teacher scores
             losses.append(margin_mse_loss(q, p, n, *teacher))
+        elif cfg.loss == "margin_mse_infonce":  # both in logits: cosine / temperature
+            tau = cfg.softmax_temperature()
+            margins, owners = teacher
+            q, p, n = (F.normalize(x, dim=-1) for x in (q, p, n))
+            losses.append(in_batch_infonce(q, torch.cat([p, n]), doc_texts, tau)
+                          + margin_mse_loss(q / tau, p, n, margins / tau, owners))
         elif guided is None:
             docs = p if n is None else torch.cat([p, n])
             losses.append(in_batch_infonce(q, docs, doc_texts, cfg.softmax_temperature()))
@@ -220,14 +226,11 @@ def batch_loss(cfg: TrainConfig, student: list[torch.Tensor], guided: list[torch
 
 
 def _guide_table(cfg: TrainConfig, device: torch.device, rows: list[dict]):
-    """Guide embeddings of every distinct training text, computed once; a lookup by texts."""
+    """Guide embeddings of every distinct training query (its query prompt) and document (its document
+    prompt), computed once; a lookup by (texts, role)."""
     guide = load_guide(cfg, device)
     if guide is None:
         return None
-    texts = sorted({t for r in rows for t in (query_text(r, cfg.query_template), r["positive"],
-                                               *hard_negatives(r, cfg.mined_negatives))})
-    with torch.no_grad():
-        table = Encoder(guide, cfg.mini_batch_size, bf16=cfg.precision == "bf16")(texts)
-    index = {t: i for i, t in enumerate(texts)}
-    del guide
-    return lambda batch: table[[index[t] for t in batch]] if batch else torch.empty(0)
+    return guide_lookup(guide, [query_text(r, cfg.query_template) for r in rows],
+                        [t for r in rows for t in (r["positive"], *hard_negatives(r, cfg.mined_negatives))],
+                        cfg.mini_batch_size, bf16=cfg.precision == "bf16")
