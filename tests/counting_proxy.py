@@ -25,7 +25,7 @@ class CountingProxy(Loopback):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 path = self.path.removeprefix("/v1")
-                reply = httpx.request(method, owner.upstream + path, content=body, headers=headers, timeout=600)
+                reply = httpx.request(method, owner.upstream + path, content=body, headers=headers, timeout=3600)
                 if method == "POST" and path.endswith("/chat/completions") and reply.status_code == 200:
                     with owner._lock:
                         owner.completions += 1
