@@ -222,41 +222,43 @@ def _cran_records(path: Path) -> list[dict[str, str]]:
     return [{k: " ".join(v.split()) for k, v in r.items()} for r in records]
 
 
-def load_cranfield(folder: Path, limit: int | None = None) -> RetrievalData:
-    records = _cran_records(folder / "cran.all.1400")
+def _smart_collection(folder: Path, names: tuple[str, str, str], queries_of, gain_of, expected: str,
+                      limit: int | None = None) -> RetrievalData:
+    """A SMART-layout collection: `names` = (documents, queries, judgments) files; each document's title
+    and abstract; `queries_of(records)` the query texts by id; each judgment line's gain from
+    `gain_of(fields)` (None or 0: not relevant); `expected` names a judgment line's fields."""
+    docs_file, queries_file, rels_file = names
+    records = _cran_records(folder / docs_file)
     corpus = {r["I"]: f"{r.get('T', '')} {r.get('W', '')}".strip() for r in records}
-    queries = {str(i): r.get("W", "") for i, r in enumerate(_cran_records(folder / "cran.qry"), start=1)}
+    queries = queries_of(_cran_records(folder / queries_file))
     qrels: dict[str, dict[str, int]] = {}
-    path = folder / "cranqrel"
+    path = folder / rels_file
     for number, line in _lines(path, limit):
         fields = line.split()
-        if len(fields) < 3:
-            raise ValueError(f"{path}:{number}: expected 'query document code', got {line.strip()!r}")
-        query, doc, code = (_number(path, number, f, int) for f in fields[:3])
-        if str(query) not in queries:
-            raise ValueError(f"{path}:{number}: names query {query}; cran.qry has {len(queries)}")
-        if 1 <= code <= 4:
-            qrels.setdefault(str(query), {})[str(doc)] = 5 - code
+        if len(fields) < len(expected.split()):
+            raise ValueError(f"{path}:{number}: expected '{expected}', got {line.strip()!r}")
+        numbers = [_number(path, number, f, int) for f in fields[:len(expected.split())]]
+        query, doc = str(numbers[0]), str(numbers[1])
+        if query not in queries:
+            raise ValueError(f"{path}:{number}: names query {query}; {queries_file} has {len(queries)}")
+        if gain := gain_of(numbers):
+            qrels.setdefault(query, {})[doc] = gain
     return _judged(corpus, queries, qrels, {r["I"]: r.get("T", "") for r in records})
+
+
+def load_cranfield(folder: Path, limit: int | None = None) -> RetrievalData:
+    """Cranfield: queries by position in cran.qry; cranqrel codes 1-4 as gains 4-1 (-1, 5: not relevant)."""
+    return _smart_collection(folder, ("cran.all.1400", "cran.qry", "cranqrel"),
+                             lambda recs: {str(i): r.get("W", "") for i, r in enumerate(recs, start=1)},
+                             lambda n: 5 - n[2] if 1 <= n[2] <= 4 else None, "query document code", limit)
 
 
 def load_cisi(folder: Path, limit: int | None = None) -> RetrievalData:
     """CISI (library science): CISI.ALL's title and abstract per document, CISI.QRY's text per query
     (`.W`, else its `.T`), CISI.REL's `query document 0 0.0` lines as binary relevance."""
-    records = _cran_records(folder / "CISI.ALL")
-    corpus = {r["I"]: f"{r.get('T', '')} {r.get('W', '')}".strip() for r in records}
-    queries = {r["I"]: r.get("W") or r.get("T", "") for r in _cran_records(folder / "CISI.QRY")}
-    qrels: dict[str, dict[str, int]] = {}
-    path = folder / "CISI.REL"
-    for number, line in _lines(path, limit):
-        fields = line.split()
-        if len(fields) < 2:
-            raise ValueError(f"{path}:{number}: expected 'query document ...', got {line.strip()!r}")
-        query, doc = (str(_number(path, number, f, int)) for f in fields[:2])
-        if query not in queries:
-            raise ValueError(f"{path}:{number}: names query {query}, which CISI.QRY does not hold")
-        qrels.setdefault(query, {})[doc] = 1
-    return _judged(corpus, queries, qrels, {r["I"]: r.get("T", "") for r in records})
+    return _smart_collection(folder, ("CISI.ALL", "CISI.QRY", "CISI.REL"),
+                             lambda recs: {r["I"]: r.get("W") or r.get("T", "") for r in recs},
+                             lambda n: 1, "query document", limit)
 
 
 def load_stsb(path: Path, limit: int | None = None) -> StsData:
