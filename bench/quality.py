@@ -7,7 +7,8 @@ never the collection's own queries), gated as the flow gates them. A teacher tha
 student (EmbeddingGemma-300M) ranks the whole corpus for every query (`embedfactory.labels`): it judges
 the round trip (the query's own document within its top `--teacher-k`), mines hard negatives at its
 ranks 3-30 (candidates above 95% of the positive's score left out) and scores them; the student
-(all-MiniLM-L6-v2) learns InfoNCE plus the teacher's margins (MarginMSE). Every document with a title
+(all-MiniLM-L6-v2) learns InfoNCE plus the teacher's margins (MarginMSE; `--loss kl_infonce`: its ranking
+of each row's list, listwise KL). Every document with a title
 also gives a pair: its title as the query for its body.
 
 Trained with `--seeds` seeds each, all in the same run, on the same evaluation:
@@ -202,7 +203,7 @@ def run_set(args, store: Store, name: str, data: RetrievalData, source: str, cfg
     student_solved = sum(r["student_rank"] is not None and r["student_rank"] <= 1 for r in kept)
     print(f"  recipe rows: {len(kept)} generated (gates, no duplicate, teacher rank <= {args.teacher_k}; "
           f"{student_solved} of them the student already ranks first) + {len(title_rows)} title pairs", flush=True)
-    teach = TrainConfig.model_validate({**cfg.model_dump(), "loss": "margin_mse_infonce",
+    teach = TrainConfig.model_validate({**cfg.model_dump(), "loss": args.loss,
                                         "teacher_model": args.teacher, "mined_negatives": args.negatives})
     plain = TrainConfig.model_validate({**cfg.model_dump(), "mined_negatives": 0})
     bare = [{**r, "mined_negatives": [], "teacher_scores": None} for r in generated_rows]
@@ -219,6 +220,9 @@ def run_set(args, store: Store, name: str, data: RetrievalData, source: str, cfg
         variants |= {
             "recipe, no titles": (with_negatives, teach),
             "recipe, MarginMSE alone": (variants["recipe"][0], swap(loss="margin_mse")),
+            **({"recipe, listwise KL + InfoNCE": (variants["recipe"][0], swap(loss="kl_infonce"))}
+               if args.loss != "kl_infonce" else
+               {"recipe, MarginMSE + InfoNCE": (variants["recipe"][0], swap(loss="margin_mse_infonce"))}),
             "recipe, InfoNCE on teacher negatives": (variants["recipe"][0],
                                                      swap(loss="infonce", teacher_model=None)),
             "recipe, no gates": ([r for r in generated_rows if not r["duplicate"] and r["teacher_rank"] <= args.teacher_k
@@ -289,6 +293,9 @@ def main() -> None:
     cli.add_argument("--teacher-k", type=int, default=10, help="round trip: the teacher's top k must hold "
                      "the query's own document")
     cli.add_argument("--negatives", type=int, default=2, help="teacher-mined hard negatives per row")
+    cli.add_argument("--loss", default="margin_mse_infonce", choices=["margin_mse_infonce", "kl_infonce", "margin_mse"],
+                     help="how the recipe and titles+teacher learn the teacher: its margins (MarginMSE) or its "
+                     "ranking of each row's list (listwise KL), each beside InfoNCE")
     cli.add_argument("--max-length", type=int, default=256, help="tokens per text, training and evaluation")
     cli.add_argument("--epochs", type=int, default=1)
     cli.add_argument("--batch-size", type=int, default=32)
@@ -303,7 +310,10 @@ def main() -> None:
     sets = collections(args)
     started = time.monotonic()
     store = Store(args.store)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+    # gradient caching: a batch of 32 rows with 7 negatives each is 288 texts, whose activations at
+    # 256 tokens outgrow 24 GiB (the same gradients, about a third more compute)
+    cfg = TrainConfig(grad_cache=True, epochs=args.epochs, batch_size=args.batch_size,
+                      learning_rate=args.learning_rate,
                       max_seq_length=args.max_length, warmup_ratio=0.1, lr_schedule="linear", max_grad_norm=1.0)
     results = {name: run_set(args, store, name, data, source, cfg) for name, data, source in sets}
     summary = {name: report(name, result, args.resamples) for name, result in results.items()}

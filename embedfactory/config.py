@@ -324,10 +324,11 @@ INFONCE_TEMPERATURE = 0.05  # sentence-transformers' MultipleNegativesRankingLos
 
 class TrainConfig(Strict):
     """Contrastive fine-tuning with in-batch negatives (plus the generated hard negative), or
-    distillation of a teacher's score margins (MarginMSE).
+    distillation of a teacher's scores (MarginMSE, listwise KL).
 
     The loss: 'infonce' (default), 'gist' (needs `guide_model`; a `guide_model` with the loss left
-    at 'infonce' selects it, as before the field existed) or 'margin_mse' (needs `teacher_model`)."""
+    at 'infonce' selects it, as before the field existed), or one that distils `teacher_model`
+    ('margin_mse', 'margin_mse_infonce', 'kl_infonce')."""
 
     base_model: str = Field(EMBEDDED_EMBEDDER, description="Model to fine-tune (same forms as the filter model).")
     epochs: int = Field(1, gt=0)
@@ -351,19 +352,21 @@ class TrainConfig(Strict):
     mined_negatives: int | None = Field(
         7, ge=0, description="Mined hard negatives used per row (beside the generated one), from the "
         "dataset's `mined_negatives` column (the filter mines up to 7, KaLM's number); null: all a row has.")
-    loss: Literal["infonce", "gist", "margin_mse", "margin_mse_infonce"] = Field(
+    loss: Literal["infonce", "gist", "margin_mse", "margin_mse_infonce", "kl_infonce"] = Field(
         "infonce", description="infonce: in-batch and hard negatives, equal texts masked; gist: "
         "GISTEmbed with `guide_model`; margin_mse: the teacher's (query, positive) - (query, hard "
         "negative) score margins distilled (GPL), rows without a hard negative skipped; "
-        "margin_mse_infonce: InfoNCE plus MarginMSE on the same logit scale (margins / temperature).",
+        "margin_mse_infonce: InfoNCE plus MarginMSE on the same logit scale (margins / temperature); "
+        "kl_infonce: InfoNCE plus the KL divergence of the student's softmax over each row's positive and "
+        "hard negatives from the teacher's (listwise distillation, RocketQAv2), same temperature.",
     )
     guide_model: str | None = Field(
         None, description="GISTEmbed guide (same forms as base_model): in-batch candidates it scores "
         "above the true pair are masked. Setting it with `loss` left at 'infonce' selects 'gist'.",
     )
     teacher_model: str | None = Field(
-        None, description="MarginMSE teacher: a sentence-transformers bi-encoder (same forms as "
-        "base_model, e.g. 'embedded:all-mpnet-base-v2'; cosine) or a cross-encoder ('cross-encoder/...' "
+        None, description="The teacher the distilling losses learn from: a sentence-transformers "
+        "bi-encoder (same forms as base_model, e.g. 'embedded:all-mpnet-base-v2'; cosine) or a cross-encoder ('cross-encoder/...' "
         "hub id or a sequence-classification folder). Rows with a `teacher_scores` column skip it.",
     )
     gist_margin: float = Field(0.0, ge=0, lt=1, description="Margin of the guide's test.")
@@ -466,13 +469,14 @@ class TrainConfig(Strict):
         if self.distils and not self.teacher_model:
             raise ValueError(f"loss {self.loss!r} needs teacher_model")
         if not self.distils and self.teacher_model:
-            raise ValueError(f"teacher_model is only used by the margin_mse losses, not {self.loss!r}")
+            raise ValueError("teacher_model is only used by the distilling losses (margin_mse, "
+                             f"margin_mse_infonce, kl_infonce), not {self.loss!r}")
         return self
 
     @property
     def distils(self) -> bool:
         """Whether the loss learns a teacher's margins (the rows need `teacher_scores`)."""
-        return self.loss in ("margin_mse", "margin_mse_infonce")
+        return self.loss in ("margin_mse", "margin_mse_infonce", "kl_infonce")
 
     def softmax_temperature(self) -> float:
         """The temperature the loss uses (see `temperature`)."""

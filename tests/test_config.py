@@ -79,7 +79,7 @@ def test_a_guide_model_selects_gist_and_each_loss_needs_its_model():
     assert TrainConfig(loss="margin_mse", teacher_model="t").teacher_model == "t"
     for kwargs, message in [({"loss": "gist"}, "loss 'gist' needs guide_model"),
                             ({"loss": "margin_mse"}, "needs teacher_model"),
-                            ({"teacher_model": "t"}, "teacher_model is only used by the margin_mse losses"),
+                            ({"teacher_model": "t"}, "teacher_model is only used by the distilling losses"),
                             ({"loss": "margin_mse", "teacher_model": "t", "guide_model": "g"},
                              "guide_model is only used by loss 'gist'")]:
         with pytest.raises(ValidationError, match=message):

@@ -17,13 +17,13 @@ from ..models import licence_lines
 from ..pipeline import code_version
 from ..publish import read_dataset
 from ..store import Store
-from . import encoder, gist, loss, margin, sampler, step, teacher, trainer
+from . import encoder, gist, listwise, loss, margin, sampler, step, teacher, trainer
 from .encoder import pick_device
 
 
 def train_fingerprint(card: dict, cfg: TrainConfig) -> str:
     return stable_hash(card["sha256"], cfg.fingerprint_fields(),
-                       code_version(trainer, loss, gist, margin, teacher, sampler, encoder, step))
+                       code_version(trainer, loss, gist, margin, listwise, teacher, sampler, encoder, step))
 
 
 def loss_line(cfg: TrainConfig) -> str:
@@ -33,6 +33,11 @@ def loss_line(cfg: TrainConfig) -> str:
                 f"temperature {cfg.softmax_temperature()}")
     if cfg.distils:
         kind = "cross-encoder" if teacher.is_cross_encoder(cfg.teacher_model) else "bi-encoder, cosine"
+        if cfg.loss == "kl_infonce":
+            return (f"listwise distillation (RocketQAv2), teacher `{cfg.teacher_model}` ({kind}): the KL divergence "
+                    "of the student's softmax over each row's positive and hard negatives from the teacher's, "
+                    f"plus InfoNCE over in-batch and hard negatives; temperature {cfg.softmax_temperature()}; "
+                    "rows without a hard negative skipped")
         return (f"MarginMSE (GPL), teacher `{cfg.teacher_model}` ({kind}): its (query, positive) - "
                 "(query, hard negative) score margins, student scores cosine; rows without a hard negative skipped"
                 + ("; plus InfoNCE over in-batch and hard negatives, both on the logit scale (/ temperature "

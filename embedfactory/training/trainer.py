@@ -31,7 +31,8 @@ from ..models import hub_id
 from .encoder import Encoder, guide_lookup, load_guide, load_student, pick_device, save_student
 from .gist import gist_loss
 from .loss import in_batch_infonce
-from .margin import margin_mse_loss
+from .listwise import listwise_kl_loss
+from .margin import margin_mse_loss, student_margins
 from .sampler import semi_homogeneous_batches
 from .step import forward_backward, roles
 from .teacher import teacher_scores
@@ -214,6 +215,12 @@ def batch_loss(cfg: TrainConfig, student: list[torch.Tensor], guided: list[torch
             q, p, n = (F.normalize(x, dim=-1) for x in (q, p, n))
             losses.append(in_batch_infonce(q, torch.cat([p, n]), doc_texts, tau)
                           + margin_mse_loss(q / tau, p, n, margins / tau, owners))
+        elif cfg.loss == "kl_infonce":  # InfoNCE plus the teacher's ranking of each row's list, same temperature
+            tau = cfg.softmax_temperature()
+            margins, owners = teacher
+            q, p, n = (F.normalize(x, dim=-1) for x in (q, p, n))
+            losses.append(in_batch_infonce(q, torch.cat([p, n]), doc_texts, tau)
+                          + listwise_kl_loss(student_margins(q, p, n, owners) / tau, margins / tau, owners, len(q)))
         elif guided is None:
             docs = p if n is None else torch.cat([p, n])
             losses.append(in_batch_infonce(q, docs, doc_texts, cfg.softmax_temperature()))
