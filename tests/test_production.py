@@ -117,6 +117,15 @@ def run_args(params: SynthParams, watch: bool = True) -> list[str]:
     return [*args, "--watch", "--watch-timeout", "900"] if watch else args
 
 
+def quiet_by(llm: FakeChatServer, seconds: float, within: float = 120) -> None:
+    """Wait until `llm` has had no request for `seconds` (a killed client's requests, already sent, can
+    reach a busy machine's server a while later), at most `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() - max(llm.arrivals, default=0.0) < seconds or llm.in_flight:
+        assert time.monotonic() < deadline, "the fake server never went quiet"
+        time.sleep(0.2)
+
+
 def records(store: Path, run_id: str) -> dict[str, dict]:
     """Every commit record of the run: 'stage/key' -> record."""
     return {f"{p.parent.parent.name}/{p.stem}": json.loads(p.read_text())
@@ -184,7 +193,7 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_regenerates_no_finished_sha
                 assert time.monotonic() < deadline, "generation never got under way"
                 time.sleep(0.2)
             worker.kill()  # the machine dies: worker and flow run, no cleanup
-            time.sleep(1)  # requests already on the wire arrive and are counted as the first run's
+            quiet_by(llm, seconds=2)  # requests already on the wire arrive and are counted as the first run's
         before, calls_before = records(tmp_path / "store", "crash"), len(llm.requests)
         assert any(k.startswith("examples/") for k in before) and "verdicts/00000" not in before
 
