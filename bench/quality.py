@@ -18,10 +18,12 @@ Trained with `--seeds` seeds each, all in the same run, on the same evaluation:
 - baseline titles+teacher: the title pairs with the teacher's negatives and margins (no LLM).
 Every judged query is scored; a recipe's per-query nDCG@10 is its mean over seeds; differences get a
 paired bootstrap 95% interval over queries (`embedfactory.significance`). `--ablations` adds one-seed
-variants of the recipe. Generation, teacher embeddings, trained models and scores are kept in the
+variants of the recipe. `--variants` trains a subset (without recipe and genq no LLM runs: the
+title baselines alone). Generation, teacher embeddings, trained models and scores are kept in the
 store, so a rerun takes minutes.
 
     python bench/quality.py [--sets cranfield,cisi] [--beir DIR ...] [--docs 60] [--seeds 3]
+    python bench/quality.py --variants titles,titles+teacher --negatives 7 --loss kl_infonce --seeds 1
 
 Prints `quality <set> ndcg@10 base X tuned Y delta Z ci [LO, HI]`, then per baseline
 `quality <set> baseline <name> ndcg@10 Y delta Z ci [LO, HI]` (the recipe minus the baseline), and
@@ -55,6 +57,8 @@ from embedfactory.store import StageDir, Store  # noqa: E402
 
 STSB = evalsets.SHIPPED["stsb-test"]
 SHIPPED_SETS = ("cranfield", "cisi")
+VARIANTS = ("recipe", "genq", "titles", "titles+teacher")
+LLM_VARIANTS = {"recipe", "genq"}
 
 
 def generate(args, name: str, corpus_source: str) -> list[dict]:
@@ -174,9 +178,12 @@ def collections(args) -> list[tuple[str, RetrievalData, str]]:
 def run_set(args, store: Store, name: str, data: RetrievalData, source: str, cfg: TrainConfig) -> dict:
     started = time.monotonic()
     doc_ids = list(data.corpus)
+    wanted = set(args.variants.split(","))
+    llm = bool(wanted & LLM_VARIANTS)
     print(f"\n{name}: {len(data.corpus)} documents ({len(data.titles)} with titles), {len(data.queries)} "
-          f"judged queries; queries generated for {args.docs or len(data.corpus)} documents", flush=True)
-    generated = generate(args, name, source)
+          f"judged queries; queries generated for " + (f"{args.docs or len(data.corpus)} documents" if llm else
+                                                      "no document (no LLM variant asked)"), flush=True)
+    generated = generate(args, name, source) if llm else []
     queries = [{"anchor": r["anchor"], "doc": r["source_id"].split("#")[0], "task": r["task"],
                 "gate": (r["drop_reason"] or "") if (r["drop_reason"] or "").startswith("gate") else None,
                 "duplicate": (r["drop_reason"] or "").startswith(("exact", "near")), "student_rank": r["rank"]}
@@ -188,7 +195,8 @@ def run_set(args, store: Store, name: str, data: RetrievalData, source: str, cfg
     # the teacher ranks the corpus for every query: generated, titles, and (for its own score) the real ones
     docs = embedded(store, args.teacher, [data.corpus[d] for d in doc_ids], "document", args.max_length)
     generated_rows = labelled(queries, data, doc_ids, embedded(store, args.teacher, [q["anchor"] for q in queries],
-                                                               "query", args.max_length), docs, args.negatives)
+                                                               "query", args.max_length), docs,
+                              args.negatives) if queries else []
     titled = [d for d in doc_ids if data.titles.get(d) and body(data, d)]
     title_queries = [{"anchor": data.titles[d], "doc": d, "task": "title"} for d in titled]
     title_rows = labelled(title_queries, data, doc_ids, embedded(store, args.teacher, [data.titles[d] for d in titled],
@@ -208,11 +216,12 @@ def run_set(args, store: Store, name: str, data: RetrievalData, source: str, cfg
     plain = TrainConfig.model_validate({**cfg.model_dump(), "mined_negatives": 0})
     bare = [{**r, "mined_negatives": [], "teacher_scores": None} for r in generated_rows]
     variants = {
-        "recipe": (kept + [r for r in title_rows if len(r["teacher_scores"]) > 1], teach),
+        "recipe": (kept + (title_teacher := [r for r in title_rows if len(r["teacher_scores"]) > 1]), teach),
         "genq": (bare, plain),
         "titles": ([{**r, "mined_negatives": [], "teacher_scores": None} for r in title_rows], plain),
-        "titles+teacher": ([r for r in title_rows if len(r["teacher_scores"]) > 1], teach),
+        "titles+teacher": (title_teacher, teach),
     }
+    variants = {v: got for v, got in variants.items() if v in wanted}
     seeds = range(args.seeds)
     if args.ablations:  # one seed each, the same shards and labels
         swap = lambda **f: TrainConfig.model_validate({**teach.model_dump(), **f})  # noqa: E731
@@ -226,9 +235,9 @@ def run_set(args, store: Store, name: str, data: RetrievalData, source: str, cfg
             "recipe, InfoNCE on teacher negatives": (variants["recipe"][0],
                                                      swap(loss="infonce", teacher_model=None)),
             "recipe, no gates": ([r for r in generated_rows if not r["duplicate"] and r["teacher_rank"] <= args.teacher_k
-                                  and len(r["teacher_scores"]) > 1] + variants["titles+teacher"][0], teach),
+                                  and len(r["teacher_scores"]) > 1] + title_teacher, teach),
             "recipe, no teacher filter": ([r for r in generated_rows if not r["gate"] and not r["duplicate"]
-                                           and len(r["teacher_scores"]) > 1] + variants["titles+teacher"][0], teach),
+                                           and len(r["teacher_scores"]) > 1] + title_teacher, teach),
         }
     runs: dict[str, list[dict]] = {}
     for variant, (rows, option) in variants.items():
@@ -236,7 +245,7 @@ def run_set(args, store: Store, name: str, data: RetrievalData, source: str, cfg
             print(f"  {variant}: {len(rows)} rows, not trained", flush=True)
             continue
         print(f"  {variant}: {len(rows)} rows", flush=True)
-        use = seeds if variant in ("recipe", "genq", "titles", "titles+teacher") else [0]
+        use = seeds if variant in VARIANTS else [0]
         runs[variant] = [scores(store, train(store, rows, option.model_copy(update={"seed": s})), data, name,
                                 args.max_length) for s in use]
     base = scores(store, EMBEDDED_EMBEDDER, data, name, args.max_length)
@@ -263,7 +272,10 @@ def report(name: str, result: dict, resamples: int) -> dict:
         if variant == "recipe":
             print(f"quality {name} ndcg@10 base {out['base']:.4f} tuned {np.mean(list(scored.values())):.4f} "
                   f"{vs_base} seeds {seeds}")
-        elif variant in ("genq", "titles", "titles+teacher") and recipe is not None:
+        elif variant in VARIANTS and recipe is None:
+            print(f"quality {name} baseline {variant} ndcg@10 {np.mean(list(scored.values())):.4f} vs base "
+                  f"{vs_base} seeds {seeds} stsb {stsb[variant]:.4f}")
+        elif variant in VARIANTS:
             vs = paired_bootstrap(scored, recipe, resamples)
             out["variants"][variant]["recipe_minus"] = vs.__dict__
             print(f"quality {name} baseline {variant} ndcg@10 {np.mean(list(scored.values())):.4f} {vs} "
@@ -305,9 +317,15 @@ def main() -> None:
     cli.add_argument("--base-url", default="embedded")
     cli.add_argument("--model", default=SynthParams().generator.model, help="the generator")
     cli.add_argument("--ablations", action="store_true", help="add one-seed variants of the recipe")
+    cli.add_argument("--variants", default=",".join(VARIANTS), help="the recipe and baselines to train "
+                     "(without recipe and genq no LLM runs)")
     args = cli.parse_args()
     if args.seeds < 1 or args.docs < 0:
         raise SystemExit("--seeds must be at least 1 and --docs at least 0 (0: every document)")
+    if unknown := set(args.variants.split(",")) - set(VARIANTS):
+        raise SystemExit(f"--variants: {', '.join(sorted(unknown))} not among {', '.join(VARIANTS)}")
+    if args.ablations and "recipe" not in args.variants.split(","):
+        raise SystemExit("--ablations vary the recipe: keep recipe in --variants")
     sets = collections(args)
     started = time.monotonic()
     store = Store(args.store)
