@@ -114,10 +114,11 @@ def labelled(queries: list[dict], data: RetrievalData, doc_ids: list[str], vecto
 
 
 def train(store: Store, rows: list[dict], cfg: TrainConfig) -> str:
-    """The model folder for (rows, cfg), trained once per store."""
+    """The model folder for (rows, cfg), trained once per store and version of the training code."""
+    from embedfactory.training.job import training_code
     from embedfactory.training.trainer import train_contrastive
 
-    folder = Path(store.root) / "bench-models" / stable_hash(rows, cfg.fingerprint_fields(), length=16)
+    folder = Path(store.root) / "bench-models" / stable_hash(rows, cfg.fingerprint_fields(), training_code(), length=16)
     if (folder / "modules.json").exists():
         return str(folder)
     started = time.monotonic()

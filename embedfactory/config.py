@@ -412,6 +412,9 @@ class TrainConfig(Strict):
         "size is not bounded by memory (same gradients, about 1/3 more compute).")
     gradient_checkpointing: bool = runtime(False, description="Recompute activations in backward.")
     checkpoint_every: int = runtime(50, gt=0, description="Steps between checkpoints in the store.")
+    processes: int = runtime(
+        1, gt=0, description="Training processes on the worker (DDP through torchrun): one per GPU on a "
+        "machine with several; each takes batch_size / processes rows of every step's batch.")
     eval_sets: list[str] = runtime(
         ["cranfield", "stsb-test"], description="Evaluated after training, base vs fine-tuned: names "
         "of shipped sets or paths of EvalSet JSON files.")
@@ -422,6 +425,13 @@ class TrainConfig(Strict):
         if dims is not None and (not dims or min(dims) < 1 or len(set(dims)) != len(dims)):
             raise ValueError("matryoshka_dims must be distinct positive widths")
         return dims
+
+    @model_validator(mode="after")
+    def _processes(self) -> "TrainConfig":
+        if self.batch_size % self.processes:
+            raise ValueError(f"batch_size {self.batch_size} must divide among processes={self.processes}: "
+                             "each process takes an equal share of every batch")
+        return self
 
     @model_validator(mode="after")
     def _matryoshka_weights(self) -> "TrainConfig":

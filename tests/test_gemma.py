@@ -173,16 +173,27 @@ def test_the_filter_encodes_anchors_with_the_query_prompt_and_documents_with_the
 
 
 def test_the_guide_and_the_student_encode_each_side_with_its_prompt(minilm_with_prompts, tmp_path):
-    from embedfactory.training.encoder import Encoder, guide_lookup, load_student, pick_device, save_student
+    from embedfactory.training.data import RowCollator, RowTable
+    from embedfactory.training.encoder import load_student, pick_device, save_student
+    from embedfactory.training.gist import GuideTable
     from sentence_transformers import SentenceTransformer
 
     model = minilm_with_prompts.eval()
-    lookup = guide_lookup(model, [TEXTS[0]], [TEXTS[1], TEXTS[0]], chunk=2)
-    for text, role in ((TEXTS[0], "query"), (TEXTS[1], "document"), (TEXTS[0], "document")):
-        got = torch.nn.functional.normalize(lookup([text], role), dim=-1).numpy()
-        np.testing.assert_allclose(got, bare(model, [model.prompts[role] + text]), atol=1e-5)
-    with torch.no_grad():
-        np.testing.assert_allclose(Encoder(model, 1)(TEXTS).numpy(), model.encode(TEXTS), atol=1e-5)  # no role: bare
+    table = RowTable(anchors=[TEXTS[0]], positives=[TEXTS[1]], negatives=[[TEXTS[0]]])
+    guided = [torch.nn.functional.normalize(x, dim=-1).numpy() for x in GuideTable(model, table, 2).lookup([0], "cpu")]
+    for got, text, role in zip(guided, (TEXTS[0], TEXTS[1], TEXTS[0]), ("query", "document", "document")):
+        np.testing.assert_allclose(got[0], bare(model, [model.prompts[role] + text])[0], atol=1e-5)
+    # the Trainer's batches: anchors with the query prompt, positives and negatives with the document prompt
+    collate = RowCollator(model.preprocess, prompts={"anchor": model.prompts["query"],
+                                                     "positive": model.prompts["document"],
+                                                     "negatives": model.prompts["document"]})
+    inputs = collate([{"anchor": TEXTS[0], "positive": TEXTS[1], "negatives": [TEXTS[0]], "label": 0}])
+    for column, text, role in (("anchor", TEXTS[0], "query"), ("positive", TEXTS[1], "document"),
+                               ("negatives", TEXTS[0], "document")):
+        features = {k[len(column) + 1:]: v for k, v in inputs.items() if k.startswith(column + "_")}
+        with torch.no_grad():
+            got = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1).numpy()
+        np.testing.assert_allclose(got[0], bare(model, [model.prompts[role] + text])[0], atol=1e-5)
     model.save(str(tmp_path / "base"))
     student = load_student(TrainConfig(base_model=str(tmp_path / "base")), pick_device("cpu"))
     assert student.prompts == model.prompts  # the bare template keeps the base model's query prompt
@@ -200,7 +211,8 @@ def test_the_guide_and_the_student_encode_each_side_with_its_prompt(minilm_with_
 def test_gemma_ranks_the_relevant_document_first_through_the_filter_guide_and_teacher_with_its_prompts():
     """The real model (assembled first where ~/.cache/embedfactory/models/embeddinggemma-300m is missing)."""
     from embedfactory.stages import consistency
-    from embedfactory.training.encoder import guide_lookup
+    from embedfactory.training.data import RowTable
+    from embedfactory.training.gist import GuideTable
     from embedfactory.training.teacher import teacher_scores
 
     query = "How do I reset my card PIN?"
@@ -221,7 +233,6 @@ def test_gemma_ranks_the_relevant_document_first_through_the_filter_guide_and_te
                                             device="cpu")
     assert positive == pytest.approx(float(docs[0] @ q), abs=1e-4) and negative == pytest.approx(float(docs[1] @ q),
                                                                                                   abs=1e-4)
-    with torch.no_grad():
-        lookup = guide_lookup(model, [query], [relevant, unrelated], chunk=4)
-        g = torch.nn.functional.normalize(lookup([query], "query"), dim=-1)[0].numpy()
-    np.testing.assert_allclose(g, q, atol=1e-4)  # the trainer's Encoder applies the same prompt
+    guide = GuideTable(model, RowTable(anchors=[query], positives=[relevant], negatives=[[unrelated]]), 4)
+    g = torch.nn.functional.normalize(guide.lookup([0], "cpu")[0], dim=-1)[0].numpy()
+    np.testing.assert_allclose(g, q, atol=1e-4)  # the trainer's guide applies the same prompt

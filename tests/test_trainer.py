@@ -6,7 +6,8 @@ import torch
 
 from embedfactory.config import TrainConfig
 from embedfactory.models import embedding_model_path
-from embedfactory.training.trainer import batches, train_contrastive
+from embedfactory.training.sampler import batches
+from embedfactory.training.trainer import train_contrastive
 
 ROWS = [
     {"anchor": "how do I reset my card PIN", "positive": "Resetting a card PIN at an ATM or in the app.",
@@ -21,16 +22,16 @@ ROWS = [
 
 
 def test_batches_cover_every_row_once_and_skip_lone_rows():
-    plan = batches(list(range(9)), 4, seed=0)
+    plan = batches([{}] * 9, 4, seed=0)  # row indices
     flat = [x for b in plan for x in b]
     assert [len(b) for b in plan] == [4, 4]  # the ninth row alone would have no negative
     assert len(set(flat)) == 8 and set(flat) < set(range(9))  # 8 distinct rows of the 9, none twice
-    full = batches(list(range(12)), 4, seed=0)
+    full = batches([{}] * 12, 4, seed=0)
     assert sorted(x for b in full for x in b) == list(range(12))  # all rows, each once
-    assert full != batches(list(range(12)), 4, seed=1)  # and shuffled by the seed
+    assert full != batches([{}] * 12, 4, seed=1)  # and shuffled by the seed
     typed = [{"id": i, "task_type": ["retrieval", "sts", "classification"][i % 3]} for i in range(24)]
     semi = batches(typed, 4, seed=0, homogeneous_ratio=0.5)
-    assert sorted(r["id"] for b in semi for r in b) == list(range(24))  # the semi-homogeneous plan too
+    assert sorted(i for b in semi for i in b) == list(range(24))  # the semi-homogeneous plan too
 
 
 @pytest.mark.slow
@@ -38,7 +39,7 @@ def test_semi_homogeneous_groups_are_task_types_by_default_so_the_home_part_fill
     # generated data: every row its own instruction, a few task types (KaLM groups by dataset/type)
     rows = [{"anchor": f"q{i}", "positive": f"p{i}", "instruction": f"task {i}",
              "task_type": ["retrieval", "sts"][i % 2]} for i in range(64)]
-    home_share = lambda plan, key: min(collections.Counter(r[key] for r in b).most_common(1)[0][1]  # noqa: E731
+    home_share = lambda plan, key: min(collections.Counter(rows[i][key] for i in b).most_common(1)[0][1]  # noqa: E731
                                        for b in plan if len(b) == 8) / 8
     assert home_share(batches(rows, 8, seed=0, homogeneous_ratio=0.75), "task_type") >= 0.75
     assert home_share(batches(rows, 8, seed=0, homogeneous_ratio=0.75, key="instruction"), "instruction") == 1 / 8
@@ -83,10 +84,11 @@ def test_epoch_snapshots_are_the_models_of_shorter_runs(tmp_path):
         snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.eval()  # the trainer puts the model back in training mode
 
-    cfg = TrainConfig(epochs=3, batch_size=2, learning_rate=1e-4)
+    # a constant rate: with a schedule over the run, epoch 1 of 3 epochs and a 1-epoch run step differently
+    cfg = TrainConfig(epochs=3, batch_size=2, learning_rate=1e-4, warmup_ratio=0, lr_schedule="constant")
     report = train_contrastive(ROWS, cfg, str(tmp_path / "three"), epoch_end=keep)
     assert sorted(snapshots) == [1, 2] and report["steps"] == 6
-    train_contrastive(ROWS, TrainConfig(epochs=1, batch_size=2, learning_rate=1e-4), str(tmp_path / "one"))
+    train_contrastive(ROWS, cfg.model_copy(update={"epochs": 1}), str(tmp_path / "one"))
     one = SentenceTransformer(str(tmp_path / "one")).state_dict()
     three = SentenceTransformer(str(tmp_path / "three")).state_dict()
     assert all(torch.allclose(one[k], snapshots[1][k], atol=1e-6) for k in one)

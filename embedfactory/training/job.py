@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
+import tarfile
 import tempfile
 from pathlib import Path
 
 import pyarrow as pa
-import torch
 
 from .. import plots
 from ..config import TrainConfig
@@ -17,13 +17,17 @@ from ..models import licence_lines
 from ..pipeline import code_version
 from ..publish import read_dataset
 from ..store import Store
-from . import encoder, gist, listwise, loss, margin, sampler, step, teacher, trainer
+from . import data, encoder, gist, launch, listwise, loss, margin, rowloss, sampler, teacher, trainer
 from .encoder import pick_device
 
 
+def training_code() -> str:
+    """The version of the code a trained model depends on."""
+    return code_version(trainer, data, rowloss, loss, gist, margin, listwise, teacher, sampler, encoder)
+
+
 def train_fingerprint(card: dict, cfg: TrainConfig) -> str:
-    return stable_hash(card["sha256"], cfg.fingerprint_fields(),
-                       code_version(trainer, loss, gist, margin, listwise, teacher, sampler, encoder, step))
+    return stable_hash(card["sha256"], cfg.fingerprint_fields(), training_code())
 
 
 def loss_line(cfg: TrainConfig) -> str:
@@ -46,19 +50,23 @@ def loss_line(cfg: TrainConfig) -> str:
 
 
 class StoreCheckpoints:
-    """The latest training state of one job, one object in the store, replaced atomically."""
+    """The latest checkpoint folder of one job (the Trainer's `checkpoint-<step>`), one tar object in the
+    store, replaced atomically."""
 
     def __init__(self, store: Store, path: str):
         self.store, self.path = store, path
 
-    def load(self) -> dict | None:
+    def load(self, into: str) -> str | None:
         if not self.store.exists(self.path):
             return None
-        return torch.load(io.BytesIO(self.store.read_bytes(self.path)), weights_only=True)
+        with tarfile.open(fileobj=io.BytesIO(self.store.read_bytes(self.path))) as tar:
+            tar.extractall(into, filter="data")
+            return str(Path(into) / tar.getnames()[0].split("/")[0])
 
-    def save(self, state: dict) -> None:
+    def save(self, folder: str) -> None:
         buffer = io.BytesIO()
-        torch.save(state, buffer)
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(folder, arcname=Path(folder).name)
         self.store.write_bytes(self.path, buffer.getvalue())
 
     def clear(self) -> None:
@@ -136,9 +144,12 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
     labels, published = None, len(rows)
     if cfg.distils:
         labels, rows = pseudo_labels(store, card, rows, cfg)
-    checkpoints = StoreCheckpoints(store, f"{out}/checkpoint.pt")
+    checkpoints = StoreCheckpoints(store, f"{out}/checkpoint.tar")
     with tempfile.TemporaryDirectory() as tmp:
-        report = trainer.train_contrastive(rows, cfg, tmp, progress, checkpoints)
+        if cfg.processes > 1:  # DDP on this worker's devices; progress is the processes' own log
+            report = launch.train_distributed(rows, cfg, tmp, {"store": store_uri, "path": checkpoints.path})
+        else:
+            report = trainer.train_contrastive(rows, cfg, tmp, progress, checkpoints)
         report["skipped_rows"] = published - report["rows"]
         readme = Path(tmp) / "README.md"
         readme.write_text(with_section(readme.read_text() if readme.exists() else "", model_card(card, cfg, report)))

@@ -21,6 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .loss import in_batch_infonce
+from .margin import student_margins
+from .rowloss import RowLoss
+
 _ABSENT = -1e4  # the logit of an empty slot of a shorter list: a probability of exactly 0 in float32
 
 
@@ -46,3 +50,15 @@ def listwise_kl_loss(student_margins: torch.Tensor, teacher_margins: torch.Tenso
     student = row_logits(student_margins, owners, rows)
     return F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True,
                     reduction="sum") / rows
+
+
+class ListwiseKLLoss(RowLoss):
+    """InfoNCE over in-batch and hard negatives plus the listwise KL to the teacher's ranking of each
+    row's list, both at the loss's temperature."""
+
+    def batch_loss(self, q, p, n, rows, owners):
+        q, p, n = (F.normalize(x, dim=-1) for x in (q, p, n))
+        tau = self.temperature
+        margins = self.teacher_margins(rows, q.device)
+        return (in_batch_infonce(q, torch.cat([p, n]), self.table.doc_texts(rows), tau)
+                + listwise_kl_loss(student_margins(q, p, n, owners) / tau, margins / tau, owners, len(q)))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .rowloss import RowLoss
+
 
 def in_batch_infonce(anchors: torch.Tensor, docs: torch.Tensor, doc_texts: list[str],
                      temperature: float = 0.05) -> torch.Tensor:
@@ -25,3 +27,10 @@ def in_batch_infonce(anchors: torch.Tensor, docs: torch.Tensor, doc_texts: list[
     own[torch.arange(batch), torch.arange(batch)] = True
     scores = scores.masked_fill(same_text & ~own, float("-inf"))
     return F.cross_entropy(scores, torch.arange(batch, device=scores.device))
+
+
+class InfoNCELoss(RowLoss):
+    """`in_batch_infonce` as a sentence-transformers loss over a batch's rows (see `rowloss.py`)."""
+
+    def batch_loss(self, q, p, n, rows, owners):
+        return in_batch_infonce(q, torch.cat([p, n]), self.table.doc_texts(rows), self.temperature)

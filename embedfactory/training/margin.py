@@ -27,6 +27,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .loss import in_batch_infonce
+from .rowloss import RowLoss
+
 
 def student_margins(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
                     owners: torch.Tensor | None = None) -> torch.Tensor:
@@ -43,3 +46,21 @@ def margin_mse_loss(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor, teacher_m
                     owners: torch.Tensor | None = None) -> torch.Tensor:
     margins = student_margins(q, p, n, owners)
     return F.mse_loss(margins, teacher_margins.to(device=margins.device, dtype=margins.dtype))
+
+
+class MarginMSELoss(RowLoss):
+    """MarginMSE on the rows' stored teacher scores, on cosines; with `infonce`, plus InfoNCE over
+    in-batch and hard negatives, both on the logit scale (cosine / temperature)."""
+
+    def __init__(self, *args, infonce: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.infonce = infonce
+
+    def batch_loss(self, q, p, n, rows, owners):
+        q, p, n = (F.normalize(x, dim=-1) for x in (q, p, n))
+        margins = self.teacher_margins(rows, q.device)
+        if not self.infonce:
+            return margin_mse_loss(q, p, n, margins, owners)
+        tau = self.temperature
+        return (in_batch_infonce(q, torch.cat([p, n]), self.table.doc_texts(rows), tau)
+                + margin_mse_loss(q / tau, p, n, margins / tau, owners))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..models import embedding_model_path
+from .data import hard_negatives, query_text
 
 
 def is_cross_encoder(model_name: str) -> bool:
@@ -41,8 +42,6 @@ def is_cross_encoder(model_name: str) -> bool:
 def teacher_scores(rows: list[dict], model_name: str, query_template: str = "{query}", mined: int = 1,
                    batch_size: int = 32, device: str | None = None) -> list[list[float]]:
     """Per row, the teacher's score of its positive then of each of its hard negatives."""
-    from .trainer import hard_negatives, query_text  # the trainer imports this module
-
     queries = [query_text(r, query_template) for r in rows]
     docs = [[r["positive"], *hard_negatives(r, mined)] for r in rows]
     if is_cross_encoder(model_name):
