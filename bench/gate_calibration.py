@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedfactory import calibration, evalsets  # noqa: E402
+from embedfactory import calibration, evalsets, gates  # noqa: E402
 from embedfactory.ids import seed_of  # noqa: E402
 from embedfactory.task_types import CLARITY, DIFFICULTY, QUERY_LENGTH, QUERY_TYPE, Draw  # noqa: E402
 
@@ -38,7 +38,7 @@ def report(name: str, data, args) -> None:
     before = None if args.no_before else calibration.real_query_rejects(data, args.seed, draw=e5_draw)
     print(f"\n{name}: {now.queries} queries, {now.pairs} (query, relevant document) pairs")
     print(f"  {'gate':12} {'now':>8}" + ("" if before is None else f" {'before':>8}"))
-    rows = [(g, now.gate_share(g), before and before.gate_share(g)) for g in calibration.GROUNDED_GATES]
+    rows = [(g, now.gate_share(g), before and before.gate_share(g)) for g in gates.QUERY_GATES]
     rows += [("all gates", now.share, before and before.share),
              ("queries", now.query_share, before and before.query_share)]
     for gate, a, b in rows:

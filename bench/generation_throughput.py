@@ -236,7 +236,7 @@ def generators(args) -> None:
     if default in results and results[best]["kept_per_min"] > 0:
         m = results[default]
         print(f"default generator {Endpoint().model} ({default}): {m['kept_per_min'] / results[best]['kept_per_min']:.2f}x "
-              f"the best's kept rows/min, {len(m['kept'])}/{m['prompts']} kept (the README says why it is the default)")
+              f"the best's kept rows/min, {len(m['kept'])}/{m['prompts']} kept (bench/RESULTS.md says why it is the default)")
 
 
 async def plain_loop(endpoint: Endpoint, base_url: str, requests) -> int:

@@ -136,7 +136,7 @@ def scores(store: Store, model: str, data: RetrievalData, set_name: str, max_len
     """Per-query nDCG@10 on `data` and STS-B spearman for `model`, cached in the store by its content."""
     from sentence_transformers import SentenceTransformer
 
-    from embedfactory.evaluation import embedders, model_identity
+    from embedfactory.evaluation import embedders, model_identity, sts_scores
     from embedfactory.models import embedding_model_path
 
     key = stable_hash(model_identity(store, model), set_name, len(data.queries), max_length, length=16)
@@ -148,7 +148,7 @@ def scores(store: Store, model: str, data: RetrievalData, set_name: str, max_len
     embed = embedders(loaded)
     found = evalsets.retrieval_scores(embed.documents, data, embed_queries=embed.queries, per_query=True)
     out = {"per_query": found["per_query_ndcg"], "ndcg@10": found["ndcg@10"],
-           "stsb": evalsets.sts_scores(embed.texts, evalsets.load(STSB))["spearman"]}
+           "stsb": sts_scores(loaded, evalsets.load(STSB))["spearman"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
     return out

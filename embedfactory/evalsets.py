@@ -2,12 +2,13 @@
 
 An `EvalSet` names the files of one set and the sha256 they must hash to; `verify` checks that
 without loading anything else, so a flow can fail before it loads a model. Loaders return plain
-data (`RetrievalData`, `StsData`); `evaluate` scores an `Embed` function on them:
-
-- retrieval: exact search over the whole corpus (ties in document order), nDCG@10 with linear
-  gain as pytrec_eval/MTEB compute it, recall@10 as BEIR does (share of each query's relevant
-  documents in its top 10) and MRR@10, averaged over queries;
-- STS: Spearman correlation (average ranks for ties) of the pairs' cosines with the gold scores.
+data (`RetrievalData`, `StsData`). `retrieval_scores` scores an `Embed` function on a retrieval set:
+exact search over the whole corpus (ties in document order), nDCG@10 with graded gains as
+pytrec_eval/MTEB compute it, recall@10 as BEIR does (share of each query's relevant documents in its
+top 10) and MRR@10, averaged over queries, and each query's nDCG@10 for paired comparisons.
+sentence-transformers' `InformationRetrievalEvaluator` is not used here: it counts every judged document
+as gain 1 (Cranfield and CISI judge in grades) and gives no per-query scores. STS sets are scored by
+sentence-transformers' `EmbeddingSimilarityEvaluator` (`evaluation.sts_scores`).
 
 Cranfield is read in its native format: queries are numbered by position (1..225), as `cranqrel`
 numbers them (the `.I` ids of `cran.qry` skip numbers); codes 1 (complete answer) .. 4 (minimum
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field, model_validator
 
@@ -361,36 +361,6 @@ def retrieval_scores(embed: Embed, data: RetrievalData, k: int = 10, embed_queri
     out = {f"ndcg@{k}": ndcg / n, f"recall@{k}": recall / n, f"mrr@{k}": mrr / n,
            "queries": n, "documents": len(doc_ids)}
     return {**out, "per_query_ndcg": each} if per_query else out
-
-
-def spearman(x, y) -> float:
-    """Spearman's rank correlation, tied values getting their average rank."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)).statistic)
-
-
-def sts_scores(embed: Embed, data: StsData) -> dict:
-    """Spearman correlation of the cosine of each pair's embeddings with the gold scores."""
-    texts = list(dict.fromkeys(t for pair in data.pairs for t in pair))
-    where = {t: i for i, t in enumerate(texts)}
-    vectors = embed(texts)
-    a = vectors[[where[s1] for s1, _ in data.pairs]]
-    b = vectors[[where[s2] for _, s2 in data.pairs]]
-    return {"spearman": spearman((a * b).sum(-1), data.scores), "pairs": len(data.pairs)}
-
-
-def evaluate(embed: Embed, evalset: EvalSet, embed_queries: Embed | None = None,
-             embed_documents: Embed | None = None) -> dict:
-    """Scores of one set. A retrieval set's queries and documents go through `embed_queries` and
-    `embed_documents` where given (a model's query and document prompts), STS pairs through `embed`."""
-    data = load(evalset)
-    if evalset.kind == "retrieval":
-        metrics = retrieval_scores(embed_documents or embed, data, embed_queries=embed_queries)
-    else:
-        metrics = sts_scores(embed, data)
-    return {"name": evalset.name, "kind": evalset.kind, "split": evalset.split,
-            "main_score": evalset.main_score, "score": metrics[evalset.main_score], "metrics": metrics}
 
 
 SHIPPED: dict[str, EvalSet] = {s.name: s for s in [

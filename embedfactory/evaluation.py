@@ -10,7 +10,8 @@ scored again; a hub id or `embedded:` name is keyed by the name.
 Retrieval queries are embedded with the model's "query" prompt and documents with its document
 prompt (sentence-transformers' `encode_query` / `encode_document`): a model fine-tuned here carries
 the query prefix it was trained with; MiniLM and other models without prompts see bare texts. STS
-pairs are embedded bare.
+pairs are embedded bare and scored by sentence-transformers' `EmbeddingSimilarityEvaluator` (Spearman
+correlation of the pairs' cosines with the gold scores).
 """
 from __future__ import annotations
 
@@ -25,11 +26,10 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from . import evalsets
-from .evalsets import EvalSet, RetrievalData
+from .evalsets import EvalSet, RetrievalData, StsData
 from .filtering import Embed
-from .ids import stable_hash
+from .ids import code_version, stable_hash
 from .models import embedding_model_path
-from .pipeline import code_version
 from .store import Store
 
 
@@ -66,7 +66,6 @@ class Embedders:
 
     queries: Embed    # retrieval queries: the model's "query" prompt
     documents: Embed  # retrieval documents: its document prompt ("" unless it has one)
-    texts: Embed      # STS sentences: bare
 
 
 def embedders(model, batch_size: int = 64) -> Embedders:
@@ -76,13 +75,32 @@ def embedders(model, batch_size: int = 64) -> Embedders:
             return encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                           show_progress_bar=False).astype(np.float32)
         return embed
-    return Embedders(wrap(model.encode_query), wrap(model.encode_document), wrap(model.encode))
+    return Embedders(wrap(model.encode_query), wrap(model.encode_document))
+
+
+def sts_scores(model, data: StsData, batch_size: int = 64) -> dict:
+    """Spearman correlation of the cosines of the pairs' embeddings (bare texts) with the gold scores,
+    by sentence-transformers' `EmbeddingSimilarityEvaluator`."""
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    first, second = (list(side) for side in zip(*data.pairs))
+    found = EmbeddingSimilarityEvaluator(first, second, list(data.scores), batch_size=batch_size,
+                                         main_similarity="cosine", similarity_fn_names=["cosine"],
+                                         write_csv=False)(model)
+    return {"spearman": float(found["spearman_cosine"]), "pairs": len(data.pairs)}
 
 
 def evaluate(model, evalset: EvalSet) -> dict:
-    """One set's scores for a loaded SentenceTransformer, each side with its prompt."""
-    embed = embedders(model)
-    return evalsets.evaluate(embed.texts, evalset, embed_queries=embed.queries, embed_documents=embed.documents)
+    """One set's scores for a loaded SentenceTransformer: a retrieval set's queries and documents each
+    with the model's prompt (`embedders`), an STS set's pairs bare (`sts_scores`)."""
+    data = evalsets.load(evalset)
+    if evalset.kind == "retrieval":
+        embed = embedders(model)
+        metrics = evalsets.retrieval_scores(embed.documents, data, embed_queries=embed.queries)
+    else:
+        metrics = sts_scores(model, data)
+    return {"name": evalset.name, "kind": evalset.kind, "split": evalset.split,
+            "main_score": evalset.main_score, "score": metrics[evalset.main_score], "metrics": metrics}
 
 
 _digests: dict[tuple, str] = {}
@@ -126,7 +144,7 @@ def score_model(store: Store, model: str, sets: list[EvalSet], log=print) -> lis
     results, loaded = [], None
     identity = model_identity(store, model)
     for evalset in sets:
-        key = stable_hash(identity, evalset.model_dump(), code_version(evalsets, embedders, evaluate), length=16)
+        key = stable_hash(identity, evalset.model_dump(), code_version(evalsets, embedders, sts_scores, evaluate), length=16)
         path = store.path("evals", f"{evalset.name}-{key}.json")
         if not store.exists(path):
             if loaded is None:

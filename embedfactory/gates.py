@@ -28,8 +28,10 @@ from functools import lru_cache
 
 import numpy as np
 
-GATE_NAMES = ("echo", "copy", "length", "degenerate", "language", "label", "sts")
-ORDER = ("degenerate", "echo", "copy", "label", "sts", "language", "length")  # how `check` runs them
+from .config import GATE_NAMES
+
+ORDER = ("degenerate", "echo", "copy", "label", "sts", "language", "length")  # how `check` runs the GATE_NAMES
+QUERY_GATES = ("degenerate", "echo", "copy", "length")  # the gates `check_query` runs
 
 ECHO_N = 4  # words in a run shared with the fixed prompt (after normalization) ...
 ECHO_CONTENT = 2  # ... of which at least this many are not stopwords
@@ -440,8 +442,8 @@ def check_query(query: str, passage: str, title: str | None, asked: Asked,
              "copy": lambda: copy(query, passage, title),
              "length": lambda: (length(query, asked.attributes, "query_length") if asked_length
                                 else query_length(query))}
-    for name in ORDER:
-        if name in gates and name in names and (detail := gates[name]()):
+    for name in (n for n in ORDER if n in QUERY_GATES):
+        if name in names and (detail := gates[name]()):
             return f"gate {name}: query {detail}"
     return None
 

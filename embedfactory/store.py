@@ -1,6 +1,6 @@
 """Parquet shards on a local folder or any S3-compatible bucket, committed atomically.
 
-Layout (DESIGN §3)::
+Layout (docs/running.md, "What a run writes")::
 
     <root>/runs/<run_id>/<stage>/part-<key>.parquet   one shard = one task run's output
     <root>/runs/<run_id>/<stage>/_shards/<key>.json   its commit record, written after the Parquet

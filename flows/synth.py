@@ -10,7 +10,6 @@ from prefect import flow
 
 from embedfactory import pipeline, preflight, runconfig
 from embedfactory.config import Endpoint, SynthParams, TrainConfig
-from embedfactory.models import EMBEDDED_LMS
 from embedfactory.report import format_table
 from embedfactory.store import ShardRecord
 from tasks.common import load_api_keys, load_store_secret, result_storage, run_cli
@@ -81,49 +80,34 @@ def _generate_on_pool(ctx, shard, keys, grounded_keys, with_personas):
     return personas, {**out, "grounded": [chain[0] for chain in chains[len(keys):]]}
 
 
+# command-line flags: the SynthParams field each sets, and its type
+FLAGS = {"--store": ("store", str), "--run-id": ("run_id", str), "--personas": ("synth.personas", int),
+         "--tasks-per-persona": ("synth.tasks_per_persona", int),
+         "--examples-per-task": ("synth.examples_per_task", int), "--base-url": ("generator.base_url", str),
+         "--model": ("generator.model", str), "--draft-model": ("generator.draft_model", str),
+         "--slots": ("generator.slots", int), "--ctx-per-slot": ("generator.ctx_per_slot", int),
+         "--corpus": ("grounded.corpus", str), "--documents": ("grounded.documents", int),
+         "--grounded-share": ("grounded.share", float)}
+
+
 def _params_from_cli(argv: list[str] | None = None) -> SynthParams:
     """SynthParams from `--config run.yaml` (the keys of deployment synth/main's `parameters:`), then
     the flags below, then `--set` overrides; every key and value checked before anything runs."""
     cli = argparse.ArgumentParser(description="Run flow `synth` (see SynthParams for every field).")
     runconfig.add_arguments(cli)
-    cli.add_argument("--store", help="local folder or s3://bucket/prefix (default ./data)")
-    cli.add_argument("--run-id")
-    sizes = SynthParams().synth
-    cli.add_argument("--personas", type=int, help=f"default {sizes.personas}")
-    cli.add_argument("--tasks-per-persona", type=int, help=f"default {sizes.tasks_per_persona}")
-    cli.add_argument("--examples-per-task", type=int, help=f"default {sizes.examples_per_task}")
-    cli.add_argument("--task-mix", help="weights per task type, e.g. retrieval=7,classification=7,sts=7 "
-                     f"(default: {','.join(f'{t}={w:g}' for t, w in sizes.task_mix.items())})")
-    cli.add_argument("--base-url", help="OpenAI-compatible URL, or 'embedded' (default)")
-    cli.add_argument("--model", help=f"the generator's model (default {Endpoint().model}; embedded: "
-                     f"{', '.join(EMBEDDED_LMS)})")
-    cli.add_argument("--draft-model", help="embedded server: a smaller embedded model drafting for "
-                     "speculative decoding (e.g. qwen2.5-coder-0.5b-instruct for the 1.5B)")
-    cli.add_argument("--slots", type=int, help=f"embedded server: requests decoded together "
-                     f"(default {Endpoint().slots}; the client keeps that many in flight)")
-    cli.add_argument("--ctx-per-slot", type=int, help=f"embedded server: context tokens per slot "
-                     f"(default {Endpoint().ctx_per_slot})")
-    cli.add_argument("--brainstorm-url", help="the persona and task brainstorm's own OpenAI-compatible URL "
-                     "(SPEED: the teacher; default: the generator)")
-    cli.add_argument("--brainstorm-model", help="the brainstorm's model (with --brainstorm-url)")
-    cli.add_argument("--revisor-url", help="the revisor's own OpenAI-compatible URL (default: the generator)")
-    cli.add_argument("--revisor-model", help="the revisor's model (with --revisor-url)")
-    cli.add_argument("--no-revise", action="store_true")
-    cli.add_argument("--corpus", help="your documents (JSON lines/Parquet with id, title, text; a BEIR "
-                     "folder; a datasets folder or hub id): write queries grounded in their passages")
-    cli.add_argument("--documents", type=int, help="with --corpus: documents sampled (default: all)")
-    cli.add_argument("--grounded-share", type=float, help="with --corpus: share of grounded "
-                     "rows; 1 (default) skips the brainstormed stages")
-    cli.add_argument("--no-train", action="store_true")
+    for flag, (key, kind) in FLAGS.items():  # help: the config field's own description and default
+        cli.add_argument(flag, type=kind, help=runconfig.field_help(SynthParams, key))
+    cli.add_argument("--task-mix", help="weights per task type, e.g. retrieval=7,classification=7,sts=7; "
+                     + runconfig.field_help(SynthParams, "synth.task_mix"))
+    for role, name in (("brainstorm", "brainstormer"), ("revisor", "revisor")):
+        cli.add_argument(f"--{role}-url", help=f"{runconfig.field_help(SynthParams, name)}: its base URL")
+        cli.add_argument(f"--{role}-model", help=f"its model (with --{role}-url; default: the generator's)")
+    cli.add_argument("--no-revise", action="store_true", help=runconfig.field_help(SynthParams, "synth.revise"))
+    cli.add_argument("--no-train", action="store_true", help="publish without fine-tuning (params.train=null)")
     args = cli.parse_args(argv)
-    flags = {"store": args.store, "run_id": args.run_id, "synth.personas": args.personas,
-             "synth.tasks_per_persona": args.tasks_per_persona, "synth.examples_per_task": args.examples_per_task,
-             "synth.task_mix": _weights(args.task_mix) if args.task_mix else None,
-             "synth.revise": False if args.no_revise else None,
-             "generator.base_url": args.base_url, "generator.model": args.model, "generator.slots": args.slots,
-             "generator.draft_model": args.draft_model,
-             "generator.ctx_per_slot": args.ctx_per_slot, "grounded.corpus": args.corpus,
-             "grounded.documents": args.documents, "grounded.share": args.grounded_share}
+    flags = {key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _) in FLAGS.items()}
+    flags.update({"synth.task_mix": _weights(args.task_mix) if args.task_mix else None,
+                  "synth.revise": False if args.no_revise else None})
     flags = {f"params.{key}": value for key, value in flags.items()}
     given = runconfig.read(args.config).get("params") or {}
     model = args.model or (given.get("generator") or {}).get("model") or Endpoint().model

@@ -38,8 +38,11 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path):
                       checkpoint_every=3, device="cpu", max_seq_length=32)
     one = train_contrastive(rows, cfg, str(tmp_path / "one"))
     store = Store(str(tmp_path / "store"))
+    seen = []
     two = train_distributed(rows, cfg.model_copy(update={"processes": 2}), str(tmp_path / "two"),
-                            {"store": store.root, "path": store.path("models", "m", "checkpoint.tar")})
+                            {"store": store.root, "path": store.path("models", "m", "checkpoint.tar")},
+                            card={"train_datasets": [{"name": "ddp-rows/v1"}], "license": "apache-2.0"},
+                            progress=lambda step, steps, loss: seen.append((step, steps, loss)))
     print(f"losses, one process: {one['losses']}; two processes: {two['losses']}")
     assert len(one["losses"]) == len(two["losses"]) == 4  # 16 rows, 8 a step, 2 epochs
     assert two["losses"] == pytest.approx(one["losses"], rel=TOLERANCE)  # steps 2-4 follow the gradients
@@ -49,6 +52,10 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path):
     assert ranks[0]["wrote_model"] and ranks[0]["checkpoint_saves"] == 1  # at step 3 (not after the last)
     assert not ranks[1]["wrote_model"] and ranks[1]["checkpoint_saves"] == 0
     assert store.exists(store.path("models", "m", "checkpoint.tar"))
+    # the caller saw each step of the first process as it was logged, and the card names the data
+    assert seen == [(step, 4, loss) for step, loss in enumerate(two["losses"], start=1)]
+    card = (tmp_path / "two" / "README.md").read_text()
+    assert "license: apache-2.0" in card and "ddp-rows/v1" in card
     a, b = SentenceTransformer(str(tmp_path / "one")), SentenceTransformer(str(tmp_path / "two"))
     for x, y in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)

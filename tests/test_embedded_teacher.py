@@ -43,3 +43,11 @@ def test_a_corrupt_assembly_is_refused(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="expected 0000"):
         models.embedding_model_path(EMBEDDED_TEACHER)
     assert list((tmp_path / "models").iterdir()) == []  # nothing half-built is left behind
+
+
+def test_a_corrupt_minilm_package_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDFACTORY_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "MINILM_ZIP_SHA256", "0" * 64)
+    with pytest.raises(RuntimeError, match="model.zip has sha256 [0-9a-f]{64}, expected 0000"):
+        models.embedding_model_path(models.EMBEDDED_EMBEDDER)
+    assert list((tmp_path / "models").iterdir()) == []  # nothing half-built is left behind

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedfactory import pipeline
-from embedfactory.config import Endpoint
+from embedfactory.config import Endpoint, SynthParams
 from embedfactory.preflight import PreflightError
 from flows.synth import synth
 from tiny import tiny
@@ -86,6 +86,8 @@ def test_synth_runs_every_stage_then_resumes_without_llm_calls(tmp_path, prefect
     card = (Path(training["model_path"]) / "README.md").read_text()
     assert card.startswith("---\n") and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "## Training (embedfactory)" in card and first["dataset"]["sha256"] in card
+    published = json.loads((Path(first["dataset"]["path"]) / "card.json").read_text())
+    assert "license: apache-2.0" in card and f"{published['name']}/{published['version']}" in card
     assert "model-index:" in card.split("---\n")[1]  # the evaluation's scores, for the Hub
     (main,) = [r for r in training["evaluation"]["rows"] if r["main"]]  # base vs fine-tuned, held out
     assert main["set"] == "stsb-200" and main["metric"] == "spearman" and 0.7 < main["base"] < 0.95
@@ -147,6 +149,25 @@ def test_cli_sets_a_separate_revisor_endpoint():
     params = _params_from_cli(["--revisor-url", "http://revisor:8000/v1", "--revisor-model", "rev-7b"])
     assert (params.revisor.base_url, params.revisor.model) == ("http://revisor:8000/v1", "rev-7b")
     assert params.generator.base_url == "embedded" and _params_from_cli([]).revisor is None
+
+
+def test_every_flag_sets_its_config_field_and_says_its_description_and_default():
+    from flows.synth import FLAGS, _params_from_cli
+
+    from embedfactory.runconfig import field_help
+
+    assert field_help(SynthParams, "synth.personas") == (
+        f"{SynthParams.model_fields['synth'].annotation.model_fields['personas'].description} "
+        f"(default: {SynthParams().synth.personas})")
+    def field(params, key):
+        for part in key.split("."):
+            params = getattr(params, part)
+        return params
+
+    for flag, (key, kind) in FLAGS.items():  # each flag, given a value other than its default, sets its field
+        default = field(SynthParams(), key)
+        given = (default or 2) + 1 if kind is int else 0.5 if kind is float else key.replace("_", "-") + "-given"
+        assert field(_params_from_cli([flag, str(given)]), key) == given != default, flag
 
 
 def test_missing_persona_source_fails_before_any_model_starts(tmp_path, prefect_api):

@@ -21,7 +21,7 @@ def test_real_queries_pass_the_grounded_gates(sets, name):
     assert result.pairs > 1000 and result.queries == len(sets[name].queries)
     assert result.share <= MAX_SHARE, (result.per_gate, result.examples)
     assert result.query_share <= MAX_SHARE, (result.per_gate, result.examples)
-    for gate in calibration.GROUNDED_GATES:
+    for gate in gates.QUERY_GATES:
         assert result.gate_share(gate) <= MAX_SHARE, (gate, result.examples.get(gate))
 
 

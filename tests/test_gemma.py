@@ -13,7 +13,7 @@ import torch
 from embedfactory import hub, models, preflight
 from embedfactory.config import EMBEDDED_EMBEDDER, EMBEDDED_GEMMA, GEMMA_LICENCE, FilterConfig, SynthParams, TrainConfig
 from embedfactory.schemas import DATASET
-from embedfactory.training.job import model_card
+from embedfactory.training.job import card_data, model_card
 
 ROWS = [{"anchor": "how do I reset my PIN", "positive": "To reset your PIN, open the app.", "negative": None,
          "instruction": "Find the answer", "task_type": "retrieval", "persona_id": "p", "task_id": "t",
@@ -56,6 +56,15 @@ def test_the_model_card_states_the_terms_of_training_data_gemma_filtered_and_non
            "training data)" in card and GEMMA_LICENCE in card
     plain = model_card(dataset(EMBEDDED_EMBEDDER), TrainConfig(guide_model=models.EMBEDDED_TEACHER), REPORT)
     assert "terms of use" not in plain and "Gemma" not in plain
+
+
+def test_the_card_data_name_the_dataset_and_carry_the_licence_of_the_models_that_made_the_model():
+    plain = card_data(dataset(EMBEDDED_EMBEDDER), TrainConfig())
+    assert plain["train_datasets"] == [{"name": "synth/run-1"}]
+    assert plain["license"] == "apache-2.0" and plain["model_name"].startswith("sentence-transformers/all-MiniLM-L6-v2 ")
+    assert card_data(dataset(EMBEDDED_GEMMA), TrainConfig())["license"] == "gemma"  # Gemma filtered the rows
+    assert card_data(dataset(EMBEDDED_EMBEDDER), TrainConfig(guide_model=EMBEDDED_GEMMA))["license"] == "gemma"
+    assert card_data(dataset(EMBEDDED_EMBEDDER), TrainConfig(base_model="someone/unknown-model"))["license"] is None
 
 
 @pytest.fixture

@@ -25,7 +25,17 @@ def test_generation_prompt_carries_task_and_every_attribute(name):
     assert (task["task"] in text) == (TASK_SPECS[name].fixed_task is None)  # fixed tasks: no slot
     for value in attributes.values():
         assert str(value) in text
-    assert text.count("\n- ") >= TASK_SPECS[name].guidelines  # every guideline line rendered once
+    spec = TASK_SPECS[name]
+
+    def guideline_lines(drawn: list[int]) -> list[str]:  # the user block's bullets (the system block's not)
+        user = prompts.messages(spec.generate_prompt, task=task["task"], order=drawn, **attributes)[-1]["content"]
+        return [line for line in user.splitlines() if line.startswith("- ")]
+
+    alone = [guideline_lines([i]) for i in range(spec.guidelines)]  # each guideline rendered by itself
+    assert all(len(lines) <= 1 for lines in alone)
+    assert sum(map(len, alone)) >= spec.guidelines - 1  # only the difficulty line may be empty (none drawn)
+    assert sorted(order) == list(range(spec.guidelines))
+    assert guideline_lines(order) == [alone[i][0] for i in order if alone[i]]  # each once, in the drawn order
 
 
 def test_missing_slot_fails_loudly():

@@ -182,6 +182,24 @@ def test_schedule_clipping_and_precision_are_the_trainers_own_arguments(tmp_path
     assert (args.lr_scheduler_type, args.max_grad_norm, args.bf16) == ("linear", 1.0, False)
 
 
+def test_gradient_checkpointing_is_the_trainers_and_changes_no_loss(tmp_path, monkeypatch):
+    import transformers.modeling_utils as modeling
+
+    plain = train_contrastive(ROWS, TrainConfig(batch_size=2), str(tmp_path / "plain"))
+    recomputed, checkpoint = [], modeling.checkpoint
+
+    def counted(*args, **kwargs):
+        recomputed.append(1)
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(modeling, "checkpoint", counted)
+    cfg = TrainConfig(batch_size=2, gradient_checkpointing=True)
+    assert training_arguments(cfg, pick_device("cpu"), str(tmp_path), steps=2).activation_checkpointing
+    ckpt = train_contrastive(ROWS, cfg, str(tmp_path / "ckpt"))
+    assert len(recomputed) >= 6 * len(ckpt["losses"])  # MiniLM's 6 layers, at least once each a step
+    assert ckpt["losses"] == pytest.approx(plain["losses"], rel=1e-5)  # dropout masks replayed: the same run
+
+
 @pytest.mark.slow
 def test_learning_rate_warms_up_then_decays_to_zero_in_a_real_run(tmp_path):
     report = train_contrastive(ROWS * 5, TrainConfig(batch_size=2, warmup_ratio=0.2, learning_rate=1e-4),

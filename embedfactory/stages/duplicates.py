@@ -11,7 +11,6 @@ A shard's fingerprint chains the one before it: a changed shard redoes itself an
 """
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ import pyarrow as pa
 
 from .. import dedupe, publish
 from ..config import SynthParams
-from ..ids import stable_hash
+from ..ids import code_version, stable_hash
 from ..schemas import SIGNATURES
 from ..store import ShardRecord, StageDir, Store
 
@@ -79,15 +78,15 @@ def _signature_table(labels: list[str], exacts: list[str], signatures: list[np.n
 
 
 @lru_cache(maxsize=None)
-def code_version() -> str:
+def signature_code() -> str:
     """The signature and stage code: part of every fingerprint and of the published datasets' index path."""
-    return stable_hash(inspect.getsource(dedupe), inspect.getsource(sys.modules[__name__]), length=12)
+    return code_version(dedupe, sys.modules[__name__])
 
 
 def dataset_signatures(store: Store, card: dict) -> str:
     """Where a published dataset's signatures are: computed once per dataset checksum and code
     version, streamed a batch at a time into the file. Its labels are row numbers; `_add` names them."""
-    path = store.path("index", "minhash", code_version(), f"{card['sha256']}.parquet")
+    path = store.path("index", "minhash", signature_code(), f"{card['sha256']}.parquet")
     if not store.exists(path):
         folder = publish.dataset_dir(store, card["name"], card["version"])
 
@@ -116,7 +115,7 @@ def _add(index: dedupe.Index, batches: Iterable[pa.RecordBatch], prefix: str = "
 
 def fingerprints(params: SynthParams, made: list[ShardRecord], against: list[dict]) -> Iterator[str]:
     """Each shard's fingerprint: the code, the threshold, the datasets avoided, then every shard up to it."""
-    chained = stable_hash(STAGE, code_version(), params.filter.near_duplicate_threshold,
+    chained = stable_hash(STAGE, signature_code(), params.filter.near_duplicate_threshold,
                           [c["sha256"] for c in against])
     for record in made:
         chained = stable_hash(chained, record.stage, record.key, record.sha256)

@@ -46,8 +46,6 @@ def load_student(cfg: TrainConfig, device: torch.device):
         model[0].auto_model = get_peft_model(model[0].auto_model, LoraConfig(
             r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
             target_modules=cfg.lora.target_modules or "all-linear"))
-    if cfg.gradient_checkpointing:
-        model[0].auto_model.gradient_checkpointing_enable()
     return model
 
 

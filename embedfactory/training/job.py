@@ -12,9 +12,8 @@ import pyarrow as pa
 from .. import plots
 from ..config import TrainConfig
 from ..hub import data_models, with_front_matter
-from ..ids import stable_hash
-from ..models import licence_lines
-from ..pipeline import code_version
+from ..ids import code_version, stable_hash
+from ..models import card_licence, hub_id, licence_lines
 from ..publish import read_dataset
 from ..store import Store
 from . import data, encoder, gist, launch, listwise, loss, margin, rowloss, sampler, teacher, trainer
@@ -97,6 +96,15 @@ def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
         ""])
 
 
+def card_data(card: dict, cfg: TrainConfig) -> dict:
+    """sentence-transformers' model card fields (`SentenceTransformerModelCardData`) of a model trained on
+    the published dataset `card`; the Trainer adds the loss, hyperparameters and dataset statistics."""
+    data = f"{card['name']}/{card['version']}"
+    return {"model_name": f"{hub_id(cfg.base_model)} fine-tuned on {data}", "train_datasets": [{"name": data}],
+            "license": card_licence(cfg.base_model, [cfg.guide_model, cfg.teacher_model,
+                                                     *(name for _, name in data_models(card.get("params") or {}))])}
+
+
 def with_section(readme: str, section: str) -> str:
     """`section` placed right after the README's YAML front matter (the Hub reads its metadata only
     at the very top), or at the top when there is none."""
@@ -146,10 +154,11 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
         labels, rows = pseudo_labels(store, card, rows, cfg)
     checkpoints = StoreCheckpoints(store, f"{out}/checkpoint.tar")
     with tempfile.TemporaryDirectory() as tmp:
-        if cfg.processes > 1:  # DDP on this worker's devices; progress is the processes' own log
-            report = launch.train_distributed(rows, cfg, tmp, {"store": store_uri, "path": checkpoints.path})
+        if cfg.processes > 1:  # DDP on this worker's devices
+            report = launch.train_distributed(rows, cfg, tmp, {"store": store_uri, "path": checkpoints.path},
+                                              card=card_data(card, cfg), progress=progress)
         else:
-            report = trainer.train_contrastive(rows, cfg, tmp, progress, checkpoints)
+            report = trainer.train_contrastive(rows, cfg, tmp, progress, checkpoints, card=card_data(card, cfg))
         report["skipped_rows"] = published - report["rows"]
         readme = Path(tmp) / "README.md"
         readme.write_text(with_section(readme.read_text() if readme.exists() else "", model_card(card, cfg, report)))

@@ -12,7 +12,8 @@ the first step. The distilling losses take the rows' `teacher_scores` column whe
 teacher's score of the positive, then of each hard negative, in `hard_negatives` order) and score the
 other rows with the teacher before the first step; rows without a hard negative are left out.
 
-The Trainer owns the optimisation: AdamW, warm-up and the schedule, clipping, bf16, checkpoints
+The Trainer owns the optimisation: AdamW, warm-up and the schedule, clipping, bf16, gradient
+checkpointing, checkpoints
 every `checkpoint_every` steps with every random state, resume, logging (TensorBoard or W&B when
 installed). Gradient caching is sentence-transformers' GradCache machinery (`rowloss.py`). Launched by
 `torchrun` or `accelerate launch` with several processes, the same call trains with DDP: each process
@@ -62,9 +63,10 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
                       progress: Callable[[int, int, float], None] | None = None,
                       checkpoints: Checkpoints | None = None,
                       epoch_end: Callable[[int, object], None] | None = None,
-                      checkpoint_dir: str | None = None) -> dict:
+                      checkpoint_dir: str | None = None, card: dict | None = None) -> dict:
     """Train and save to `output_dir`; returns the per-step losses and timing. `checkpoint_dir`: the
-    Trainer's own folder (several processes share one; default a temporary folder)."""
+    Trainer's own folder (several processes share one; default a temporary folder). `card`: fields of
+    the saved model's `SentenceTransformerModelCardData` (e.g. `model_name`, `train_datasets`, `license`)."""
     from sentence_transformers import SentenceTransformerTrainer
 
     if len(rows) < 2:
@@ -72,6 +74,9 @@ def train_contrastive(rows: list[dict], cfg: TrainConfig, output_dir: str,
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = load_student(cfg, device)
+    model.model_card_data.local_files_only = True  # nothing is looked up on the Hub
+    for name, value in (card or {}).items():
+        setattr(model.model_card_data, name, value)
     started = time.monotonic()  # the guide's and the teacher's passes over the texts count as training time
     given = len(rows)
     if cfg.distils:
@@ -127,7 +132,7 @@ def training_arguments(cfg: TrainConfig, device: torch.device, output_dir: str, 
         num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, weight_decay=0.01,
         warmup_steps=int(cfg.warmup_ratio * steps), lr_scheduler_type="linear" if cfg.lr_schedule == "linear" else
         "constant_with_warmup", max_grad_norm=cfg.max_grad_norm or 0.0, seed=cfg.seed, data_seed=cfg.seed,
-        bf16=cfg.precision == "bf16", use_cpu=device.type == "cpu", ddp_backend="gloo" if processes > 1 and device.type == "cpu" else None,
+        bf16=cfg.precision == "bf16", activation_checkpointing=cfg.gradient_checkpointing, use_cpu=device.type == "cpu", ddp_backend="gloo" if processes > 1 and device.type == "cpu" else None,
         save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=1, save_only_model=False,
         logging_steps=1, report_to="all", disable_tqdm=True, dataloader_drop_last=False)
 
