@@ -46,6 +46,17 @@ def test_sft_lowers_the_loss_and_changes_the_exported_weights(qwen, tmp_path):
     assert not torch.equal(before, after) and torch.isfinite(after).all()
 
 
+def test_sft_rows_whose_prompt_fills_max_length_are_counted_and_none_left_is_a_clear_error(qwen, tmp_path):
+    model, tokenizer = fresh(qwen)
+    long_ask = [{"role": "user", "content": "Describe river floods. " * 40}]  # far over 64 tokens
+    short = {"prompt": ASK, "completion": [{"role": "assistant", "content": GOOD}]}
+    cfg = CFG.model_copy(update={"steps": 1, "max_length": 96})
+    _, report = trainers.sft(model, tokenizer, [short, {**short, "prompt": long_ask}], cfg, str(tmp_path / "a"))
+    assert report["rows_truncated_away"] == 1 and report["steps"] == 1
+    with pytest.raises(ValueError, match="all 1 SFT rows have a prompt of max_length 96 tokens or more"):
+        trainers.sft(model, tokenizer, [{**short, "prompt": long_ask}], cfg, str(tmp_path / "b"))
+
+
 def test_dpo_grows_the_reward_margin_against_the_reference(qwen, tmp_path):
     model, tokenizer = fresh(qwen)
     rows = [{"prompt": ASK, "chosen": [{"role": "assistant", "content": GOOD}],

@@ -52,7 +52,8 @@ def test_align_makes_registered_junior_senior_and_revisor_then_reuses_them(tmp_p
                          seed_set=SynthConfig(personas=6, tasks_per_persona=1, examples_per_task=1,
                                               task_mix={"retrieval": 1}, max_num_words=30,
                                               sampling={"max_tokens": 768}),  # the CPU server by URL
-                         candidates=3, max_new_tokens=24, junior=steps, senior=steps, revisor=steps,
+                         candidates=3, max_new_tokens=24, junior=steps, senior=steps,
+                         revisor={**steps, "max_length": 1024},  # its prompt holds the task and the answer
                          held_out=0.75,  # most prompts judged: the 0.5B teacher fails some seeds, judgments and revisions
                          planned_examples=1000)
     first = align(params)

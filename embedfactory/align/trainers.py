@@ -41,7 +41,11 @@ def sft(model, tokenizer, rows: list[dict], cfg: Finetune, out_dir: str, device:
 
     trainer = SFTTrainer(model=model, args=SFTConfig(**_args(cfg, out_dir, device)), processing_class=tokenizer,
                          train_dataset=Dataset.from_list(rows), peft_config=_lora(cfg))
-    return trainer.model, _run(trainer)
+    kept = len(trainer.train_dataset)  # trl drops the rows whose prompt fills max_length: no completion left
+    if not kept:
+        raise ValueError(f"all {len(rows)} SFT rows have a prompt of max_length {cfg.max_length} tokens or more, so "
+                         "truncation leaves no completion token to learn: raise the role's max_length")
+    return trainer.model, {**_run(trainer), "rows_truncated_away": len(rows) - kept}
 
 
 def dpo(model, tokenizer, rows: list[dict], cfg: Finetune, beta: float, out_dir: str, device: str = "cpu"):
