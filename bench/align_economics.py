@@ -31,7 +31,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from embedfactory.align.config import AlignParams  # noqa: E402
 from embedfactory.config import EMBEDDED, Endpoint, SynthParams  # noqa: E402
-from embedfactory.report import format_table  # noqa: E402
+from embedfactory.report.summary import format_table  # noqa: E402
 
 
 def main() -> None:
@@ -47,11 +47,11 @@ def main() -> None:
                      "lengths, as every synth run; 100 makes a faster run)")
     cli.add_argument("--max-tokens", type=int, default=None, help="reply cap (default: the synth default)")
     args = cli.parse_args()
-    from embedfactory import economics
+    from embedfactory.report import economics
     from embedfactory.llm.server import LlamaServer
     from embedfactory.models import served_gguf
-    from embedfactory.pipeline import default_run_id
-    from embedfactory.publish import TooFewRows
+    from embedfactory.synth.pipeline import default_run_id
+    from embedfactory.publish.dataset import TooFewRows
     from embedfactory.store import StageDir, Store
     from flows.align import align
     from flows.synth import synth
@@ -88,7 +88,7 @@ def main() -> None:
             published = 0
     store = Store(args.store)
     if published:
-        from embedfactory.quality import attribute_lines
+        from embedfactory.report.quality import attribute_lines
         attributes = store.read_json(f"{result['dataset']['path']}/quality.json")["attributes"]
         print("\nattributes of the example prompts, drawn share / recipe share:", *attribute_lines(attributes), sep="\n")
     records = {s: StageDir(store, run_id, s).records() for s in ("personas", "tasks", "examples")}

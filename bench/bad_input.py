@@ -35,7 +35,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # no Hub lookups: names that would need one 
 import pyarrow as pa  # noqa: E402
 
 from embedfactory.config import Endpoint, SynthParams  # noqa: E402
-from embedfactory.publish import DATA_FILE  # noqa: E402
+from embedfactory.publish.dataset import DATA_FILE  # noqa: E402
 from embedfactory.schemas import DATASET  # noqa: E402
 from embedfactory.store import Store  # noqa: E402
 from fake_llm import FakeChatServer  # noqa: E402
@@ -112,7 +112,7 @@ def cases(tmp: Path) -> list[Case]:
     (beir / "qrels").mkdir(parents=True, exist_ok=True)
     write(beir / "queries.jsonl", '{"_id": "q1", "text": "t"}\n')
     evalset = write(bad / "evalset.json", '{"name": "mine", "format": "beir"')
-    from embedfactory.evalsets import SHIPPED
+    from embedfactory.eval.sets import SHIPPED
     altered = write(bad / "altered.json", SHIPPED["stsb-test"].model_copy(
         update={"name": "altered", "sha256": "0" * 64}).model_dump_json())  # a real set, the files "changed"
     unknown_key = write(bad / "run.yaml", "params:\n  synth:\n    persona: 3\n")

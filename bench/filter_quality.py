@@ -12,10 +12,10 @@ import argparse
 import time
 
 from embedfactory.config import EMBEDDED_EMBEDDER
-from embedfactory.evaldata import corrupt_positives, sts_pairs
-from embedfactory.filtering import corpus_of, encoder, ranking_consistency
+from embedfactory.eval.paired import corrupt_positives, sts_pairs
+from embedfactory.filter.consistency import corpus_of, encoder, ranking_consistency
 from embedfactory.models import load_embedder
-from embedfactory.search import auto_topk
+from embedfactory.filter.search import auto_topk
 
 
 def main() -> None:

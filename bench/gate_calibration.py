@@ -21,7 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedfactory import calibration, evalsets, gates  # noqa: E402
+from embedfactory.synth import calibration
+from embedfactory.eval import sets as evalsets
+from embedfactory.filter import gates  # noqa: E402
 from embedfactory.ids import seed_of  # noqa: E402
 from embedfactory.task_types import CLARITY, DIFFICULTY, QUERY_LENGTH, QUERY_TYPE, Draw  # noqa: E402
 

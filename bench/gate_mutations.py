@@ -41,7 +41,7 @@ def failed_tests(name: str, value) -> list[str]:
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from embedfactory import gates
+    from embedfactory.filter import gates
 
     assert not failed_tests("ECHO_N", gates.ECHO_N), "the gate tests fail without a mutation"
     caught = tried = 0

@@ -3,7 +3,7 @@
 Default (generators): kept rows per minute of each embedded generator, the 0.5B, the 1.5B and the
 1.5B with the 0.5B drafting (speculative decoding), on the same prompts: tasks of the default run's
 task mix, with its attribute draws, lengths, sampling and repair attempts. A kept row is an example
-that passes every quality gate (gates.py, as the verdict stage runs them); kept rows per wall-clock
+that passes every quality gate (filter/gates.py, as the verdict stage runs them); kept rows per wall-clock
 minute of generation is what decides `make run`'s default generator. Prints each generator's rows,
 rejects per gate and per type, then `kept rows/min best/0.5B: X.XXx` naming the best.
 
@@ -43,13 +43,13 @@ from pathlib import Path
 import openai
 
 from embedfactory.config import EMBEDDED_EMBEDDER, EMBEDDED_SAMPLING, GATE_NAMES, Endpoint, Sampling, SynthConfig
-from embedfactory.filtering import encoder
+from embedfactory.filter.consistency import encoder
 from embedfactory.llm.client import ChatClient, parse_reply, response_format
 from embedfactory.llm.server import LegacyLlamaCppServer, LlamaServer, serving
 from embedfactory.models import SMALL_LM, embedded_gguf, load_embedder, local_gguf
-from embedfactory.stages.brainstorm import assign_task_types
-from embedfactory.stages.consistency import gate_reasons
-from embedfactory.stages.generate import example_requests, generate_examples
+from embedfactory.synth.brainstorm import assign_task_types
+from embedfactory.synth.verdicts import gate_reasons
+from embedfactory.synth.generate import example_requests, generate_examples
 from embedfactory.task_types import TASK_SPECS
 
 TASKS = {

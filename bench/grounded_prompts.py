@@ -1,7 +1,7 @@
 """Which grounded-query prompt does the generator follow? Gate reject shares per prompt, same passages.
 
 The same sampled passages, attribute draws and seeds are sent with each prompt variant to the same
-generator (default: the embedded one); every valid query goes through the grounded gates (`gates.py`:
+generator (default: the embedded one); every valid query goes through the grounded gates (`filter/gates.py`:
 degenerate, echo, copy, length), each prompt judged against its own fixed text for echoes. Prints per
 variant the valid share, each gate's rejects and the share passing every gate, then the change from
 the first variant to the last. Replies are kept in `--cache` by prompt text, passages and seed, so a
@@ -26,12 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedfactory import documents, evalsets, gates, prompts  # noqa: E402
+from embedfactory.synth import documents
+from embedfactory.eval import sets as evalsets
+from embedfactory.filter import gates
+from embedfactory import prompts  # noqa: E402
 from embedfactory.config import Endpoint, GroundedConfig, SynthParams  # noqa: E402
 from embedfactory.ids import stable_hash  # noqa: E402
 from embedfactory.llm.client import ChatClient  # noqa: E402
 from embedfactory.llm.server import serving  # noqa: E402
-from embedfactory.stages import grounded  # noqa: E402
+from embedfactory.synth import grounded  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -23,11 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedfactory import gates, prompts  # noqa: E402
+from embedfactory.filter import gates
+from embedfactory import prompts  # noqa: E402
 from embedfactory.config import EMBEDDED_MAX_WORDS, Endpoint, Sampling, SynthConfig  # noqa: E402
 from embedfactory.llm.client import ChatClient  # noqa: E402
 from embedfactory.llm.server import serving  # noqa: E402
-from embedfactory.stages.generate import generate_examples  # noqa: E402
+from embedfactory.synth.generate import generate_examples  # noqa: E402
 from embedfactory.task_types import TASK_SPECS, lower_bound  # noqa: E402
 
 TASKS = {

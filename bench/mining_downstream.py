@@ -12,9 +12,9 @@ import tempfile
 from sentence_transformers import SentenceTransformer
 
 from embedfactory.config import EMBEDDED_EMBEDDER, TrainConfig
-from embedfactory.evaldata import SHARED_DATA, sts_pairs
-from embedfactory.evaluation import pair_retrieval
-from embedfactory.filtering import Mining, encoder, ranking_consistency
+from embedfactory.eval.paired import SHARED_DATA, sts_pairs
+from embedfactory.eval.heldout import pair_retrieval
+from embedfactory.filter.consistency import Mining, encoder, ranking_consistency
 from embedfactory.models import embedding_model_path, load_embedder
 from embedfactory.training.trainer import train_contrastive
 

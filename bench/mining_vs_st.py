@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from embedfactory.config import EMBEDDED_EMBEDDER
-from embedfactory.evaldata import sts_pairs
+from embedfactory.eval.paired import sts_pairs
 from embedfactory.models import embedding_model_path
 
 
@@ -30,7 +30,7 @@ def peak_rss_mib() -> float:
 
 
 def run_ours(rows, model, args) -> dict[str, list[str]]:
-    from embedfactory.filtering import Mining, encoder, ranking_consistency
+    from embedfactory.filter.consistency import Mining, encoder, ranking_consistency
 
     mining = Mining(args.negatives, args.range_min, args.range_max, relative_margin=0.05)
     verdicts = ranking_consistency(rows, encoder(model), topk=None, mining=mining)

@@ -25,7 +25,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline ma
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from embedfactory.config import SynthParams  # noqa: E402
-from embedfactory.report import format_table  # noqa: E402
+from embedfactory.report.summary import format_table  # noqa: E402
 
 ALLOWED_DROP = 0.005  # half a point
 

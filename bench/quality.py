@@ -48,11 +48,12 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import numpy as np  # noqa: E402
 
-from embedfactory import evalsets, labels  # noqa: E402
+from embedfactory.eval import sets as evalsets
+from embedfactory.filter import labels  # noqa: E402
 from embedfactory.config import EMBEDDED_EMBEDDER, EMBEDDED_GEMMA, SynthParams, TrainConfig  # noqa: E402
-from embedfactory.evalsets import RetrievalData  # noqa: E402
+from embedfactory.eval.sets import RetrievalData  # noqa: E402
 from embedfactory.ids import stable_hash  # noqa: E402
-from embedfactory.significance import mean_scores, paired_bootstrap  # noqa: E402
+from embedfactory.eval.significance import mean_scores, paired_bootstrap  # noqa: E402
 from embedfactory.store import StageDir, Store  # noqa: E402
 
 STSB = evalsets.SHIPPED["stsb-test"]
@@ -136,7 +137,7 @@ def scores(store: Store, model: str, data: RetrievalData, set_name: str, max_len
     """Per-query nDCG@10 on `data` and STS-B spearman for `model`, cached in the store by its content."""
     from sentence_transformers import SentenceTransformer
 
-    from embedfactory.evaluation import embedders, model_identity, sts_scores
+    from embedfactory.eval.heldout import embedders, model_identity, sts_scores
     from embedfactory.models import embedding_model_path
 
     key = stable_hash(model_identity(store, model), set_name, len(data.queries), max_length, length=16)

@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from embedfactory.search import search
+from embedfactory.filter.search import search
 
 
 def one(queries: int, docs: int, dim: int, doc_block: int) -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from embedfactory import evalsets
+from embedfactory.eval import sets as evalsets
 from embedfactory.config import EMBEDDED_EMBEDDER, TrainConfig
 from embedfactory.models import embedding_model_path
 

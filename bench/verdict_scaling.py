@@ -31,9 +31,11 @@ import time
 import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
 
-from embedfactory import dedupe, pipeline, schemas
+from embedfactory.filter import dedupe
+from embedfactory.synth import pipeline
+from embedfactory import schemas
 from embedfactory.config import Endpoint, SynthParams
-from embedfactory.evaldata import sts_pairs
+from embedfactory.eval.paired import sts_pairs
 from embedfactory.store import ShardRecord
 
 

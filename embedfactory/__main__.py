@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     look.add_argument("-n", type=int, default=5, help="rows to print (default 5)")
     args = cli.parse_args(argv)
     if args.command == "show":
-        from .show import show
+        from .report.show import show
 
         print(show(args.store, args.run, args.stage, args.rejected, args.example, args.n))
     elif args.command == "build-server":
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"generator {name}: {gguf} (sha256 {models.sha256_file(gguf)}, verified)")
         print(f"embedder: {models.embedding_model_path(EMBEDDED_EMBEDDER)}")
     else:
-        from . import hub
-        from .publish import resolve_dataset
+        from .publish import hub
+        from .publish.dataset import resolve_dataset
         from .store import Store
 
         if args.command == "publish":

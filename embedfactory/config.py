@@ -15,7 +15,7 @@ from pydantic_core import PydanticUndefined
 TaskType = Literal["retrieval", "classification", "short-short", "long-long", "sts", "bitext"]
 
 GateName = Literal["echo", "copy", "length", "degenerate", "language", "label", "sts"]
-GATE_NAMES: tuple[str, ...] = get_args(GateName)  # the quality gates (gates.py), named once
+GATE_NAMES: tuple[str, ...] = get_args(GateName)  # the quality gates (filter/gates.py), named once
 EMBEDDED = "embedded"
 # The embedded server's default model (models.EMBEDDED_LMS): bench/generation_throughput.py found the 0.5B
 # faster in kept rows per minute, but its rows visibly worse (keyword queries, wrong labels, STS pairs
@@ -208,7 +208,7 @@ class SynthConfig(Strict):
 
 
 class GroundedConfig(Strict):
-    """Grounded synthesis: queries written for passages of the user's corpus (stages/grounded.py)."""
+    """Grounded synthesis: queries written for passages of the user's corpus (synth/grounded.py)."""
 
     corpus: str | None = Field(
         None, description="The user's documents: JSON lines or Parquet with `id`, optional `title` and "
@@ -272,7 +272,7 @@ class FilterConfig(Strict):
         "positive together) count as duplicates; exact copies after normalization always do.",
     )
     gates: list[GateName] = Field(
-        default_factory=lambda: list(GATE_NAMES), description="Quality gates a row must pass (gates.py); "
+        default_factory=lambda: list(GATE_NAMES), description="Quality gates a row must pass (filter/gates.py); "
         "a row failing one is dropped with the reason 'gate <name>: ...', counted per gate.")
     dedupe_against: list[str] | None = Field(
         None, description="Published datasets whose rows the run's examples must not repeat: 'name' "

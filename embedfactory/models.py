@@ -21,8 +21,13 @@ import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from .config import EMBEDDED_EMBEDDER, EMBEDDED_GEMMA, EMBEDDED_TEACHER, GEMMA_LICENCE
+
+Embed = Callable[[list[str]], np.ndarray]  # an embedding function: texts -> L2-normalised rows
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ VERDICT_COLUMNS = [("kept", pa.bool_()), ("rank", pa.int32()), ("positive_score"
                    ("kth_score", pa.float32()), ("drop_reason", pa.string()),
                    ("mined_negatives", pa.list_(pa.string())), ("false_negative_suspects", pa.int32())]
 VERDICTS = pa.schema([*REVISED, *VERDICT_COLUMNS])
-# a shard's MinHash signatures (stages/duplicates.py): its part of the run's persistent LSH index
+# a shard's MinHash signatures (synth/duplicates.py): its part of the run's persistent LSH index
 SIGNATURES = pa.schema([("label", pa.string()), ("exact", pa.string()), ("minhash", pa.list_(pa.uint32())),
                         ("duplicate", pa.string())])
 # group: which pools search the text: a task type, "*" (every pool: the external corpus) or "background"

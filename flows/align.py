@@ -8,12 +8,13 @@ import uuid
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from embedfactory import pipeline, preflight, runconfig
+from embedfactory import runconfig
 from embedfactory.align import run
 from embedfactory.align.config import AlignParams
 from embedfactory.ids import stable_hash
-from embedfactory.report import format_table
+from embedfactory.report.summary import format_table
 from embedfactory.store import Store
+from embedfactory.synth import pipeline, preflight
 from tasks.alignment import export_gguf, judge_junior, judge_preferences, sample_candidates, train_role
 from tasks.common import load_api_keys, result_storage, run_cli
 from tasks.limits import ensure_limits

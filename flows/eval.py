@@ -5,10 +5,11 @@ import argparse
 
 from prefect import flow
 
-from embedfactory import preflight, runconfig
+from embedfactory import runconfig
 from embedfactory.config import EMBEDDED_EMBEDDER, TrainConfig
-from embedfactory.report import format_table
+from embedfactory.report.summary import format_table
 from embedfactory.store import Store
+from embedfactory.synth import preflight
 from tasks.common import load_store_secret, run_cli
 from tasks.evaluation import evaluate_model
 

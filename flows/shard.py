@@ -10,9 +10,9 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from embedfactory import pipeline
 from embedfactory.config import SynthParams
 from embedfactory.store import ShardRecord
+from embedfactory.synth import pipeline
 from tasks.common import load_api_keys, load_store_secret, result_storage
 from tasks.synthesis import chain_name, run_stage_shard
 

@@ -8,10 +8,10 @@ import uuid
 
 from prefect import flow
 
-from embedfactory import pipeline, preflight, runconfig
-from embedfactory.config import Endpoint, SynthParams, TrainConfig
-from embedfactory.report import format_table
-from embedfactory.store import ShardRecord
+from embedfactory import runconfig
+from embedfactory.config import Endpoint, SynthParams
+from embedfactory.report.summary import format_table
+from embedfactory.synth import pipeline, preflight
 from tasks.common import load_api_keys, load_store_secret, result_storage, run_cli
 from tasks.limits import ensure_limits
 from tasks.publishing import publish_run, summarize

@@ -6,10 +6,11 @@ import uuid
 
 from prefect import flow
 
-from embedfactory import preflight, runconfig
+from embedfactory import runconfig
 from embedfactory.config import TrainConfig
-from embedfactory.publish import resolve_dataset
+from embedfactory.publish.dataset import resolve_dataset
 from embedfactory.store import Store
+from embedfactory.synth import preflight
 from tasks.common import load_store_secret, run_cli
 from tasks.training import train_then_evaluate
 

@@ -15,11 +15,11 @@ from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.filesystems import WritableFileSystem
 
-from embedfactory.costs import BudgetExceeded
 from embedfactory.ids import stable_hash
+from embedfactory.llm.costs import BudgetExceeded
 from embedfactory.llm.liveness import ServerDied
 from embedfactory.outcomes import ExpectedStop
-from embedfactory.progress import Meter, Throttle, stage_meter
+from embedfactory.report.progress import Meter, Throttle, stage_meter
 from embedfactory.store import Store
 
 from . import limits  # noqa: F401  (installs Prefect's global concurrency limits as the endpoints' limits)

@@ -1,14 +1,14 @@
 """Prefect task around the evaluation job: base vs fine-tuned as a table artifact and JSON."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from pathlib import Path
-
-from embedfactory import plots
-from embedfactory.evaluation import compare, resolve_eval_sets, score_model
+from embedfactory.eval.heldout import compare, resolve_eval_sets, score_model
 from embedfactory.ids import stable_hash
+from embedfactory.report import plots
 from embedfactory.store import Store
 
 from .common import SHARD_TASK, logger, picture

@@ -5,9 +5,12 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from embedfactory import costs, hub, pipeline, plots, quality, report
-from embedfactory.publish import publish
+from embedfactory.llm import costs
+from embedfactory.publish import hub
+from embedfactory.publish.dataset import publish
+from embedfactory.report import plots, quality, summary as report
 from embedfactory.store import ShardRecord, Store
+from embedfactory.synth import pipeline
 
 from .common import picture
 

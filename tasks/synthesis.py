@@ -8,9 +8,10 @@ from prefect import task
 from prefect.context import FlowRunContext
 from prefect.runtime import task_run
 
-from embedfactory import costs, pipeline
-from embedfactory.report import format_table
+from embedfactory.llm import costs
+from embedfactory.report.summary import format_table
 from embedfactory.store import ShardRecord, Store
+from embedfactory.synth import pipeline
 
 from .common import RETRIES, RETRY_DELAY_S, SHARD_TASK, cache_key, logger, progress, worth_retrying
 

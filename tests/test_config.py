@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from embedfactory.config import Endpoint, SynthConfig, SynthParams, TrainConfig
-from embedfactory.pipeline import default_run_id
+from embedfactory.synth.pipeline import default_run_id
 
 
 @pytest.mark.parametrize("field,value", [

@@ -2,9 +2,9 @@
 in the summary, and a budget that stops a real run cleanly (committed shards kept, a rerun resumes)."""
 import pytest
 
-from embedfactory import costs
 from embedfactory.config import Price, SynthParams
-from embedfactory.costs import BudgetExceeded
+from embedfactory.llm import costs
+from embedfactory.llm.costs import BudgetExceeded
 from embedfactory.store import ShardRecord
 
 
@@ -55,10 +55,11 @@ def test_a_spend_counts_replies_as_they_arrive_and_stops_new_requests():
 
 
 def test_the_client_finishes_what_is_in_flight_then_stops(tmp_path):
+    from fake_llm import FakeChatServer
+
     from embedfactory.config import Endpoint
     from embedfactory.llm.client import ChatClient, Request
     from embedfactory.schemas import RetrievalExample
-    from fake_llm import FakeChatServer
 
     params = gpt(budget_usd=0.0004, prices={"fake": Price(input_per_million=10.0, output_per_million=10.0)})
     spend = costs.Spend(params, 0.0)
@@ -71,8 +72,9 @@ def test_the_client_finishes_what_is_in_flight_then_stops(tmp_path):
 
 @pytest.mark.slow
 def test_a_budget_stops_a_real_run_cleanly_and_a_larger_one_resumes_it(tmp_path, prefect_api, llm_server):
-    from flows.synth import synth
     from tiny import tiny
+
+    from flows.synth import synth
 
     endpoint, url = llm_server
     # the embedded model priced as if it were paid: the persona brainstorm alone spends the budget
@@ -81,8 +83,8 @@ def test_a_budget_stops_a_real_run_cleanly_and_a_larger_one_resumes_it(tmp_path,
     tight = params.model_copy(update={"prices": priced, "budget_usd": 0.01, "train": None})
     with pytest.raises(BudgetExceeded, match="reached its budget"):
         synth(tight)
-    from embedfactory.pipeline import default_run_id
     from embedfactory.store import StageDir, Store
+    from embedfactory.synth.pipeline import default_run_id
     store, run_id = Store(str(tmp_path)), default_run_id(tight)
     assert not StageDir(store, run_id, "tasks").records()  # nothing after the spend started
     personas = StageDir(store, run_id, "personas")

@@ -1,4 +1,4 @@
-from embedfactory.dedupe import find_duplicates
+from embedfactory.filter.dedupe import find_duplicates
 
 
 def row(i, anchor, positive):
@@ -34,10 +34,15 @@ def test_unrelated_rows_are_all_kept():
 import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 
-from embedfactory import dedupe, preflight, publish, schemas  # noqa: E402
+from embedfactory import schemas  # noqa: E402
 from embedfactory.config import SynthParams  # noqa: E402
-from embedfactory.stages import duplicates  # noqa: E402
+from embedfactory.filter import dedupe
+from embedfactory.publish import dataset as publish
 from embedfactory.store import ShardRecord, StageDir, Store  # noqa: E402
+from embedfactory.synth import (
+    duplicates,  # noqa: E402
+    preflight,
+)
 
 SHARDS = [[("how do tides work", "The moon's gravity pulls the oceans into two bulges."),
            ("best sourdough starter", "Feed the starter flour and water daily.")],

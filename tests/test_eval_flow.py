@@ -3,12 +3,12 @@ embedded MiniLM against a copy fine-tuned in the store; scores are kept and reus
 import json
 
 import pytest
-
-from embedfactory import evalsets
-from embedfactory.config import TrainConfig
-from embedfactory.evalsets import EvalSet
-from flows.eval import evaluate
 from test_trainer import ROWS
+
+from embedfactory.config import TrainConfig
+from embedfactory.eval import sets as evalsets
+from embedfactory.eval.sets import EvalSet
+from flows.eval import evaluate
 
 
 def cranfield_slice_as_beir(folder, queries=15):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from embedfactory import evalsets
-from embedfactory.evalsets import SHIPPED, EvalSet, StsData, checksum, load, retrieval_scores, verify
+from embedfactory.eval import sets as evalsets
+from embedfactory.eval.sets import SHIPPED, EvalSet, StsData, checksum, load, retrieval_scores, verify
 
 VOCAB = ["apple", "banana", "cherry", "date"]
 
@@ -153,7 +153,7 @@ def test_metadata_must_agree_with_its_kind():
 @pytest.mark.slow
 def test_minilm_scores_on_real_sets():
     from embedfactory.config import EMBEDDED_EMBEDDER
-    from embedfactory.evaluation import evaluate
+    from embedfactory.eval.heldout import evaluate
     from embedfactory.models import load_embedder
 
     # measured on CPU: Cranfield nDCG@10 0.398 on the first 50 queries (0.382 on all 225), STS-b test

@@ -4,16 +4,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_trainer import ROWS
 
-from embedfactory import evalsets
 from embedfactory.config import EMBEDDED_EMBEDDER, TrainConfig
-from embedfactory.evalsets import EvalSet, RetrievalData
-from embedfactory.evaluation import embedders, model_identity, pair_retrieval, score_model
-from embedfactory.filtering import encoder
+from embedfactory.eval import sets as evalsets
+from embedfactory.eval.heldout import embedders, model_identity, pair_retrieval, score_model
+from embedfactory.eval.sets import EvalSet, RetrievalData
+from embedfactory.filter.consistency import encoder
 from embedfactory.models import embedding_model_path
 from embedfactory.store import Store
 from embedfactory.training.trainer import hard_negatives, train_contrastive
-from test_trainer import ROWS
 
 VECTORS = {"q1": [1, 0], "q2": [0, 1], "d1": [0.9, 0.1], "d2": [0.8, 0.6], "d3": [0.1, 0.9]}
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from embedfactory.filtering import ranking_consistency
+from embedfactory.filter.consistency import ranking_consistency
 
 VECTORS = {  # 2-d unit vectors: queries q*, documents d*
     "qa": [1, 0], "qb": [0, 1], "qc": [0.7071, 0.7071],
@@ -40,7 +40,7 @@ def test_blocks_do_not_change_the_result():
 
 
 def test_mining_returns_corpus_texts_and_never_the_rows_own():
-    from embedfactory.filtering import Mining
+    from embedfactory.filter.consistency import Mining
 
     rows = [{"anchor": "qa", "positive": "da", "negative": "dx"},
             {"anchor": "qb", "positive": "db", "negative": None},
@@ -56,7 +56,7 @@ def test_mining_returns_corpus_texts_and_never_the_rows_own():
 def test_a_revision_that_lowers_its_positives_rank_gives_way_to_the_original():
     import torch
 
-    from embedfactory.filtering import keep_better_originals, verdicts
+    from embedfactory.filter.consistency import keep_better_originals, verdicts
 
     corpus = ["revised positive A", "distractor 1", "distractor 2", "revised positive B"]
     docs = torch.eye(4)

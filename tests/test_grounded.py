@@ -6,10 +6,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from embedfactory import documents
 from embedfactory.config import EMBEDDED_MAX_TOKENS, SynthParams
-from embedfactory.evaldata import SHARED_DATA
-from embedfactory.pipeline import grounded_chunks, grounded_passages, persona_chunks
+from embedfactory.eval.paired import SHARED_DATA
+from embedfactory.synth import documents
+from embedfactory.synth.pipeline import grounded_chunks, grounded_passages, persona_chunks
 
 DOCS = [
     {"id": "bread", "title": "Sourdough", "text": "Sourdough bread is leavened by wild yeasts and lactic acid "
@@ -117,7 +117,7 @@ def _row(prompt_name: str, task_type: str, task: str, attributes: dict, anchor: 
 def test_verdict_gates_name_the_failure_of_real_embedded_model_outputs():
     """Queries the embedded model wrote for Cranfield passages (bench/quality.py), and the echoed
     retrieval query of the brief; a good query passes."""
-    from embedfactory.pipeline import gate_reasons
+    from embedfactory.synth.verdicts import gate_reasons
 
     passage = ("manoeuvring technique for changing the plane of circular orbits with minimum fuel "
                "expenditure . manoeuvring technique for changing the plane of circular orbits with minimum "
@@ -140,7 +140,7 @@ def test_verdict_gates_name_the_failure_of_real_embedded_model_outputs():
              {"user_query": "what a searcher would type for this task",
               "positive_document": "A review of the phone.", "hard_negative_document": "A phone manual."}),
     ]
-    from embedfactory.filtering import encoder
+    from embedfactory.filter.consistency import encoder
     from embedfactory.models import load_embedder
 
     reasons = gate_reasons(rows, ["echo", "copy", "length", "degenerate"], encoder(load_embedder(
@@ -154,7 +154,7 @@ def test_verdict_gates_name_the_failure_of_real_embedded_model_outputs():
 def test_a_prompt_variant_replaces_the_shipped_prompt_and_nothing_else():
     """bench/grounded_prompts.py sends a candidate prompt through the stage's own request builder."""
     from embedfactory import prompts
-    from embedfactory.stages import grounded
+    from embedfactory.synth import grounded
 
     passage = documents.Passage("d1#0", "d1", "Wing flutter", "Flutter of thin wings at transonic speeds.")
     variant = prompts.compile_source("{% block system %}Write a query.{% endblock %}"

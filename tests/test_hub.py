@@ -7,13 +7,13 @@ from http.server import BaseHTTPRequestHandler
 import pyarrow as pa
 import pytest
 import yaml
+from loopback import Loopback
 
-from embedfactory import hub
 from embedfactory.__main__ import main
-from embedfactory.publish import DATA_FILE
+from embedfactory.publish import hub
+from embedfactory.publish.dataset import DATA_FILE
 from embedfactory.schemas import DATASET
 from embedfactory.store import ShardRecord, StageDir, Store
-from loopback import Loopback
 
 ROWS = [{"anchor": f"how do I reset pin {i}", "positive": f"To reset PIN {i}, open the app.",
          "negative": None if i % 2 else f"PIN {i} cannot be shared.", "instruction": "Given a banking question, "

@@ -4,14 +4,14 @@ reason; a shard that fails part way keeps the replies it paid for in its reply l
 asks only for the rest."""
 import openai
 import pytest
+from fake_llm import FakeChatServer
+from test_client import GOOD
 
 from embedfactory.config import Endpoint
 from embedfactory.llm import replylog
 from embedfactory.llm.client import ChatClient, Request
 from embedfactory.schemas import RetrievalExample
 from embedfactory.store import Store
-from fake_llm import FakeChatServer
-from test_client import GOOD
 
 
 def requests(n: int) -> list[Request]:
@@ -56,7 +56,7 @@ def test_a_shard_that_fails_part_way_keeps_what_it_paid_for_and_its_rerun_asks_o
 def test_prefect_retries_only_what_may_pass_next_time():
     from types import SimpleNamespace
 
-    from embedfactory.costs import BudgetExceeded
+    from embedfactory.llm.costs import BudgetExceeded
     from embedfactory.llm.liveness import ServerDied
     from tasks.common import worth_retrying
 
@@ -73,8 +73,8 @@ def test_an_align_stage_that_fails_part_way_keeps_the_teachers_replies_for_its_r
     from types import SimpleNamespace
 
     from embedfactory.align import run
-    from embedfactory.stages.common import ShardOutput
     from embedfactory.store import StageDir
+    from embedfactory.synth.common import ShardOutput
 
     store = Store(str(tmp_path))
     ctx = SimpleNamespace(run_token="t", run_id="align-1", params=SimpleNamespace(budget_usd=None),

@@ -3,7 +3,7 @@ positive-relative ceiling, and the scores the student learns the margins of."""
 import numpy as np
 import pytest
 
-from embedfactory.labels import label
+from embedfactory.filter.labels import label
 
 
 def unit(rows):

@@ -1,10 +1,11 @@
 import json
 
+from fake_llm import FakeChatServer
+
 from embedfactory.config import Endpoint
 from embedfactory.llm.client import ChatClient
-from embedfactory.sources import seed_personas
-from embedfactory.stages.personas import expand_personas
-from fake_llm import FakeChatServer
+from embedfactory.synth.personas import expand_personas
+from embedfactory.synth.sources import seed_personas
 
 
 def personas(*texts):

@@ -3,7 +3,7 @@ import io
 
 import matplotlib.image as mpimg
 
-from embedfactory import plots
+from embedfactory.report import plots
 
 
 def image(png: bytes):

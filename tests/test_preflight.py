@@ -2,8 +2,8 @@
 naming the parameter and the fix; a good configuration passes."""
 import pytest
 
-from embedfactory import preflight
 from embedfactory.config import SynthParams, TrainConfig
+from embedfactory.synth import preflight
 
 
 def test_every_problem_at_once_each_naming_its_parameter(tmp_path, monkeypatch):
@@ -112,8 +112,9 @@ def test_endpoints_are_asked_for_their_models_in_the_same_error_before_any_compl
 
 
 def test_flow_align_lists_its_problems_before_any_teacher_call(tmp_path, monkeypatch, prefect_api):
-    from embedfactory.align.config import AlignParams
     from fake_llm import FakeChatServer
+
+    from embedfactory.align.config import AlignParams
     from flows.align import align
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     blocker = tmp_path / "file"

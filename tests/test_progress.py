@@ -2,9 +2,9 @@
 training's loss and steps/s (a hand-driven clock stands in for time)."""
 import logging
 
-from embedfactory import progress
 from embedfactory.config import SynthParams
-from embedfactory.pipeline import stage_shards
+from embedfactory.report import progress
+from embedfactory.synth.pipeline import stage_shards
 from tasks.common import progress as task_progress
 
 

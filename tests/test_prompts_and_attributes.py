@@ -6,15 +6,15 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from fake_llm import fake_value
 
 from embedfactory import prompts
 from embedfactory.config import Sampling, SynthConfig, SynthParams
-from embedfactory.stages.generate import draw_attributes
-from embedfactory.sources import seed_personas
-from embedfactory.stages.personas import normalized
-from embedfactory.stages.brainstorm import assign_task_types
+from embedfactory.synth.brainstorm import assign_task_types
+from embedfactory.synth.generate import draw_attributes
+from embedfactory.synth.personas import normalized
+from embedfactory.synth.sources import seed_personas
 from embedfactory.task_types import ATTRIBUTES, BITEXT_LANGUAGES, QUERY_TYPE, TASK_SPECS, Draw, draw_attributes_for
-from fake_llm import fake_value
 
 
 @pytest.mark.parametrize("name", sorted(TASK_SPECS))
@@ -221,7 +221,7 @@ def test_the_cpu_default_caps_length_asks_and_the_deployments_ask_the_recipe():
     from embedfactory.config import CPU_MAX_WORDS, SPEED_TASK_MIX
     assert SynthConfig().max_num_words == CPU_MAX_WORDS == 30 and Sampling().resolved().max_tokens == 2048
     assert Sampling(max_tokens=99).resolved().max_tokens == 99
-    from embedfactory.pipeline import EXAMPLES
+    from embedfactory.synth.pipeline import EXAMPLES
     assert EXAMPLES.inputs(SynthParams())["max_num_words"] == 30  # it shapes the data: in the cache key
     deployments = yaml.safe_load((Path(prompts.__file__).parents[2] / "deployments" / "prefect.yaml").read_text())
     synth_runs = [d for d in deployments["deployments"] if d["entrypoint"] == "flows/synth.py:synth"]

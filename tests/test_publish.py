@@ -3,7 +3,7 @@ refused with its counts, leaving `latest` on the previous dataset."""
 import pyarrow as pa
 import pytest
 
-from embedfactory.publish import DATA_FILE, TooFewRows, publish, read_dataset, resolve_dataset
+from embedfactory.publish.dataset import DATA_FILE, TooFewRows, publish, read_dataset, resolve_dataset
 from embedfactory.store import ShardRecord, StageDir, Store
 
 

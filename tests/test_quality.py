@@ -1,7 +1,8 @@
 import json
 
 from embedfactory.config import Price
-from embedfactory.quality import quality_report, to_markdown, usage_table
+from embedfactory.llm.costs import usage_table
+from embedfactory.report.quality import quality_report, to_markdown
 from embedfactory.store import ShardRecord
 
 
@@ -44,7 +45,7 @@ def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
     assert report["attributes"]["retrieval"]["difficulty"]["college"] == {"reference": 0.167, "drawn": 1.0, "kept": 1.0}
     assert report["attributes"]["retrieval"]["difficulty"]["(not asked)"] == {"reference": 0.5, "drawn": 0.0, "kept": 0.0}
     assert report["attributes"]["sts"]["difficulty"]["PhD"] == {"reference": 0.0, "drawn": 0.0, "kept": 1.0}
-    from embedfactory.quality import attribute_lines
+    from embedfactory.report.quality import attribute_lines
     retrieval_difficulty = [line for line in attribute_lines(report["attributes"])
                             if line.split()[:2] == ["retrieval", "difficulty"]]
     assert len(retrieval_difficulty) == 1
@@ -58,7 +59,7 @@ def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
 def test_a_run_with_aligned_generators_divides_their_teacher_calls_by_its_examples(tmp_path):
     """SPEED's economics where the examples are made: the align run that produced the senior (and
     the revisor) spent its teacher calls once; a synthesis run divides them by what it generated."""
-    from embedfactory.economics import teacher_calls_per_example
+    from embedfactory.report.economics import teacher_calls_per_example
     from embedfactory.store import Store
 
     store = Store(str(tmp_path))
@@ -82,8 +83,8 @@ def test_a_run_with_aligned_generators_divides_their_teacher_calls_by_its_exampl
 
 
 def test_grounded_rows_stay_out_of_the_brainstormed_attribute_histograms(tmp_path):
-    from embedfactory.economics import teacher_calls_per_example
-    from embedfactory.quality import attribute_histograms
+    from embedfactory.report.economics import teacher_calls_per_example
+    from embedfactory.report.quality import attribute_histograms
     from embedfactory.store import Store
 
     grounded = {"task_type": "retrieval", "source_id": "passage-1", "attributes": json.dumps({"difficulty": "PhD"})}

@@ -1,5 +1,5 @@
 """The run summary says why rows were dropped: per gate, duplicates, and the round trip."""
-from embedfactory.report import format_table, reasons, stage_summary
+from embedfactory.report.summary import format_table, reasons, stage_summary
 from embedfactory.store import ShardRecord
 
 

@@ -1,10 +1,11 @@
 """The revisor stage (SPEED): original, revision and reason kept; a failed reply keeps the original."""
 import json
 
+from fake_llm import FakeChatServer
+
 from embedfactory.config import Endpoint
 from embedfactory.llm.client import ChatClient
-from embedfactory.stages.revise import revise_examples, skip_revision
-from fake_llm import FakeChatServer
+from embedfactory.synth.revise import revise_examples, skip_revision
 
 
 def example(i: int, query: str) -> dict:
@@ -72,7 +73,7 @@ def test_a_revision_that_fails_a_gate_leaves_the_original_in_use():
 
 def test_align_trains_the_revisor_on_the_prompt_the_revise_stage_sends():
     from embedfactory.align.data import revisor_rows
-    from embedfactory.stages.revise import revise_messages
+    from embedfactory.synth.revise import revise_messages
 
     row = {**example(0, "how fix bike"), "attributes": json.dumps({"query_length": "5 to 15 words"}),
            "revision_status": "revised", "revision_reason": "Ungrammatical query.",

@@ -7,11 +7,11 @@ import json
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from tiny import tiny
 
-from embedfactory.publish import data_files
+from embedfactory.publish.dataset import data_files
 from embedfactory.store import Store
 from flows.synth import synth
-from tiny import tiny
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from embedfactory.config import FilterConfig
-from embedfactory.filtering import Mining, pick_negatives
-from embedfactory.evaldata import BUNDLED_STS_TEST
-from embedfactory.search import auto_topk, search
+from embedfactory.eval.paired import BUNDLED_STS_TEST
+from embedfactory.filter.consistency import Mining, pick_negatives
+from embedfactory.filter.search import auto_topk, search
 
 
 def test_block_search_equals_brute_force():
@@ -65,8 +65,8 @@ def test_mining_agrees_with_sentence_transformers_on_real_pairs():
     from sentence_transformers.util import mine_hard_negatives
 
     from embedfactory.config import EMBEDDED_EMBEDDER
-    from embedfactory.evaldata import sts_pairs
-    from embedfactory.filtering import encoder, ranking_consistency
+    from embedfactory.eval.paired import sts_pairs
+    from embedfactory.filter.consistency import encoder, ranking_consistency
     from embedfactory.models import load_embedder
 
     rows = list({r["anchor"]: r for r in sts_pairs(BUNDLED_STS_TEST)}.values())[:150]  # one row per anchor

@@ -5,9 +5,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from embedfactory import models, pipeline, schemas
+from embedfactory import models, schemas
 from embedfactory.config import Endpoint, SynthParams
 from embedfactory.store import ShardRecord
+from embedfactory.synth import pipeline, verdicts
 
 ROWS = [
     [("how do tides work", "Tides are driven by the moon's gravity pulling on the oceans.", "A tide pool is home to crabs."),
@@ -79,7 +80,7 @@ def test_an_external_corpus_joins_the_search(tmp_path):
     revised = ctx.stage_dir("revised").commit(pa.Table.from_pylist(revised_rows(1), schema=schemas.REVISED),
                                               ShardRecord(key="00000", fingerprint="f", rows=2, stage="revised"))
     corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, "00000", [revised]),
-              pipeline.run_shard(pipeline.CORPUS, ctx, pipeline.EXTERNAL, [])]
+              pipeline.run_shard(pipeline.CORPUS, ctx, verdicts.EXTERNAL, [])]
     assert corpus[1].rows == 1
     pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised],
                                 side=corpus + pipeline.find_duplicates(ctx, [revised]))
@@ -88,7 +89,7 @@ def test_an_external_corpus_joins_the_search(tmp_path):
 
 
 def test_a_pool_is_its_task_types_texts_and_the_shared_ones_padded_with_background():
-    from embedfactory.filtering import BACKGROUND, EVERY, pool
+    from embedfactory.filter.consistency import BACKGROUND, EVERY, pool
 
     groups = [frozenset({"retrieval"}), frozenset({"sts"}), frozenset({EVERY}), frozenset({BACKGROUND}),
               frozenset({"retrieval", "sts"}), frozenset({BACKGROUND}), frozenset({BACKGROUND})]
@@ -111,8 +112,8 @@ def test_small_runs_search_their_task_types_pool_joined_by_background_so_top_k_d
     revised = ctx.stage_dir("revised").commit(pa.Table.from_pylist(rows + [sts], schema=schemas.REVISED),
                                               ShardRecord(key="00000", fingerprint="f", rows=3, stage="revised"))
     corpus = [pipeline.run_shard(pipeline.CORPUS, ctx, "00000", [revised]),
-              pipeline.run_shard(pipeline.CORPUS, ctx, pipeline.BACKGROUND, [])]
-    assert pipeline.corpus_keys(ctx.params) == [pipeline.BACKGROUND] and corpus[1].rows == 200
+              pipeline.run_shard(pipeline.CORPUS, ctx, verdicts.BACKGROUND, [])]
+    assert verdicts.corpus_keys(ctx.params) == [verdicts.BACKGROUND] and corpus[1].rows == 200
     pipeline.run_shard(pipeline.VERDICTS, ctx, "00000", [revised],
                                 side=corpus + pipeline.find_duplicates(ctx, [revised]))
     tides, guitar, cat = ctx.stage_dir("verdicts").read(["00000"]).to_pylist()

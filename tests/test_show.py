@@ -3,7 +3,7 @@ rows laid out as the flow commits them (the real flow's output is inspected in t
 import pyarrow as pa
 import pytest
 
-from embedfactory import show
+from embedfactory.report import show
 from embedfactory.store import ShardRecord, StageDir, Store, StoreError
 
 RUN = "run-7"

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from embedfactory.significance import mean_scores, paired_bootstrap
+from embedfactory.eval.significance import mean_scores, paired_bootstrap
 
 
 def test_a_constant_gain_on_every_query_has_a_tight_interval_at_that_gain():

@@ -4,13 +4,13 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fake_llm import FakeChatServer
 
 from embedfactory.config import Endpoint
 from embedfactory.llm.client import ChatClient
-from embedfactory.sources import MAX_DEPTH, load_personas, load_topics
-from embedfactory.stages.brainstorm import brainstorm_tasks, deal_topics
-from embedfactory.stages.personas import sample_personas
-from fake_llm import FakeChatServer
+from embedfactory.synth.brainstorm import brainstorm_tasks, deal_topics
+from embedfactory.synth.personas import sample_personas
+from embedfactory.synth.sources import MAX_DEPTH, load_personas, load_topics
 
 
 def test_shipped_topics_are_cut_to_four_levels_and_distinct():
@@ -108,7 +108,7 @@ def test_prompts_sharing_a_topic_are_told_what_was_already_proposed():
 
 
 def test_a_malformed_json_lines_source_names_the_file_and_the_line(tmp_path):
-    from embedfactory.sources import load_personas
+    from embedfactory.synth.sources import load_personas
 
     path = tmp_path / "personas.jsonl"
     path.write_text('{"persona": "a nurse"}\n\n{"persona": \n')

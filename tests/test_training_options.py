@@ -7,7 +7,7 @@ from embedfactory.config import TrainConfig
 from embedfactory.store import Store
 from embedfactory.training.data import RowCollator, RowTable
 from embedfactory.training.encoder import load_student, pick_device
-from embedfactory.training.job import StoreCheckpoints
+from embedfactory.training.checkpoints import StoreCheckpoints
 from embedfactory.training.loss import InfoNCELoss, in_batch_infonce
 from embedfactory.training.trainer import make_loss, train_contrastive, training_arguments
 from test_trainer import ROWS

@@ -4,7 +4,7 @@ import tempfile
 from pathlib import Path
 
 from embedfactory.config import EMBEDDED_MAX_TOKENS, Endpoint, SynthParams, TrainConfig
-from embedfactory.evalsets import SHIPPED
+from embedfactory.eval.sets import SHIPPED
 
 
 @functools.cache

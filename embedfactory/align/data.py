@@ -10,8 +10,8 @@ import json
 from ..config import SynthConfig
 from ..ids import stable_hash
 from ..schemas import revision_of
-from ..stages.generate import example_requests
-from ..stages.revise import revise_messages
+from ..synth.generate import example_requests
+from ..synth.revise import revise_messages
 from ..task_types import TASK_SPECS
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, model_validator
 from .. import prompts
 from ..ids import seed_of
 from ..llm.client import ChatClient, Request
-from ..stages.common import ShardOutput, exchange, no_exchange, usage_of
+from ..synth.common import ShardOutput, exchange, no_exchange, usage_of
 
 PROMPT = "judge_candidates"
 

@@ -11,18 +11,16 @@ import json
 import tempfile
 import time
 
-from .. import costs, pipeline
 from ..config import Sampling, SynthParams
-from ..economics import E5_CALLS, E5_EXAMPLES, REGISTRY, SPEED_CALLS, SPEED_EXAMPLES
 from ..ids import stable_hash
-from ..llm import gguf, replylog
+from ..llm import costs, gguf, replylog
 from ..llm.client import ChatClient
-from ..stages import revise
-from ..stages.common import ShardOutput
+from ..report.economics import E5_CALLS, E5_EXAMPLES, REGISTRY, SPEED_CALLS, SPEED_EXAMPLES
 from ..store import ShardRecord, Store
+from ..synth import pipeline, revise
+from ..synth.common import ShardOutput
 from . import data, judge, models, sampling, trainers
 from .config import AlignParams, Finetune
-
 
 
 def synth_params(params: AlignParams) -> SynthParams:

@@ -26,9 +26,8 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from ..config import Endpoint, Sampling
-from .. import costs
 from ..ids import stable_hash
-from . import limits, liveness, replylog
+from . import costs, limits, liveness, replylog
 
 # how the reply's JSON is constrained, strictest first; a server that refuses one gets the next
 MODES = ("json_schema", "json_object", "none")

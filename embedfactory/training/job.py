@@ -2,21 +2,19 @@
 (dataset checksum, training config, trainer code)."""
 from __future__ import annotations
 
-import io
-import tarfile
 import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 
-from .. import plots
 from ..config import TrainConfig
-from ..hub import data_models, with_front_matter
 from ..ids import code_version, stable_hash
 from ..models import card_licence, hub_id, licence_lines
-from ..publish import read_dataset
+from ..publish.dataset import read_dataset
+from ..publish.hub import data_models, with_front_matter
+from ..report import plots
 from ..store import Store
-from . import data, encoder, gist, launch, listwise, loss, margin, rowloss, sampler, teacher, trainer
+from . import checkpoints, data, encoder, gist, launch, listwise, loss, margin, rowloss, sampler, teacher, trainer
 from .encoder import pick_device
 
 
@@ -46,30 +44,6 @@ def loss_line(cfg: TrainConfig) -> str:
                 + ("; plus InfoNCE over in-batch and hard negatives, both on the logit scale (/ temperature "
                    f"{cfg.softmax_temperature()})" if cfg.loss == "margin_mse_infonce" else ""))
     return f"InfoNCE over in-batch and hard negatives (equal texts masked); temperature {cfg.softmax_temperature()}"
-
-
-class StoreCheckpoints:
-    """The latest checkpoint folder of one job (the Trainer's `checkpoint-<step>`), one tar object in the
-    store, replaced atomically."""
-
-    def __init__(self, store: Store, path: str):
-        self.store, self.path = store, path
-
-    def load(self, into: str) -> str | None:
-        if not self.store.exists(self.path):
-            return None
-        with tarfile.open(fileobj=io.BytesIO(self.store.read_bytes(self.path))) as tar:
-            tar.extractall(into, filter="data")
-            return str(Path(into) / tar.getnames()[0].split("/")[0])
-
-    def save(self, folder: str) -> None:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(folder, arcname=Path(folder).name)
-        self.store.write_bytes(self.path, buffer.getvalue())
-
-    def clear(self) -> None:
-        self.store.delete(self.path)
 
 
 def model_card(card: dict, cfg: TrainConfig, report: dict) -> str:
@@ -152,13 +126,13 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
     labels, published = None, len(rows)
     if cfg.distils:
         labels, rows = pseudo_labels(store, card, rows, cfg)
-    checkpoints = StoreCheckpoints(store, f"{out}/checkpoint.tar")
+    saved = checkpoints.StoreCheckpoints(store, f"{out}/checkpoint.tar")
     with tempfile.TemporaryDirectory() as tmp:
         if cfg.processes > 1:  # DDP on this worker's devices
-            report = launch.train_distributed(rows, cfg, tmp, {"store": store_uri, "path": checkpoints.path},
+            report = launch.train_distributed(rows, cfg, tmp, {"store": store_uri, "path": saved.path},
                                               card=card_data(card, cfg), progress=progress)
         else:
-            report = trainer.train_contrastive(rows, cfg, tmp, progress, checkpoints, card=card_data(card, cfg))
+            report = trainer.train_contrastive(rows, cfg, tmp, progress, saved, card=card_data(card, cfg))
         report["skipped_rows"] = published - report["rows"]
         readme = Path(tmp) / "README.md"
         readme.write_text(with_section(readme.read_text() if readme.exists() else "", model_card(card, cfg, report)))
@@ -168,7 +142,7 @@ def train_on_dataset(store_uri: str, dataset_path: str, cfg: TrainConfig, run_to
     report.update(fingerprint=fp, run_token=run_token, model_path=f"{out}/model", labels=labels,
                   dataset={"path": dataset_path, "sha256": card["sha256"]}, config=cfg.model_dump())
     store.write_json(report_path, report)  # written last: the job's commit
-    checkpoints.clear()
+    saved.clear()
     return report
 
 

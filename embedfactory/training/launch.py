@@ -31,7 +31,7 @@ def train_distributed(rows: list[dict], cfg: TrainConfig, output_dir: str, check
                       processes: int | None = None, card: dict | None = None,
                       progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Train on `processes` (default `cfg.processes`) local processes; `checkpoints`: {"store", "path"} of
-    a `job.StoreCheckpoints` (the path as `Store.path` gives it); `card`: model card fields
+    a `checkpoints.StoreCheckpoints` (the path as `Store.path` gives it); `card`: model card fields
     (`trainer.train_contrastive`); `progress(step, steps, loss)`: called for each step as the first
     process logs it. Returns the first process's report, with each process's under `processes`."""
     processes = processes or cfg.processes
@@ -66,7 +66,7 @@ def train_distributed(rows: list[dict], cfg: TrainConfig, output_dir: str, check
 
 def main(job_file: str) -> None:
     from ..store import Store
-    from .job import StoreCheckpoints
+    from .checkpoints import StoreCheckpoints
     from .trainer import train_contrastive
 
     job = json.loads(Path(job_file).read_text())

@@ -7,7 +7,7 @@ import json
 import textwrap
 from collections import Counter
 
-from .store import StageDir, Store, StoreError
+from ..store import StageDir, Store, StoreError
 
 STAGES = ("personas", "tasks", "examples", "grounded", "revised", "verdicts")  # in the order rows flow
 SHOWN = {  # the columns worth reading per stage (the rest: raw replies, tokens, lineage ids)

@@ -20,9 +20,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from .. import dedupe, publish
 from ..config import SynthParams
+from ..filter import dedupe
 from ..ids import code_version, stable_hash
+from ..publish import dataset as publish
 from ..schemas import SIGNATURES
 from ..store import ShardRecord, StageDir, Store
 

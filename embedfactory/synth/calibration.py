@@ -3,7 +3,7 @@ gates reject?
 
 Each real query is judged as if the grounded stage had written it for each of its relevant
 documents: the document is the source passage, the attributes are those the grounded stage draws
-(`stages.grounded.draw_attributes`), the fixed prompt and task are the grounded prompt's. Real
+(`grounded.draw_attributes`), the fixed prompt and task are the grounded prompt's. Real
 queries are what grounded queries should look like, so a gate that rejects many of them is
 miscalibrated (the gates help only where they reject what is bad: bench/RESULTS.md, gate calibration).
 """
@@ -13,10 +13,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import gates, prompts
-from .config import GroundedConfig
-from .evalsets import RetrievalData
-from .stages import grounded
+from .. import prompts
+from ..config import GroundedConfig
+from ..eval.sets import RetrievalData
+from ..filter import gates
+from . import grounded
 
 
 @dataclass

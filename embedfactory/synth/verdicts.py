@@ -15,14 +15,14 @@ from collections import Counter
 
 import torch
 
-from .. import documents, filtering, gates, prompts, search, sources
+from .. import prompts
 from ..config import FilterConfig, SynthParams
+from ..filter import consistency, gates, search
 from ..models import load_embedder
 from ..store import ShardRecord, Store
 from ..task_types import TASK_SPECS
-from . import duplicates, grounded
+from . import documents, duplicates, grounded, sources
 from .common import ShardOutput
-
 
 EXTERNAL = "external"  # the corpus shard of `filter.external_corpus`
 DOCUMENTS = "documents"  # the corpus shard of the grounded corpus (every passage, sampled or not)
@@ -36,26 +36,26 @@ def corpus_keys(params: SynthParams) -> list[str]:
         [BACKGROUND] if f.background_corpus and f.min_corpus else [])
 
 
-def filter_encoder(cfg: FilterConfig, role: str | None = None) -> filtering.Embed:
+def filter_encoder(cfg: FilterConfig, role: str | None = None) -> consistency.Embed:
     """The filter model (loaded once per process) on its device, as an embedding function: anchors with
     its query prompt (role 'query'), documents with its document prompt ('document'), where it has them
     (EmbeddingGemma; MiniLM embeds both bare); no role: bare (the STS gate compares three texts alike)."""
-    return filtering.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size, role)
+    return consistency.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size, role)
 
 
 def corpus_shard(ctx, key, rows, side, progress):
     """Embed the shard's documents once; every verdict shard searches all corpus shards."""
     cfg = ctx.params.filter
     if key == EXTERNAL:
-        pairs = [(t, filtering.EVERY) for t in sources.load_column(cfg.external_corpus, "text")]
+        pairs = [(t, consistency.EVERY) for t in sources.load_column(cfg.external_corpus, "text")]
     elif key == DOCUMENTS:
         g = ctx.params.grounded
         pairs = [(p.text, grounded.TASK_TYPE)
                  for p in documents.passages(documents.load_documents(g.corpus), g.passage_words)]
     elif key == BACKGROUND:
-        pairs = [(t, filtering.BACKGROUND) for t in sources.load_background(cfg.background_corpus)[:cfg.min_corpus]]
+        pairs = [(t, consistency.BACKGROUND) for t in sources.load_background(cfg.background_corpus)[:cfg.min_corpus]]
     else:
-        pairs = filtering.grouped_corpus_of(rows)
+        pairs = consistency.grouped_corpus_of(rows)
     vectors = filter_encoder(cfg, "document")([t for t, _ in pairs]) if pairs else []
     if progress is not None:
         progress(len(rows), len(rows))
@@ -93,8 +93,8 @@ def _corpus_matrix(ctx, side: list[ShardRecord],
         return _corpus_cache[key]
 
 
-def gate_reasons(rows: list[dict], names: list[str], embed: filtering.Embed) -> list[str | None]:
-    """Each row's first failing quality gate (gates.py) as 'gate <name>: ...', or None."""
+def gate_reasons(rows: list[dict], names: list[str], embed: consistency.Embed) -> list[str | None]:
+    """Each row's first failing quality gate (filter/gates.py) as 'gate <name>: ...', or None."""
     out = []
     for row in rows:
         attributes = json.loads(row["attributes"])
@@ -130,22 +130,22 @@ def verdict_shard(ctx, key, rows, side, progress):
     device = search.resolve_device(cfg.device)
     texts, docs, groups = _corpus_matrix(ctx, side, device)
     queries = torch.from_numpy(embed_queries([r["anchor"] for r in rows])).to(device)
-    mining = filtering.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
+    mining = consistency.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
                               cfg.mine_absolute_margin, cfg.mine_sampling) if cfg.mined_negatives else None
     verdicts: list[dict | None] = [None] * len(rows)
     reverted = 0
     for task_type in dict.fromkeys(r["task_type"] for r in rows):  # each type searches its own pool
         mine = [i for i, r in enumerate(rows) if r["task_type"] == task_type]
-        where = filtering.pool(groups, task_type, cfg.min_corpus if cfg.background_corpus else 0)
+        where = consistency.pool(groups, task_type, cfg.min_corpus if cfg.background_corpus else 0)
         pool_docs = docs if len(where) == len(texts) else docs[torch.tensor(where, device=docs.device)]
         pool_texts = [texts[j] for j in where]
-        found = filtering.verdicts([rows[i] for i in mine], queries[mine], pool_texts, pool_docs, cfg.topk, mining)
+        found = consistency.verdicts([rows[i] for i in mine], queries[mine], pool_texts, pool_docs, cfg.topk, mining)
         for i, verdict in zip(mine, found):
             verdicts[i] = verdict
         if originals := _originals(rows, mine):  # a revision must not lower its positive's rank
             anchors, positives = (torch.from_numpy(embed([o[c] for o in originals.values()])).to(device)
                                   for embed, c in ((embed_queries, 0), (embed_docs, 1)))
-            reverted += filtering.keep_better_originals(rows, verdicts, originals, anchors, positives,
+            reverted += consistency.keep_better_originals(rows, verdicts, originals, anchors, positives,
                                                         pool_texts, pool_docs, cfg.topk)
         if progress is not None:  # a task type's rows are searched and mined
             progress(sum(v is not None for v in verdicts), len(rows))

@@ -2,15 +2,16 @@
 its task, type and the attributes it was generated with (query type, lengths, difficulty...) and
 returns a reason and a revision. The original is kept beside the revision; when the revisor's reply
 never parses, the original stays in use and the row records the rejection. A revision replaces the
-original only if it passes the quality gates (gates.py); otherwise the original stays in use and the
+original only if it passes the quality gates (filter/gates.py); otherwise the original stays in use and the
 row says which gate the revision failed ("kept-original"). The verdict stage applies the second test
 of acceptance, which needs the corpus: a revision whose positive ranks lower than the original's
-gives way to it (stages/consistency.py)."""
+gives way to it (verdicts.py)."""
 from __future__ import annotations
 
 import json
 
-from .. import gates, prompts
+from .. import prompts
+from ..filter import gates
 from ..ids import seed_of
 from ..llm.client import ChatClient, Request
 from ..schemas import revision_of

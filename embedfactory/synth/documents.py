@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .ids import stable_hash
+from ..ids import stable_hash
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _rows(source: str) -> list[dict]:
     if path.is_dir() and (path / "corpus.jsonl").is_file():  # BEIR
         return _rows_jsonl(path / "corpus.jsonl")
     if path.is_dir() and any((path / name).is_file() for name in ("cran.all.1400", "CISI.ALL")):
-        from .evalsets import load_cisi, load_cranfield
+        from ..eval.sets import load_cisi, load_cranfield
 
         data = (load_cranfield if (path / "cran.all.1400").is_file() else load_cisi)(path)
         return [{"id": i, "title": data.titles.get(i, ""),

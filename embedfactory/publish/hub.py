@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from .publish import DATA_FILE, read_dataset
-from .quality import to_markdown
-from .models import hub_id, licence_lines
-from .store import StageDir, Store
+from ..models import hub_id, licence_lines
+from ..report.quality import to_markdown
+from ..store import StageDir, Store
+from .dataset import DATA_FILE, read_dataset
 
 SAMPLE_ROWS = 5
 TASK_CATEGORIES = {"retrieval": "text-retrieval", "classification": "text-classification"}  # beyond the two below

@@ -16,16 +16,29 @@ from typing import Callable
 import pyarrow as pa
 from pydantic import BaseModel
 
-from . import costs, documents, economics, filtering, gates, prompts, quality, schemas, search, sources, task_types
-from .config import Endpoint, SynthParams
-from .ids import code_version, stable_hash
-from .llm import client, replylog
-from .llm.client import ChatClient
-from .stages import brainstorm, common, consistency, duplicates, generate, grounded, personas, revise
-from .stages.consistency import BACKGROUND, DOCUMENTS, EXTERNAL, corpus_keys, gate_reasons  # noqa: F401 (API)
-from .stages.common import ShardOutput
-from .store import ShardRecord, StageDir, Store
-from .task_types import TASK_SPECS
+from .. import prompts, schemas, task_types
+from ..config import Endpoint, SynthParams
+from ..filter import consistency, gates, search
+from ..ids import code_version, stable_hash
+from ..llm import client, costs, replylog
+from ..llm.client import ChatClient
+from ..report import economics, quality
+from ..store import ShardRecord, StageDir, Store
+from ..task_types import TASK_SPECS
+from . import (
+    brainstorm,
+    common,
+    documents,
+    duplicates,
+    generate,
+    grounded,
+    personas,
+    revise,
+    sources,
+    verdicts,
+)
+from .common import ShardOutput
+from .verdicts import corpus_keys
 
 Progress = Callable[[int, int], None]
 
@@ -61,7 +74,7 @@ class RunContext(BaseModel):
 def open_run(params: SynthParams, run_id: str, run_token: str, serve: bool = True):
     """The RunContext of a run, its model servers up for the duration (the embedded one started, a
     remote one checked). `serve=False`: no LLM is touched here (generation runs on other workers)."""
-    from .llm.server import serving
+    from ..llm.server import serving
 
     with contextlib.ExitStack() as servers:
         generator, generator_url = (servers.enter_context(serving(params.generator)) if serve
@@ -132,7 +145,7 @@ def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecor
     """Produce and commit one shard unless it is already committed with the same fingerprint.
     `upstream`: the shards whose rows are the input; `side`: shards it also consults (their
     checksums enter the fingerprint; the stage reads them itself). `spend`: the run's budget, checked
-    before the shard and before each of its requests (costs.py). A reused shard reports itself done."""
+    before the shard and before each of its requests (llm/costs.py). A reused shard reports itself done."""
     out_dir = ctx.stage_dir(stage.name)
     fp = fingerprint(stage, ctx, key, upstream, side)
     if (done := out_dir.committed(key, fp)) is not None:
@@ -167,19 +180,19 @@ def commit_output(out_dir: StageDir, key: str, fp: str, out: ShardOutput, run_to
 
 
 def find_duplicates(ctx: RunContext, made: list[ShardRecord], progress: Progress | None = None) -> list[ShardRecord]:
-    """The duplicates stage (stages/duplicates.py) over the example shards, in their order: one
+    """The duplicates stage (duplicates.py) over the example shards, in their order: one
     record per shard, a side input of its verdict shard."""
     return duplicates.find(ctx.params, ctx.run_id, ctx.run_token, made, progress)
 
 
 def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
-    """The run's data-quality report (see quality.py), over all its shards."""
+    """The run's data-quality report (see report/quality.py), over all its shards."""
     rows = {s.name: ctx.stage_dir(s.name).read([r.key for r in records[s.name]], ok_only=False,
                                                columns=quality.COLUMNS).to_pylist()
             for s in SYNTH_STAGES if s is not CORPUS and records.get(s.name)}  # corpus rows: embeddings
     models = {**costs.stage_models(ctx.params), "corpus": ctx.params.filter.model, "verdicts": ctx.params.filter.model}
     generator, brainstormer = models["examples"], models["personas"]
-    usage = quality.usage_table(records, models, ctx.params.prices)
+    usage = costs.usage_table(records, models, ctx.params.prices)
     generated = sum(r.rows for stage in ("examples", "grounded") for r in records.get(stage, []))
     # a brainstormer of its own is SPEED's teacher: its persona and task calls count as teacher calls
     brainstormed = (sum(r.llm_calls for stage in ("personas", "tasks") for r in records.get(stage, []))
@@ -311,9 +324,9 @@ CORPUS = Stage(
     lambda p: {"model": p.filter.model, "external": sources.source_version(p.filter.external_corpus),
                "background": sources.source_version(p.filter.background_corpus), "min_corpus": p.filter.min_corpus,
                "documents": sources.source_version(p.grounded.corpus), "passage_words": p.grounded.passage_words},
-    consistency.corpus_shard, (consistency, filtering, sources, documents))
+    verdicts.corpus_shard, (verdicts, consistency, sources, documents))
 VERDICTS = Stage(
-    "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), consistency.verdict_shard,
-    (consistency, filtering, search, gates, grounded, duplicates))  # its duplicates shard is a side input
+    "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), verdicts.verdict_shard,
+    (verdicts, consistency, search, gates, grounded, duplicates))  # its duplicates shard is a side input
 
 SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, GROUNDED, CORPUS, VERDICTS]

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
-from .ids import stable_hash
+from ..ids import stable_hash
+from ..models import Embed
 from .search import auto_topk, rank_outside, search
 
-Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised rows
 
 
 @dataclass(frozen=True)

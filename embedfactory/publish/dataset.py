@@ -9,10 +9,9 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .outcomes import ExpectedStop
-from .schemas import DATASET
-from .store import StageDir, Store
-
+from ..outcomes import ExpectedStop
+from ..schemas import DATASET
+from ..store import StageDir, Store
 
 DATA_FILE = "data/train-00000-of-00001.parquet"  # the Hub's name for a one-file train split
 LEGACY_FILE = "part-00000.parquet"  # where datasets published before the Hub layout keep their rows

@@ -9,8 +9,9 @@ import csv
 import random
 from pathlib import Path
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-BUNDLED_STS_TEST = Path(__file__).resolve().parent / "data" / "evalsets" / "stsbenchmark" / "sts-test.csv"
+PACKAGE = Path(__file__).resolve().parents[1]  # embedfactory/
+SHARED_DATA = PACKAGE.parents[1] / "shared" / "data"
+BUNDLED_STS_TEST = PACKAGE / "data" / "evalsets" / "stsbenchmark" / "sts-test.csv"
 
 
 def sts_pairs(path: str | Path | None = None, min_score: float = 4.0) -> list[dict]:

@@ -5,7 +5,7 @@ An example's identity text is its anchor and positive together: two rows that as
 and expect the same answer teach the model nothing new, whatever their negatives. A text is hashed
 once into its signature (`signature`, `exact_key`); an `Index` holds the signatures kept so far, so
 checking a row costs the same whatever the index holds (LSH buckets, then the candidates' Jaccard
-estimates). stages/duplicates.py keeps the signatures in the store, shard by shard.
+estimates). synth/duplicates.py keeps the signatures in the store, shard by shard.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import re
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-from .ids import stable_hash
+from ..ids import stable_hash
 
 NUM_PERM = 128
 SEED = 1

@@ -16,12 +16,12 @@ import json
 import random
 
 from .. import prompts
-from ..documents import Passage
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
 from ..schemas import GroundedQuery
 from ..task_types import CLARITY, DIFFICULTY, QUERY_TYPE, Draw
 from .common import ShardOutput, exchange, usage_of
+from .documents import Passage
 
 PROMPT = "grounded_query"
 TASK_TYPE = "retrieval"

@@ -12,9 +12,9 @@ import time
 
 import pyarrow.fs as pafs
 
-from .config import Price, SynthParams
-from .outcomes import ExpectedStop
-from .store import ShardRecord, StageDir, Store
+from ..config import Price, SynthParams
+from ..outcomes import ExpectedStop
+from ..store import ShardRecord, StageDir, Store
 
 # USD per million tokens, the providers' list prices of 2025 (input, output); check your contract and
 # override in `prices`. Self-hosted models (vLLM, the embedded server) have no price: they cost 0 here.
@@ -59,6 +59,25 @@ def stage_models(params: SynthParams) -> dict[str, str]:
     brainstorm = (params.brainstormer or params.generator).model
     return {"personas": brainstorm, "tasks": brainstorm, "examples": generator, "grounded": generator,
             "revised": (params.revisor or params.generator).model, **dict.fromkeys(JUDGE_STAGES, generator)}
+
+
+def usage_table(records: dict[str, list[ShardRecord]], models: dict[str, str],
+                prices: dict[str, Price]) -> list[dict]:
+    """Calls, tokens and cost per stage and model, over every shard of the run."""
+    out = []
+    for stage, shards in records.items():
+        calls = sum(r.llm_calls for r in shards)
+        if not calls:
+            continue
+        model = models[stage]
+        prompt, completion = (sum(r.prompt_tokens for r in shards), sum(r.completion_tokens for r in shards))
+        usd = cost(prompt, completion, price_of(model, prices))
+        cached = sum(r.cached_tokens for r in shards)
+        out.append({"stage": stage, "model": model, "calls": calls, "prompt_tokens": prompt,
+                    "completion_tokens": completion, "cached_prompt_tokens": cached,
+                    "prompt_cache_hit_rate": round(cached / prompt, 3) if prompt else 0.0,
+                    "schema_fallbacks": sum(r.schema_fallbacks for r in shards), "cost_usd": round(usd, 6)})
+    return out
 
 
 def planned_calls(params: SynthParams, brainstormed: bool, with_personas: bool, passages: int = 0) -> dict[str, int]:

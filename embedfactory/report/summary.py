@@ -2,12 +2,12 @@
 tokens, seconds); shards reused from an earlier run count their rows but cost nothing now."""
 from __future__ import annotations
 
-from .store import ShardRecord
+from ..store import ShardRecord
 
 
 def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
                   training: dict | None = None, cost_usd: dict[str, float] | None = None) -> list[dict]:
-    """One row per stage; `cost_usd`: what each stage's calls of this invocation cost (costs.py)."""
+    """One row per stage; `cost_usd`: what each stage's calls of this invocation cost (llm/costs.py)."""
     table, cost_usd = [], cost_usd or {}
     for stage, shards in records.items():
         if not shards:  # a stage this run does not have (e.g. grounded without a corpus)

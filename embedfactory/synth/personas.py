@@ -7,12 +7,13 @@ import math
 import random
 import re
 
-from .. import gates, prompts
+from .. import prompts
+from ..filter import gates
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
 from ..schemas import persona_list
-from ..sources import seed_personas
 from .common import ShardOutput, exchange, no_exchange, usage_of
+from .sources import seed_personas
 
 PROMPT = "persona_expand"
 PER_CALL = 2  # few per call, each call from another seed: more spread than many from one

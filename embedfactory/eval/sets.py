@@ -28,11 +28,11 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from .config import Strict
-from .evaldata import SHARED_DATA
-from .filtering import Embed
+from ..config import Strict
+from ..models import Embed
+from .paired import PACKAGE, SHARED_DATA
 
-DATA_DIRS = [Path(__file__).parent / "data" / "evalsets", SHARED_DATA]  # unchanged copies of the sources
+DATA_DIRS = [PACKAGE / "data" / "evalsets", SHARED_DATA]  # unchanged copies of the sources
 
 Kind = Literal["retrieval", "sts"]
 Format = Literal["beir", "cranfield", "cisi", "stsb", "sts-jsonl"]

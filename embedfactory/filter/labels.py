@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .filtering import Mining, pick_negatives
+from .consistency import Mining, pick_negatives
 from .search import search
 
 # the trusted candidates' window hard negatives come from, [min, max) 0-based: ranks 3-30 once the

@@ -7,7 +7,7 @@ of them divides that align run's teacher calls by the examples it generated. SPE
 """
 from __future__ import annotations
 
-from .store import Store
+from ..store import Store
 
 SPEED_CALLS, SPEED_EXAMPLES = 45_000, 920_000
 E5_CALLS, E5_EXAMPLES = 500_000, 500_000

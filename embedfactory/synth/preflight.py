@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config import EMBEDDED, Endpoint, SynthParams, TrainConfig
-from .models import EMBEDDED_LMS, EMBEDDED_MODELS, embedded_lm_problem, embedded_problem
-from .outcomes import ExpectedStop
+from ..config import EMBEDDED, Endpoint, SynthParams, TrainConfig
+from ..models import EMBEDDED_LMS, EMBEDDED_MODELS, embedded_lm_problem, embedded_problem
+from ..outcomes import ExpectedStop
 
 # hosted APIs that always want a key (any other server says so with a 401 when it is opened)
 KEYED_HOSTS = ("api.openai.com", "openai.azure.com", "api.anthropic.com", "api.together.xyz", "api.groq.com",
@@ -78,8 +78,8 @@ def _attempt(found: list[str], parameter: str, check) -> None:
 
 
 def _eval_set_problems(names: list[str], parameter: str) -> list[str]:
-    from . import evalsets
-    from .evaluation import resolve_eval_sets
+    from ..eval import sets as evalsets
+    from ..eval.heldout import resolve_eval_sets
 
     found: list[str] = []
     _attempt(found, parameter, lambda: [evalsets.check(e, verified=True) for e in resolve_eval_sets(names)])
@@ -95,7 +95,7 @@ def training_problems(train: TrainConfig, prefix: str = "train.") -> list[str]:
 
 def eval_problems(store: str, models: dict[str, str], eval_sets: list[str]) -> list[str]:
     """Flow eval's inputs: each model (parameter -> name; a folder of the store counts) and the sets."""
-    from .store import Store
+    from ..store import Store
 
     found = _eval_set_problems(eval_sets, "eval_sets")
     for parameter, name in models.items():
@@ -105,9 +105,8 @@ def eval_problems(store: str, models: dict[str, str], eval_sets: list[str]) -> l
 
 
 def problems(params: SynthParams) -> list[str]:
-    from . import documents, sources
-    from .stages import duplicates
-    from .store import Store
+    from ..store import Store
+    from . import documents, duplicates, sources
 
     found: list[str] = []
 
@@ -163,7 +162,7 @@ def endpoints_of(params: SynthParams) -> dict[str, Endpoint | None]:
 def endpoint_problems(roles: dict[str, Endpoint | None]) -> list[str]:
     """Each server asked for its models (no completion): unreachable, a refused or missing key, a model it does
     not serve. The embedded server is started later, by the run."""
-    from .llm.client import check_reachable
+    from ..llm.client import check_reachable
 
     found, seen = [], set()
     for role, endpoint in roles.items():
@@ -196,8 +195,8 @@ def causal_lm_problem(name: str, parameter: str) -> str | None:
 
 def align_problems(params) -> list[str]:
     """Flow align's: the store, the base model, the seed set's sources, the teacher's key and server."""
+    from ..store import Store
     from . import sources
-    from .store import Store
 
     found: list[str] = []
     _attempt(found, "store", Store(params.store).check_writable)

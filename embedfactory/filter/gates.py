@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .config import GATE_NAMES
+from ..config import GATE_NAMES
 
 ORDER = ("degenerate", "echo", "copy", "label", "sts", "language", "length")  # how `check` runs the GATE_NAMES
 QUERY_GATES = ("degenerate", "echo", "copy", "length")  # the gates `check_query` runs
@@ -45,7 +45,7 @@ LENGTH_TOLERANCE = 0.5  # word counts from lo * (1 - t) to hi * (1 + t) + LENGTH
 LENGTH_SLACK = 3  # words more than that: a short query asked "less than 5 words" may have 9
 # a grounded query is asked no word count: real questions run from 4 words (CISI) to 46 (Cranfield)
 # and 345 (CISI's information needs), so only a stub ("tube") or runaway text fails
-# (calibration.py: every gate rejects under 1% of Cranfield's and CISI's real queries)
+# (synth/calibration.py: every gate rejects under 1% of Cranfield's and CISI's real queries)
 QUERY_WORDS = (3, 400)
 REPEAT_WORD = 4  # one word back to back this many times
 REPEAT_NGRAM = 3  # a 2- to 6-word phrase back to back this many times
@@ -169,7 +169,7 @@ def _quote(tokens: list[str], limit: int = 12) -> str:
 
 @lru_cache(maxsize=1)
 def _repair_grams() -> frozenset:
-    from .llm.client import repair_message
+    from ..llm.client import repair_message
 
     return _prompt_grams(repair_message(""))
 

@@ -9,10 +9,8 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from . import costs
-from .config import Price
-from .store import ShardRecord
-from .task_types import NOT_ASKED, TASK_SPECS, reference_distribution
+from ..store import ShardRecord
+from ..task_types import NOT_ASKED, TASK_SPECS, reference_distribution
 
 
 def _reason_class(reason: str) -> str:
@@ -27,25 +25,6 @@ def _lengths(texts: list[str | None]) -> dict:
         return {"count": 0}
     return {"count": int(len(words)), "min": int(words.min()), "p50": float(np.median(words)),
             "p90": float(np.percentile(words, 90)), "max": int(words.max())}
-
-
-def usage_table(records: dict[str, list[ShardRecord]], models: dict[str, str],
-                prices: dict[str, Price]) -> list[dict]:
-    """Calls, tokens and cost per stage and model, over every shard of the run."""
-    out = []
-    for stage, shards in records.items():
-        calls = sum(r.llm_calls for r in shards)
-        if not calls:
-            continue
-        model = models[stage]
-        prompt, completion = (sum(r.prompt_tokens for r in shards), sum(r.completion_tokens for r in shards))
-        cost = costs.cost(prompt, completion, costs.price_of(model, prices))
-        cached = sum(r.cached_tokens for r in shards)
-        out.append({"stage": stage, "model": model, "calls": calls, "prompt_tokens": prompt,
-                    "completion_tokens": completion, "cached_prompt_tokens": cached,
-                    "prompt_cache_hit_rate": round(cached / prompt, 3) if prompt else 0.0,
-                    "schema_fallbacks": sum(r.schema_fallbacks for r in shards), "cost_usd": round(cost, 6)})
-    return out
 
 
 # What the report reads of each stage's rows: not the raw replies, fields or embeddings

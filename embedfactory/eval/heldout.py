@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 
-from . import evalsets
-from .evalsets import EvalSet, RetrievalData, StsData
-from .filtering import Embed
-from .ids import code_version, stable_hash
-from .models import embedding_model_path
-from .store import Store
+from ..models import Embed
+from ..ids import code_version, stable_hash
+from ..models import embedding_model_path
+from ..store import Store
+from . import sets as evalsets
+from .sets import EvalSet, RetrievalData, StsData
 
 
 def pair_retrieval(embed: Embed, queries: list[str], documents: list[str], relevant: list[int]) -> dict:

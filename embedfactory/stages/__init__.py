@@ -1,1 +1,0 @@
-"""The pipeline's stages as plain functions: rows in, rows out, no orchestration."""
