@@ -1,7 +1,7 @@
 """Are the grounded quality gates calibrated? Reject shares of real queries, per set and gate.
 
 Each real query of a retrieval set is judged as if the grounded stage had written it for each of its
-relevant documents (`embedfactory.calibration.real_query_rejects`: the document as the passage, the
+relevant documents (`embedfactory.synth.calibration.real_query_rejects`: the document as the passage, the
 stage's attribute draws, the grounded prompt's fixed text and task). Real queries are what grounded
 queries should look like, so each gate should reject few of them (target: at most 5% all gates
 together). Prints per set each gate's reject share of the (query, relevant document) pairs, the

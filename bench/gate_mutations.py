@@ -1,4 +1,4 @@
-"""Do the gate tests pin the thresholds? Moves each threshold of `embedfactory/gates.py` a step either
+"""Do the gate tests pin the thresholds? Moves each threshold of `embedfactory/filter/gates.py` a step either
 way (and by the jumps a careless edit makes: COPY_JACCARD 0.99, REPEAT_WORD 40), runs the gate tests
 against each mutant in a fresh process, and prints one line per mutation with the tests it fails:
 
@@ -27,7 +27,7 @@ MUTATIONS = {
 }
 RUN = """
 import sys, pytest
-from embedfactory import gates
+from embedfactory.filter import gates
 setattr(gates, {name!r}, {value!r})
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:randomly", *{tests!r}]))
 """
@@ -36,6 +36,9 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:randomly", *{tes
 def failed_tests(name: str, value) -> list[str]:
     done = subprocess.run([sys.executable, "-c", RUN.format(name=name, value=value, tests=TESTS)], cwd=ROOT,
                           capture_output=True, text=True)
+    if done.returncode not in (0, 1):  # 0: all passed, 1: some failed; else the run itself broke
+        raise RuntimeError(f"the gate tests did not run for {name}={value!r}:\n"
+                           f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
     return sorted(set(re.findall(r"^FAILED \S+::(\w+)", done.stdout, re.M)))
 
 

@@ -4,7 +4,7 @@ by more than the noise and more than simple baselines that need no LLM?
 For each collection (default: Cranfield and CISI from ../shared/data; `--beir DIR` for any BEIR folder),
 the factory writes queries for `--docs` sampled documents with flow `synth` (grounded, embedded generator;
 never the collection's own queries), gated as the flow gates them. A teacher that knows more than the
-student (EmbeddingGemma-300M) ranks the whole corpus for every query (`embedfactory.labels`): it judges
+student (EmbeddingGemma-300M) ranks the whole corpus for every query (`embedfactory.filter.labels`): it judges
 the round trip (the query's own document within its top `--teacher-k`), mines hard negatives at its
 ranks 3-30 (candidates above 95% of the positive's score left out) and scores them; the student
 (all-MiniLM-L6-v2) learns InfoNCE plus the teacher's margins (MarginMSE; `--loss kl_infonce`: its ranking
@@ -17,7 +17,7 @@ Trained with `--seeds` seeds each, all in the same run, on the same evaluation:
 - baseline titles: title -> body pairs, in-batch negatives only (no LLM, no teacher);
 - baseline titles+teacher: the title pairs with the teacher's negatives and margins (no LLM).
 Every judged query is scored; a recipe's per-query nDCG@10 is its mean over seeds; differences get a
-paired bootstrap 95% interval over queries (`embedfactory.significance`). `--ablations` adds one-seed
+paired bootstrap 95% interval over queries (`embedfactory.eval.significance`). `--ablations` adds one-seed
 variants of the recipe. `--variants` trains a subset (without recipe and genq no LLM runs: the
 title baselines alone). Generation, teacher embeddings, trained models and scores are kept in the
 store, so a rerun takes minutes.
@@ -187,10 +187,11 @@ def run_set(args, store: Store, name: str, data: RetrievalData, source: str, cfg
                                                       "no document (no LLM variant asked)"), flush=True)
     generated = generate(args, name, source) if llm else []
     queries = [{"anchor": r["anchor"], "doc": r["source_id"].split("#")[0], "task": r["task"],
-                "gate": (r["drop_reason"] or "") if (r["drop_reason"] or "").startswith("gate") else None,
-                "duplicate": (r["drop_reason"] or "").startswith(("exact", "near")), "student_rank": r["rank"]}
+                "gate": r["drop_reason"] if r["drop_kind"] == "gate" else None,
+                "gate_name": r["drop_name"] if r["drop_kind"] == "gate" else None,
+                "duplicate": r["drop_kind"] == "duplicate", "student_rank": r["rank"]}
                for r in generated if r["source_id"].split("#")[0] in data.corpus]
-    gates = Counter(q["gate"].split(":")[0][5:] for q in queries if q["gate"])
+    gates = Counter(q["gate_name"] for q in queries if q["gate_name"])
     print(f"  generation: {len(queries)} valid queries in {time.monotonic() - started:.0f} s; gates rejected "
           f"{sum(gates.values())}: " + ", ".join(f"{g} {n}" for g, n in gates.most_common()), flush=True)
 

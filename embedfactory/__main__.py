@@ -15,6 +15,7 @@ import argparse
 
 from . import models
 from .config import EMBEDDED_EMBEDDER
+from .schemas import ROW_STAGES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     look = commands.add_parser("show", help="inspect a run: counts, rows, reject reasons, lineage")
     look.add_argument("store", help="the factory's store: a folder or s3://bucket/prefix")
     look.add_argument("--run", help="run id (default: the run of the latest published dataset)")
-    look.add_argument("--stage", choices=["personas", "tasks", "examples", "grounded", "revised", "verdicts"],
+    look.add_argument("--stage", choices=ROW_STAGES,
                       help="print sample rows of this stage")
     look.add_argument("--rejected", action="store_true", help="the rejected or dropped rows and why")
     look.add_argument("--example", help="the lineage of this example_id (default: the first kept row)")

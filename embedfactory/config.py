@@ -292,14 +292,6 @@ class FilterConfig(Strict):
                 raise ValueError(f"dedupe_against entry {ref!r}: give 'name' or 'name/version'")
         return refs
 
-    def fingerprint_fields(self) -> dict:
-        out = super().fingerprint_fields()
-        if self.dedupe_against is None or self.dedupe_against == []:
-            # fingerprinted as the switch they replaced (null: on, []: off), so the run ids of runs
-            # made before keep resolving to the same runs and their shards
-            out["dedupe_against_published"] = out.pop("dedupe_against") is None
-        return out
-
     @field_validator("mine_range")
     @classmethod
     def _window(cls, window: tuple[int, int]) -> tuple[int, int]:
@@ -330,7 +322,7 @@ class TrainConfig(Strict):
     ('margin_mse', 'margin_mse_infonce', 'kl_infonce')."""
 
     base_model: str = Field(EMBEDDED_EMBEDDER, description="Model to fine-tune (same forms as the filter model).")
-    epochs: int = Field(1, gt=0)
+    epochs: int = Field(1, gt=0, description="Passes over the published rows.")
     batch_size: int = Field(16, gt=1)
     learning_rate: float = Field(2e-5, gt=0)
     temperature: float | None = Field(
@@ -499,7 +491,20 @@ class TrainConfig(Strict):
         return self.query_template.format(instruction=self.eval_instruction, query="")
 
 
-class SynthParams(Strict):
+class Spending(Strict):
+    """What a flow's paid LLM calls may cost: the spending settings of `synth` and `align`, defined once."""
+
+    prices: dict[str, Price] = runtime(
+        default_factory=dict, description="Token prices by model name (USD per million tokens), over the "
+        "shipped table of well-known models (llm/costs.py KNOWN_PRICES); unpriced models cost 0. The "
+        "report costs the calls per stage.")
+    budget_usd: float | None = runtime(
+        None, gt=0, description="Stop the run cleanly once its LLM calls cost this much (no new shard or "
+        "request starts; paid replies and committed shards are kept; a rerun with a higher budget resumes); "
+        "flow `synth` warns before its first call when its projection is above. null: no budget.")
+
+
+class SynthParams(Spending):
     """Everything a `synth` run needs; the flow's parameters."""
 
     store: str = Field("./data", description="Local folder or s3://bucket/prefix (endpoint and "
@@ -532,10 +537,3 @@ class SynthParams(Strict):
         "the persona brainstorm and each persona chunk's tasks -> examples -> revised then run as flow "
         "runs there (the generator URL is the GPU worker's own vLLM); null: in this flow run.",
     )
-    prices: dict[str, Price] = runtime(
-        default_factory=dict, description="Token prices by model name (USD per million tokens), over the "
-        "shipped table of well-known models (costs.KNOWN_PRICES); unpriced models cost 0.")
-    budget_usd: float | None = runtime(
-        None, gt=0, description="Stop the run cleanly once its LLM calls cost this much (no new shard starts, "
-        "committed shards are kept; a rerun with a higher budget resumes); the projection printed before "
-        "the first call warns when it is above. null: no budget.")

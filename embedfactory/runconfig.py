@@ -174,6 +174,16 @@ def field_help(model: type[BaseModel], dotted: str) -> str:
     return f"{field.description or ''} (default: {default})".strip().replace("%", "%%")
 
 
+def parameter_help(fn, name: str, description: str) -> str:
+    """A flag's help for flow parameter `name` of `fn` (a flow or function): `description` and the
+    default the signature gives, so the default is written once, in the flow."""
+    default = inspect.signature(getattr(fn, "fn", fn)).parameters[name].default
+    if isinstance(default, (list, tuple)):
+        default = ",".join(map(str, default))
+    shown = "none" if default is None else default
+    return f"{description} (default: {shown})".replace("%", "%%")
+
+
 def _candidates(annotation) -> list:
     """The types an annotation allows (a union's members, or the type itself)."""
     return list(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \

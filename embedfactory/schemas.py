@@ -7,7 +7,7 @@ A reply that never parsed is a row with ``status='rejected'`` and a ``reject_rea
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pyarrow as pa
 from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator,
@@ -25,6 +25,36 @@ class Output(BaseModel):
             if not value:
                 raise ValueError("empty string")
         return value
+
+
+# ---- why a row was dropped ------------------------------------------------------------------
+DropKind = Literal["gate", "ranking", "duplicate"]
+
+
+class Reason(str):
+    """Why a row was dropped: its `kind` (a quality gate, the ranking-consistency filter, a
+    duplicate), `name` (the gate; 'rank'; 'exact' or 'near') and `detail`. It reads as its text, which
+    is what the `drop_reason` column stores ('gate copy: ...', 'ranking: ...', 'near duplicate: ...');
+    the kind and name are stored beside it (`drop_kind`, `drop_name`), so reports count from them.
+    `published`: a duplicate of a published dataset's row, not of this run's."""
+
+    kind: DropKind
+    name: str
+    detail: str
+    published: bool
+
+    def __new__(cls, kind: DropKind, name: str, detail: str, published: bool = False):
+        self = super().__new__(cls, f"{heading(kind, name)}: {detail}")
+        self.kind, self.name, self.detail, self.published = kind, name, detail, published
+        return self
+
+    def __reduce__(self):
+        return Reason, (self.kind, self.name, self.detail, self.published)
+
+
+def heading(kind: str, name: str) -> str:
+    """How a kind and name of drop reason read: 'gate copy', 'ranking', 'exact duplicate'."""
+    return {"gate": f"gate {name}", "ranking": "ranking", "duplicate": f"{name} duplicate"}[kind]
 
 
 # ---- what the LLM returns -------------------------------------------------------------------
@@ -135,13 +165,20 @@ REVISED = pa.schema([*LINEAGE, ("task_type", pa.string()), ("task", pa.string())
                      ("original_fields", pa.string()), ("revision_status", pa.string()),
                      ("revision_reason", pa.string()), *EXCHANGE])
 VERDICT_COLUMNS = [("kept", pa.bool_()), ("rank", pa.int32()), ("positive_score", pa.float32()),
-                   ("kth_score", pa.float32()), ("drop_reason", pa.string()),
+                   ("kth_score", pa.float32()), ("drop_reason", pa.string()), ("drop_kind", pa.string()),
+                   ("drop_name", pa.string()),
                    ("mined_negatives", pa.list_(pa.string())), ("false_negative_suspects", pa.int32())]
 VERDICTS = pa.schema([*REVISED, *VERDICT_COLUMNS])
 # a shard's MinHash signatures (synth/duplicates.py): its part of the run's persistent LSH index
 SIGNATURES = pa.schema([("label", pa.string()), ("exact", pa.string()), ("minhash", pa.list_(pa.uint32())),
-                        ("duplicate", pa.string())])
+                        ("duplicate", pa.string()), ("duplicate_kind", pa.string()),
+                        ("duplicate_published", pa.bool_())])
 # group: which pools search the text: a task type, "*" (every pool: the external corpus) or "background"
 CORPUS = pa.schema([("text", pa.string()), ("group", pa.string()), ("embedding", pa.list_(pa.float32()))])
+# The synth run's stages, in the order rows flow, and the rows each writes (the run engine's registry,
+# synth/pipeline.py, declares each with this schema; the duplicates stage writes SIGNATURES).
+STAGE_SCHEMAS = {"personas": PERSONAS, "tasks": TASKS, "examples": EXAMPLES, "grounded": REVISED,
+                 "revised": REVISED, "corpus": CORPUS, "verdicts": VERDICTS}
+ROW_STAGES = tuple(name for name in STAGE_SCHEMAS if name != "corpus")  # those whose rows are examples' lineage
 DATASET = pa.schema([*TRAINING, ("instruction", pa.string()), ("task_type", pa.string()), *LINEAGE,
                      ("mined_negatives", pa.list_(pa.string()))])

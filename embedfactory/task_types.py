@@ -1,8 +1,9 @@
 """Task types: prompts, output schema, randomized attributes and training-column mapping.
 
-The six types of E5-mistral / SPEED (DESIGN §6). Attribute distributions follow the references;
-every draw comes from a generator seeded by the row's lineage, so a run is reproducible and its
-attribute mix can be audited. STS and bitext have no brainstorm step: their task is fixed.
+The six types of E5-mistral / SPEED (docs/running.md, "The stages", has the attribute table).
+Attribute distributions follow the references; every draw comes from a generator seeded by the row's
+lineage, so a run is reproducible and its attribute mix can be audited. STS and bitext have no
+brainstorm step: their task is fixed.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from .schemas import ClassificationExample, MatchingExample, Output, RetrievalEx
 
 Choice = list[tuple[object, float]]
 
-# Reference distributions (DESIGN §6): E5-mistral's value sets (arXiv 2401.00368, its prompt tables),
-# with SPEED's weights where its prompt code gives them; uniform where neither gives weights.
+# Reference distributions (docs/running.md, the attribute table): E5-mistral's value sets (arXiv
+# 2401.00368, its prompt tables), with SPEED's weights where its prompt code gives them; uniform
+# where neither gives weights.
 CLARITY: Choice = [("clear", .6), ("understandable with some effort", .2), ("ambiguous", .2)]
 DIFFICULTY: Choice = [("high school", 1), ("college", 1), ("PhD", 1)]
 STS_DIFFICULTY: Choice = [("elementary school", 1), ("high school", 1), ("college", 1)]

@@ -69,12 +69,11 @@ def align(params: AlignParams = AlignParams()) -> dict:
 def _params_from_cli(argv: list[str] | None = None) -> AlignParams:
     cli = argparse.ArgumentParser(description="Run flow `align` (see AlignParams for every field).")
     runconfig.add_arguments(cli)
-    cli.add_argument("--store", help="local folder or s3://bucket/prefix (default ./data)")
-    cli.add_argument("--base-model", help=f"default {AlignParams().base_model}")
-    cli.add_argument("--teacher-url", help="the teacher's OpenAI-compatible URL, or 'embedded' (default)")
-    cli.add_argument("--teacher-model", help=f"default {AlignParams().teacher.model}")
-    cli.add_argument("--steps", type=int, help="optimizer steps of each of the three models (default 20)")
-    cli.add_argument("--gguf", help="also export each model as GGUF of this type (f16, bf16, q8_0, f32)")
+    for flag, key in (("--store", "store"), ("--base-model", "base_model"), ("--teacher-url", "teacher.base_url"),
+                      ("--teacher-model", "teacher.model"), ("--gguf", "gguf")):  # help: the field's own
+        cli.add_argument(flag, help=runconfig.field_help(AlignParams, key))
+    cli.add_argument("--steps", type=int, help="each of the three models (junior, senior, revisor): "
+                     + runconfig.field_help(AlignParams, "junior.steps"))
     args = cli.parse_args(argv)
     flags = {"store": args.store, "base_model": args.base_model, "teacher.base_url": args.teacher_url,
              "teacher.model": args.teacher_model, "gguf": args.gguf,

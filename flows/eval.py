@@ -36,9 +36,9 @@ def _arguments_from_cli(argv: list[str] | None = None) -> dict:
     runconfig.add_arguments(cli)
     cli.add_argument("model", nargs="?", help="hub id, folder, or a model folder of the store (or `model` "
                      "in --config)")
-    cli.add_argument("--store", help="local folder or s3://bucket/prefix (default ./data)")
-    cli.add_argument("--baseline", help=f"default {EMBEDDED_EMBEDDER}")
-    cli.add_argument("--sets", help=f"comma-separated evaluation sets (default {','.join(DEFAULT_SETS)})")
+    cli.add_argument("--store", help=runconfig.parameter_help(evaluate, "store", "local folder or s3://bucket/prefix"))
+    cli.add_argument("--baseline", help=runconfig.parameter_help(evaluate, "baseline", "the model scored beside it"))
+    cli.add_argument("--sets", help=runconfig.parameter_help(evaluate, "eval_sets", "comma-separated evaluation sets"))
     args = cli.parse_args(argv)
     arguments = runconfig.from_cli(evaluate, args, {
         "model": args.model, "store": args.store, "baseline": args.baseline,

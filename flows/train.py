@@ -36,11 +36,11 @@ def _arguments_from_cli(argv: list[str] | None = None) -> dict:
     cli = argparse.ArgumentParser(description="Run flow `train`: fine-tune on a published dataset, then "
                                   "evaluate (see TrainConfig for every field of `config`).")
     runconfig.add_arguments(cli)
-    cli.add_argument("--store", help="local folder or s3://bucket/prefix (default ./data)")
-    cli.add_argument("--dataset", help="published dataset name (default synth)")
-    cli.add_argument("--version", help="dataset version (default: the latest)")
-    cli.add_argument("--base-model", help=f"model to fine-tune (default {TrainConfig().base_model})")
-    cli.add_argument("--epochs", type=int)
+    cli.add_argument("--store", help=runconfig.parameter_help(train, "store", "local folder or s3://bucket/prefix"))
+    cli.add_argument("--dataset", help=runconfig.parameter_help(train, "dataset", "published dataset name"))
+    cli.add_argument("--version", help=runconfig.parameter_help(train, "version", "dataset version; none: the latest"))
+    cli.add_argument("--base-model", help=runconfig.field_help(TrainConfig, "base_model"))
+    cli.add_argument("--epochs", type=int, help=runconfig.field_help(TrainConfig, "epochs"))
     args = cli.parse_args(argv)
     return runconfig.from_cli(train, args, {"store": args.store, "dataset": args.dataset, "version": args.version,
                                             "config.base_model": args.base_model, "config.epochs": args.epochs})

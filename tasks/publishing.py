@@ -10,7 +10,7 @@ from embedfactory.publish import hub
 from embedfactory.publish.dataset import publish
 from embedfactory.report import plots, quality, summary as report
 from embedfactory.store import ShardRecord, Store
-from embedfactory.synth import pipeline
+from embedfactory.synth import duplicates, pipeline
 
 from .common import picture
 
@@ -18,9 +18,10 @@ from .common import picture
 @task(task_run_name="publish-{ctx.params.dataset_name}")
 def publish_run(ctx: pipeline.RunContext, records: dict[str, list[ShardRecord]]) -> dict:
     for stage in pipeline.SYNTH_STAGES:
-        ctx.stage_dir(stage.name).write_manifest(records[stage.name], stage.inputs(ctx.params))
+        ctx.stage_dir(stage.name).write_manifest(records[stage.name], {
+            "version": stage.version, **pipeline.fingerprint_view(stage.config(ctx.params))})
     ctx.stage_dir("duplicates").write_manifest(records.get("duplicates", []), {
-        "near_duplicate_threshold": ctx.params.filter.near_duplicate_threshold,
+        "version": duplicates.VERSION, "near_duplicate_threshold": ctx.params.filter.near_duplicate_threshold,
         "dedupe_against": ctx.params.filter.dedupe_against})
     params, store = ctx.params, Store(ctx.params.store)
     dataset = publish(store, ctx.stage_dir("verdicts"), params.dataset_name, ctx.run_id,

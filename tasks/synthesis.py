@@ -58,9 +58,8 @@ def generate_on_pool(ctx: pipeline.RunContext, key: str, stages: list[str],
         "params": ctx.params.model_dump(mode="json"), "run_id": ctx.run_id, "run_token": ctx.run_token,
         "key": key, "stages": stages, "upstream": [asdict(u) for u in upstream]})
     if not run.state.is_completed():
-        message = run.state.message or ""
-        if "BudgetExceeded" in message or "reached its budget" in message:  # not worth a new GPU flow run
-            raise costs.BudgetExceeded(f"{ctx.params.fan_out} run {run.name} for shard {key}: {message}")
+        if run.state.name == costs.BudgetExceeded.__name__:  # flows/shard.py names it: not worth a new GPU run
+            raise costs.BudgetExceeded(f"{ctx.params.fan_out} run {run.name} for shard {key}: {run.state.message}")
         raise RuntimeError(f"{ctx.params.fan_out} run {run.name} for shard {key} ended {run.state.type.value}")
     return pipeline.committed_chain(ctx, key, stages, upstream)
 

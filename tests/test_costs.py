@@ -145,3 +145,42 @@ def test_a_worker_sees_the_others_replies_in_flight_and_stops_at_the_run_budget(
     self_hosted = SynthParams(store=str(tmp_path), generator={"base_url": "http://gpu-1:8000/v1", "model": "m"},
                               train=None)
     assert costs.store_spent(self_hosted, "run-1") == 0.0
+
+
+def test_a_budget_stop_on_a_gpu_pool_reaches_flow_synth_by_its_type_not_its_message(prefect_api, monkeypatch, tmp_path):
+    """Flow `synth-shard` ends a reached budget as a Failed state named 'BudgetExceeded'; flow
+    `synth` raises BudgetExceeded from that name (no retry on a new GPU run), and any other failure,
+    whatever its message says, stays a RuntimeError (retried). Fault injection: the shard's stage
+    task raises, no model is served."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from prefect import task
+
+    import flows.shard as shard_flow
+    from tasks.synthesis import generate_on_pool
+
+    @task
+    def spends(stage, ctx, key, upstream):
+        raise BudgetExceeded("run cost $1.2000 reached its budget of $1.0000")
+
+    monkeypatch.setattr(shard_flow, "run_stage_shard", spends)
+    monkeypatch.setattr(shard_flow.pipeline, "open_run", lambda *a, **k: contextlib.nullcontext(None))
+    params = SynthParams(store=str(tmp_path), fan_out="synth-shard/gpu")
+    state = shard_flow.synth_shard(params, "run-x", "t", "00000", ["tasks"], [], return_state=True)
+    assert state.is_failed() and state.name == "BudgetExceeded" and "reached its budget" in state.message
+
+    def finished(state):
+        return lambda *a, **k: SimpleNamespace(state=state, name="pool-run")
+
+    ctx = SimpleNamespace(params=params, run_id="run-x", run_token="t")
+    monkeypatch.setattr("prefect.deployments.run_deployment", finished(state))
+    with pytest.raises(BudgetExceeded, match="synth-shard/gpu run pool-run for shard 00000: run cost"):
+        generate_on_pool.fn(ctx, "00000", ["tasks"], [])
+    from prefect.states import Failed
+
+    monkeypatch.setattr("prefect.deployments.run_deployment",
+                        finished(Failed(message="BudgetExceeded: reached its budget, says the text only")))
+    with pytest.raises(RuntimeError, match="ended FAILED") as raised:
+        generate_on_pool.fn(ctx, "00000", ["tasks"], [])
+    assert not isinstance(raised.value, BudgetExceeded)

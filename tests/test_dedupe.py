@@ -36,13 +36,10 @@ import pytest  # noqa: E402
 
 from embedfactory import schemas  # noqa: E402
 from embedfactory.config import SynthParams  # noqa: E402
-from embedfactory.filter import dedupe
-from embedfactory.publish import dataset as publish
+from embedfactory.filter import dedupe  # noqa: E402
+from embedfactory.publish import dataset as publish  # noqa: E402
 from embedfactory.store import ShardRecord, StageDir, Store  # noqa: E402
-from embedfactory.synth import (
-    duplicates,  # noqa: E402
-    preflight,
-)
+from embedfactory.synth import duplicates, pipeline, preflight  # noqa: E402
 
 SHARDS = [[("how do tides work", "The moon's gravity pulls the oceans into two bulges."),
            ("best sourdough starter", "Feed the starter flour and water daily.")],
@@ -111,8 +108,12 @@ def test_only_the_datasets_named_are_avoided_and_only_they_enter_the_fingerprint
     publish_rows(store, "other", "v9", [("what eats krill", "Baleen whales, penguins and seals feed on krill.")])
     assert fingerprints(none) == before and fingerprints(avoiding) != before  # only what it was told
     records = duplicates.find(avoiding, "run-a", "t", made)
-    assert duplicates.reasons(store, "run-a", records[:1]) == {"e01": "exact duplicate: published faq/v1#0"}
-    assert duplicates.reasons(store, "run-a", records[1:]) == {"e10": "exact duplicate: e00"}  # krill: not named
+    (first,), (second,) = (duplicates.reasons(store, "run-a", r).items() for r in (records[:1], records[1:]))
+    assert first == ("e01", "exact duplicate: published faq/v1#0") and second == ("e10", "exact duplicate: e00")
+    # typed from the stored columns: counted by kind, name and whether a published row came first
+    assert (first[1].kind, first[1].name, first[1].published) == ("duplicate", "exact", True)
+    assert (second[1].kind, second[1].name, second[1].published) == ("duplicate", "exact", False)  # krill: not named
+    assert records[0].extra == {"duplicates_exact": 1, "duplicates_near": 0}
     n = hashed["n"]
     duplicates.find(avoiding, "run-b", "t", [])  # the dataset's signatures were kept in the store
     assert hashed["n"] == n
@@ -120,7 +121,7 @@ def test_only_the_datasets_named_are_avoided_and_only_they_enter_the_fingerprint
         SynthParams(store=str(tmp_path), filter={"dedupe_against": ["other/v9", "faq"]}), "v1")] == ["v9"]
 
 
-def test_by_default_a_run_avoids_the_earlier_versions_of_its_own_dataset_and_keeps_its_run_id(tmp_path):
+def test_by_default_a_run_avoids_the_earlier_versions_of_its_own_dataset(tmp_path):
     store = Store(str(tmp_path))
     params = SynthParams(store=str(tmp_path), dataset_name="faq")
     assert duplicates.datasets_against(params, "run-a") == [] and not [
@@ -128,10 +129,9 @@ def test_by_default_a_run_avoids_the_earlier_versions_of_its_own_dataset_and_kee
     publish_rows(store, "faq", "v1", [("q", "a")])
     publish_rows(store, "faq", "run-a", [("q", "a")])  # the run's own version is not avoided
     assert [c["version"] for c in duplicates.datasets_against(params, "run-a")] == ["v1"]
-    # the default and [] fingerprint as the switch they replaced did: run ids made before still resolve
-    assert params.filter.fingerprint_fields()["dedupe_against_published"] is True
-    assert SynthParams(filter={"dedupe_against": []}).filter.fingerprint_fields()["dedupe_against_published"] is False
-    assert "dedupe_against_published" not in SynthParams(filter={"dedupe_against": ["x"]}).filter.fingerprint_fields()
+    # what it avoids is in its run id: the default (null), none ([]) and a list are three runs
+    ids = {pipeline.default_run_id(SynthParams(filter={"dedupe_against": refs})) for refs in (None, [], ["x"])}
+    assert len(ids) == 3
 
 
 def test_a_dataset_to_avoid_that_is_not_published_fails_the_preflight(tmp_path):

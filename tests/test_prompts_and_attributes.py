@@ -222,7 +222,7 @@ def test_the_cpu_default_caps_length_asks_and_the_deployments_ask_the_recipe():
     assert SynthConfig().max_num_words == CPU_MAX_WORDS == 30 and Sampling().resolved().max_tokens == 2048
     assert Sampling(max_tokens=99).resolved().max_tokens == 99
     from embedfactory.synth.pipeline import EXAMPLES
-    assert EXAMPLES.inputs(SynthParams())["max_num_words"] == 30  # it shapes the data: in the cache key
+    assert EXAMPLES.config(SynthParams())["max_num_words"] == 30  # it shapes the data: in the cache key
     deployments = yaml.safe_load((Path(prompts.__file__).parents[2] / "deployments" / "prefect.yaml").read_text())
     synth_runs = [d for d in deployments["deployments"] if d["entrypoint"] == "flows/synth.py:synth"]
     assert len(synth_runs) == 2

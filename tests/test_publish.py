@@ -4,6 +4,7 @@ import pyarrow as pa
 import pytest
 
 from embedfactory.publish.dataset import DATA_FILE, TooFewRows, publish, read_dataset, resolve_dataset
+from embedfactory.schemas import Reason
 from embedfactory.store import ShardRecord, StageDir, Store
 
 
@@ -11,7 +12,9 @@ def verdicts(store: Store, run: str, kept: int, dropped: int) -> StageDir:
     rows = [{"anchor": f"q{i}", "positive": f"p{i}", "negative": None, "task": "Given q, find p",
              "task_type": "retrieval", "persona_id": "a", "task_id": "b", "example_id": f"{run}-{i}",
              "source_id": None, "mined_negatives": [], "status": "ok", "kept": i < kept,
-             "drop_reason": None if i < kept else "ranking: positive at rank 12 > top-3"}
+             **({"drop_reason": None, "drop_kind": None, "drop_name": None} if i < kept else
+                {"drop_reason": Reason("ranking", "rank", "positive ranked 12 of 40 (top-k 3)"),
+                 "drop_kind": "ranking", "drop_name": "rank"})}
             for i in range(kept + dropped)]
     out = StageDir(store, run, "verdicts")
     out.commit(pa.Table.from_pylist(rows), ShardRecord(key="00000", fingerprint="f", rows=len(rows)))

@@ -3,12 +3,14 @@ import json
 from embedfactory.config import Price
 from embedfactory.llm.costs import usage_table
 from embedfactory.report.quality import quality_report, to_markdown
+from embedfactory.schemas import Reason
 from embedfactory.store import ShardRecord
 
 
 def verdict(i, kept, task_type="retrieval", drop_reason=None, revision="revised"):
     return {"task_type": task_type, "status": "ok", "reject_reason": None, "kept": kept,
-            "drop_reason": drop_reason, "revision_status": revision, "anchor": "a b c",
+            "drop_reason": drop_reason, "drop_kind": drop_reason and drop_reason.kind,
+            "drop_name": drop_reason and drop_reason.name, "revision_status": revision, "anchor": "a b c",
             "positive": "one two three four", "negative": None if task_type == "sts" else "x y",
             "attributes": json.dumps({"difficulty": "PhD" if i % 2 else "college"})}
 
@@ -19,8 +21,8 @@ def test_report_counts_rejections_drops_duplicates_revisions_and_cost():
     revised = [verdict(0, True), verdict(1, True, revision="unchanged"),
                {**verdict(2, True, revision="rejected"), "reject_reason": "invalid JSON: Expecting value"}]
     verdicts = [verdict(0, True), verdict(1, True, "sts"),
-                verdict(2, False, drop_reason="ranking: positive ranked 9 of 40 (top-k 3)"),
-                verdict(3, False, drop_reason="exact duplicate: e0")]
+                verdict(2, False, drop_reason=Reason("ranking", "rank", "positive ranked 9 of 40 (top-k 3)")),
+                verdict(3, False, drop_reason=Reason("duplicate", "exact", "e0"))]
     rows = {"examples": examples, "revised": revised, "verdicts": verdicts}
     records = {"examples": [ShardRecord("0", "f", 1, llm_calls=3, prompt_tokens=1000, completion_tokens=500,
                                            cached_tokens=250, schema_fallbacks=1)],
@@ -93,3 +95,23 @@ def test_grounded_rows_stay_out_of_the_brainstormed_attribute_histograms(tmp_pat
     store = Store(str(tmp_path))
     store.write_json(store.path("registry", "generators.json"), {"x-senior": {"role": "senior", "run_id": "align-2"}})
     assert teacher_calls_per_example(store, ["x-senior"], 10) is None
+
+
+def test_drop_reasons_are_typed_read_as_their_text_and_counted_from_their_columns():
+    """A drop reason keeps its kind and name through pickling and Arrow; the report counts the stored
+    kind and name, whatever the text says."""
+    import pickle
+
+    import pyarrow as pa
+
+    gate = Reason("gate", "copy", "query is a near copy of the passage (word overlap 0.91)")
+    assert gate == "gate copy: query is a near copy of the passage (word overlap 0.91)"
+    back = pickle.loads(pickle.dumps(gate))
+    assert (back.kind, back.name, back.detail, back) == ("gate", "copy", gate.detail, gate)
+    assert pa.array([gate, None]).to_pylist() == [str(gate), None]
+    near = Reason("duplicate", "near", "e7 (jaccard 0.83)", published=True)
+    assert near == "near duplicate: e7 (jaccard 0.83)" and near.published
+    rows = [verdict(0, False, drop_reason=gate), verdict(1, False, drop_reason=near),
+            {**verdict(2, False), "drop_reason": "text that names no gate", "drop_kind": "gate", "drop_name": "echo"}]
+    report = quality_report({"verdicts": rows}, {"verdicts": []}, [])
+    assert report["filter_drops"] == {"gate copy": 1, "near duplicate": 1, "gate echo": 1}

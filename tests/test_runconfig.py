@@ -117,3 +117,21 @@ def test_flows_wait_for_prefects_temporary_server_unless_told_otherwise():
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "45"
     assert subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.split() == ["45"]
+
+
+def test_flow_parameter_help_reads_the_default_from_the_flows_signature():
+    from flows.eval import evaluate
+    from flows.train import train
+
+    def fn(store: str = "./somewhere", sets: list[str] = ("a", "b"), version: str | None = None):
+        return store, sets, version
+
+    assert runconfig.parameter_help(fn, "store", "where") == "where (default: ./somewhere)"
+    assert runconfig.parameter_help(fn, "sets", "which") == "which (default: a,b)"
+    assert runconfig.parameter_help(fn, "version", "v") == "v (default: none)"
+    import inspect
+
+    default = inspect.signature(train.fn).parameters["dataset"].default
+    assert runconfig.parameter_help(train, "dataset", "d") == f"d (default: {default})"  # a Prefect flow: its fn
+    assert ",".join(inspect.signature(evaluate.fn).parameters["eval_sets"].default) in \
+        runconfig.parameter_help(evaluate, "eval_sets", "s")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from ..config import Endpoint, LoraSettings, Price, Strict, SynthConfig, runtime
+from ..config import Endpoint, LoraSettings, Spending, Strict, SynthConfig, runtime
 
 EMBEDDED_LM = "embedded:qwen2.5-coder-0.5b-instruct"
 
@@ -23,7 +23,7 @@ SEED_SET = {"personas": 8, "tasks_per_persona": 1, "examples_per_task": 1, "task
 SENIOR = {"learning_rate": 5e-5}
 
 
-class AlignParams(Strict):
+class AlignParams(Spending):
     store: str = Field("./data", description="Local folder or s3://bucket/prefix.")
     run_id: str = Field("align", pattern=r"^[A-Za-z0-9_.-]+$", description="Folder under align/.")
     teacher: Endpoint = Field(Endpoint(), description="Any OpenAI-compatible endpoint (GPT-4 class in "
@@ -53,12 +53,6 @@ class AlignParams(Strict):
     planned_examples: int = Field(920_000, gt=0, description="Examples the senior is meant to generate; "
                                   "the report divides the teacher's calls by it (SPEED: 920K).")
     device: str = runtime("auto", description="auto, cpu, cuda, cuda:N")
-    prices: dict[str, Price] = runtime(
-        default_factory=dict, description="Token prices by model name (USD per million tokens), over the "
-        "shipped table (costs.KNOWN_PRICES): the teacher's calls are costed per stage in the report.")
-    budget_usd: float | None = runtime(
-        None, gt=0, description="Stop once the teacher's calls cost this much (seed set and judgments; paid "
-        "replies kept, a rerun with a higher budget resumes). null: no budget.")
 
     @field_validator("seed_set", mode="before")
     @classmethod

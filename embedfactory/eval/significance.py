@@ -3,7 +3,7 @@
 Both models are scored on the same judged queries; the queries are resampled with replacement
 (`resamples` times) and the mean per-query difference taken each time: the 2.5th and 97.5th
 percentiles bound a 95% interval. On Cranfield's 225 queries a one-point nDCG@10 change has an
-interval about +-1.3 points wide (../shared/DESIGN.md section 8), so a difference is a finding only
+interval about +-1.3 points wide (bench/RESULTS.md, the quality benchmark), so a difference is a finding only
 when its interval excludes 0.
 """
 from __future__ import annotations

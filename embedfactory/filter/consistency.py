@@ -23,6 +23,7 @@ import torch
 
 from ..ids import stable_hash
 from ..models import Embed
+from ..schemas import Reason
 from .search import auto_topk, rank_outside, search
 
 
@@ -94,13 +95,17 @@ def verdicts(rows: list[dict], queries: torch.Tensor, corpus: list[str], docs: t
         rank, positive = ranks[i], positives[i]
         kept = rank <= k
         verdict = {"kept": kept, "rank": rank, "positive_score": positive, "kth_score": scores[i][k - 1],
-                   "drop_reason": None if kept else f"ranking: positive ranked {rank} of {len(corpus)} (top-k {k})"}
+                   "drop_reason": None if kept else ranked_out(rank, len(corpus), k)}
         if mining:
             skip = {index[row["positive"]]} | ({index[row["negative"]]} if row["negative"] is not None else set())
             picked, suspects = pick_negatives(scores[i], indices[i], positive, skip, mining, key=row["anchor"])
             verdict.update(mined_negatives=[corpus[j] for j in picked], false_negative_suspects=suspects)
         out.append(verdict)
     return out
+
+
+def ranked_out(rank: int, pool: int, k: int) -> Reason:
+    return Reason("ranking", "rank", f"positive ranked {rank} of {pool} (top-k {k})")
 
 
 def pool_topk(size: int, topk: int | None) -> int:
@@ -131,8 +136,8 @@ def keep_better_originals(rows: list[dict], verdicts: list[dict], originals: dic
         rows[i].update(anchor=anchor, positive=positive, negative=negative, fields=rows[i]["original_fields"],
                        revision_status="kept-original",
                        revision_reason=f"revision lowered the positive's rank from {rank} to {revised_rank}")
-        verdicts[i].update(rank=rank, positive_score=score, kept=rank <= k, drop_reason=None if rank <= k else
-                           f"ranking: positive ranked {rank} of {len(corpus)} (top-k {k})")
+        verdicts[i].update(rank=rank, positive_score=score, kept=rank <= k,
+                           drop_reason=None if rank <= k else ranked_out(rank, len(corpus), k))
     return reverted
 
 

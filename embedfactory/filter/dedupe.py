@@ -15,6 +15,7 @@ import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from ..ids import stable_hash
+from ..schemas import Reason
 
 NUM_PERM = 128
 SEED = 1
@@ -59,28 +60,33 @@ class Index:
         self.threshold = threshold
         self._exact: dict[str, str] = {}
         self._values: dict[str, np.ndarray] = {}
+        self._published: set[str] = set()  # labels of published datasets' rows
         self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
 
     def __len__(self) -> int:
         return len(self._values)
 
-    def add(self, label: str, exact: str, values: np.ndarray) -> None:
+    def add(self, label: str, exact: str, values: np.ndarray, published: bool = False) -> None:
+        """`published`: a row of a published dataset (its duplicates say so), not of this run."""
+        if published:
+            self._published.add(label)
         self._exact.setdefault(exact, label)
         self._values[label] = values = np.asarray(values, dtype=np.uint32)
         self._lsh.insert(label, self._sketch(values), check_duplication=False)
 
-    def check(self, exact: str, values: np.ndarray) -> str | None:
+    def check(self, exact: str, values: np.ndarray) -> Reason | None:
         """None for a new text, else the reason naming the earlier copy."""
         if (earlier := self._exact.get(exact)) is not None:
-            return f"exact duplicate: {earlier}"
+            return Reason("duplicate", "exact", earlier, earlier in self._published)
         values = np.asarray(values, dtype=np.uint32)
         # LSH finds candidates; their estimated Jaccard similarity (the share of equal hash values) decides
         near = sorted((-float(np.mean(self._values[k] == values)), k) for k in self._lsh.query(self._sketch(values)))
         if near and -near[0][0] >= self.threshold:
-            return f"near duplicate: {near[0][1]} (jaccard {-near[0][0]:.2f})"
+            similarity, earlier = -near[0][0], near[0][1]
+            return Reason("duplicate", "near", f"{earlier} (jaccard {similarity:.2f})", earlier in self._published)
         return None
 
-    def admit(self, label: str, exact: str, values: np.ndarray) -> str | None:
+    def admit(self, label: str, exact: str, values: np.ndarray) -> Reason | None:
         """Check a text and, when it is new, add it: the first copy is the one kept."""
         if (reason := self.check(exact, values)) is None:
             self.add(label, exact, values)
@@ -91,7 +97,7 @@ class Index:
         return LeanMinHash(seed=SEED, hashvalues=values, scheme=_PERMUTATIONS.scheme)
 
 
-def find_duplicates(rows: list[dict], earlier: list[tuple[str, dict]], threshold: float) -> list[str | None]:
+def find_duplicates(rows: list[dict], earlier: list[tuple[str, dict]], threshold: float) -> list[Reason | None]:
     """Per row, None to keep it or why it repeats an earlier row or one of `earlier` ((label, row)
     pairs that come first). Rows are checked in order, so the first copy is the one kept."""
     index = Index(threshold)

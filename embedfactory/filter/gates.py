@@ -29,6 +29,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..config import GATE_NAMES
+from ..schemas import Reason
 
 ORDER = ("degenerate", "echo", "copy", "label", "sts", "language", "length")  # how `check` runs the GATE_NAMES
 QUERY_GATES = ("degenerate", "echo", "copy", "length")  # the gates `check_query` runs
@@ -365,10 +366,11 @@ def sts_pair(fields: dict, unit: str | None = None) -> str | None:
     return None
 
 
-def sts_order(s1: np.ndarray, s2: np.ndarray, s3: np.ndarray) -> list[str | None]:
+def sts_order(s1: np.ndarray, s2: np.ndarray, s3: np.ndarray) -> list[Reason | None]:
     """Per row of three L2-normalised (n, d) arrays: S3 must be less similar to S1 than S2 is."""
     close, far = np.sum(s1 * s2, axis=1), np.sum(s1 * s3, axis=1)
-    return [None if f < c else "gate sts: S3 is not less similar to S1 than S2 is" for c, f in zip(close, far)]
+    return [None if f < c else Reason("gate", "sts", "S3 is not less similar to S1 than S2 is")
+            for c, f in zip(close, far)]
 
 
 # ---- per task type --------------------------------------------------------------------------
@@ -420,8 +422,8 @@ def _first(pairs) -> str | None:
     return None
 
 
-def check(task_type: str, fields: dict, asked: Asked, names=GATE_NAMES) -> str | None:
-    """The first failing gate of an example as "gate <name>: <detail>", else None.
+def check(task_type: str, fields: dict, asked: Asked, names=GATE_NAMES) -> Reason | None:
+    """The first failing gate of an example (a Reason reading "gate <name>: <detail>"), else None.
 
     Gates run in ORDER; only those in `names` run; each runs on the fields its task type has. Fields
     that are not the type's (a row made elsewhere, without them) are not judged."""
@@ -429,12 +431,12 @@ def check(task_type: str, fields: dict, asked: Asked, names=GATE_NAMES) -> str |
         return None
     for name in ORDER:
         if name in names and (detail := _first(_field_gate(name, task_type, fields, asked))):
-            return f"gate {name}: {detail}"
+            return Reason("gate", name, detail)
     return None
 
 
 def check_query(query: str, passage: str, title: str | None, asked: Asked,
-                names=GATE_NAMES) -> str | None:
+                names=GATE_NAMES) -> Reason | None:
     """The gates for a query written for a real passage (grounded synthesis). Its length: the asked
     `query_length` where the row has one (drawn with the E5 length mix), else QUERY_WORDS."""
     asked_length = "query_length" in asked.attributes
@@ -444,14 +446,14 @@ def check_query(query: str, passage: str, title: str | None, asked: Asked,
                                 else query_length(query))}
     for name in (n for n in ORDER if n in QUERY_GATES):
         if name in names and (detail := gates[name]()):
-            return f"gate {name}: query {detail}"
+            return Reason("gate", name, f"query {detail}")
     return None
 
 
-def persona(text: str, asked: Asked) -> str | None:
+def persona(text: str, asked: Asked) -> Reason | None:
     """A persona that restates the persona prompt or is degenerate. `asked.task` is the seed
     persona it was made from: a persona mostly copied from its seed fails echo too."""
     for name, gate in (("degenerate", degenerate), ("echo", lambda t: echo(t, asked))):
         if detail := gate(text):
-            return f"gate {name}: persona {detail}"
+            return Reason("gate", name, f"persona {detail}")
     return None

@@ -4,17 +4,17 @@ hub.py), so `datasets.load_dataset(folder)` loads it and the folder can be pushe
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..outcomes import ExpectedStop
-from ..schemas import DATASET
+from ..schemas import DATASET, heading
 from ..store import StageDir, Store
 
 DATA_FILE = "data/train-00000-of-00001.parquet"  # the Hub's name for a one-file train split
-LEGACY_FILE = "part-00000.parquet"  # where datasets published before the Hub layout keep their rows
 
 
 GENERATION_STAGES = ("personas", "tasks", "examples", "grounded")
@@ -55,9 +55,9 @@ def publish(store: Store, verdicts: StageDir, name: str, version: str, card: dic
     table = verdicts.read()
     kept = table.filter(pc.equal(table["kept"], True))
     if kept.num_rows < min_rows:
-        drops = pc.value_counts(table.filter(pc.invert(table["kept"]))["drop_reason"]).to_pylist() \
-            if table.num_rows else []
-        why = ", ".join(f"{(d['values'] or '').split(':')[0]} {d['counts']}" for d in drops[:5])
+        dropped = table.filter(pc.invert(table["kept"])).select(["drop_kind", "drop_name"]).to_pydict()
+        drops = Counter(heading(k, n) for k, n in zip(dropped["drop_kind"], dropped["drop_name"]) if k)
+        why = ", ".join(f"{reason} {n}" for reason, n in drops.most_common(5))
         raise TooFewRows(f"run {version} kept {kept.num_rows} of {table.num_rows} rows, fewer than min_published_rows "
                          f"{min_rows}: nothing published, `latest` unchanged (dropped: {why or 'none'})"
                          + ("" if table.num_rows else upstream_rejects(store, verdicts.run_id))
@@ -96,7 +96,7 @@ def published_cards(store: Store, exclude_version: str | None = None) -> list[di
 
 
 def _data_file(store: Store, path: str) -> str:
-    return f"{path}/{DATA_FILE}" if store.exists(f"{path}/{DATA_FILE}") else f"{path}/{LEGACY_FILE}"
+    return f"{path}/{DATA_FILE}"
 
 
 def read_dataset(store: Store, path: str) -> pa.Table:
@@ -111,7 +111,7 @@ def dataset_batches(store: Store, path: str, columns: list[str], batch_size: int
 def data_files(store: Store, path: str, expires_s: int = 3600) -> list[str]:
     """What `datasets.load_dataset("parquet", data_files=...)` reads a published set from: local file
     paths, or for a bucket presigned HTTPS URLs (no s3fs needed; boto3 signs with the store's settings)."""
-    files = [p for p in (f"{path}/{DATA_FILE}", f"{path}/{LEGACY_FILE}") if store.exists(p)][:1]
+    files = [p for p in (f"{path}/{DATA_FILE}",) if store.exists(p)]
     if store.is_local:
         return files
     import boto3

@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from ..schemas import heading
 from ..store import ShardRecord
 from ..task_types import NOT_ASKED, TASK_SPECS, reference_distribution
 
@@ -28,8 +29,8 @@ def _lengths(texts: list[str | None]) -> dict:
 
 
 # What the report reads of each stage's rows: not the raw replies, fields or embeddings
-COLUMNS = ["status", "reject_reason", "task_type", "source_id", "attributes", "kept", "drop_reason",
-           "revision_status", "anchor", "positive", "negative", "prompt_name", "prompt_version"]
+COLUMNS = ["status", "reject_reason", "task_type", "source_id", "attributes", "kept", "drop_reason", "drop_kind",
+           "drop_name", "revision_status", "anchor", "positive", "negative", "prompt_name", "prompt_version"]
 
 
 def attribute_histograms(examples: list[dict], kept: list[dict]) -> dict:
@@ -60,7 +61,7 @@ def quality_report(stage_rows: dict[str, list[dict]], records: dict[str, list[Sh
                    usage: list[dict]) -> dict:
     verdicts = stage_rows["verdicts"]
     kept = [r for r in verdicts if r["kept"]]
-    drops = Counter(r["drop_reason"].partition(":")[0] for r in verdicts if not r["kept"])
+    drops = Counter(heading(r["drop_kind"], r["drop_name"]) for r in verdicts if not r["kept"])
     revised = [r for r in stage_rows.get("revised", []) if r["status"] == "ok"]
     revisions = Counter(r["revision_status"] for r in revised)
     judged = revisions["revised"] + revisions["unchanged"]

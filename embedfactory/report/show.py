@@ -7,9 +7,10 @@ import json
 import textwrap
 from collections import Counter
 
+from ..schemas import ROW_STAGES, heading
 from ..store import StageDir, Store, StoreError
 
-STAGES = ("personas", "tasks", "examples", "grounded", "revised", "verdicts")  # in the order rows flow
+STAGES = ROW_STAGES  # in the order rows flow
 SHOWN = {  # the columns worth reading per stage (the rest: raw replies, tokens, lineage ids)
     "personas": ("persona_id", "persona"),
     "tasks": ("task_id", "task_type", "topic", "task"),
@@ -72,9 +73,12 @@ def reasons(rows: list[dict]) -> list[str]:
 
 
 def _reason(row: dict) -> str | None:
+    if row.get("drop_kind") == "gate":
+        return heading("gate", row["drop_name"])
     reason = row.get("reject_reason") if row.get("status") == "rejected" else row.get("drop_reason")
     if not reason:
         return None
+    # a reply's reject reason is text (a persona or revision failing a gate reads 'gate <name>: ...')
     return reason.split(":")[0] if reason.startswith("gate ") else reason[:80]
 
 

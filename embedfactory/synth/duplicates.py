@@ -11,10 +11,8 @@ A shard's fingerprint chains the one before it: a changed shard redoes itself an
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
-from functools import lru_cache
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -22,12 +20,14 @@ import pyarrow as pa
 
 from ..config import SynthParams
 from ..filter import dedupe
-from ..ids import code_version, stable_hash
+from ..ids import stable_hash
 from ..publish import dataset as publish
-from ..schemas import SIGNATURES
+from ..schemas import SIGNATURES, Reason
 from ..store import ShardRecord, StageDir, Store
 
 STAGE = "duplicates"
+VERSION = 1
+READS = ("example_id", "anchor", "positive")  # of the revised and grounded rows; writes SIGNATURES
 BATCH_ROWS = 4096
 
 
@@ -70,24 +70,26 @@ def _signatures(texts: list[str]) -> tuple[list[str], list[np.ndarray]]:
 
 
 def _signature_table(labels: list[str], exacts: list[str], signatures: list[np.ndarray],
-                     duplicates: list[str | None]) -> pa.Table:
+                     duplicates: list[Reason | None]) -> pa.Table:
     flat = np.concatenate(signatures) if signatures else np.zeros(0, np.uint32)
     minhash = pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, dedupe.NUM_PERM, dtype=np.int32)),
                                        pa.array(flat, pa.uint32()))
-    return pa.table({"label": labels, "exact": exacts, "minhash": minhash, "duplicate": duplicates},
-                    schema=SIGNATURES)
+    return pa.table({"label": labels, "exact": exacts, "minhash": minhash, "duplicate": duplicates,
+                     "duplicate_kind": [d and d.name for d in duplicates],
+                     "duplicate_published": [d and d.published for d in duplicates]}, schema=SIGNATURES)
 
 
-@lru_cache(maxsize=None)
-def signature_code() -> str:
-    """The signature and stage code: part of every fingerprint and of the published datasets' index path."""
-    return code_version(dedupe, sys.modules[__name__])
+def signature_version() -> str:
+    """The signatures' and the stage's version: part of every fingerprint and of the published
+    datasets' index path. Bump VERSION when dedupe.py's signatures or this stage's reasons change
+    (tests/test_stage_versions.py pins the code)."""
+    return f"v{VERSION}"
 
 
 def dataset_signatures(store: Store, card: dict) -> str:
     """Where a published dataset's signatures are: computed once per dataset checksum and code
     version, streamed a batch at a time into the file. Its labels are row numbers; `_add` names them."""
-    path = store.path("index", "minhash", signature_code(), f"{card['sha256']}.parquet")
+    path = store.path("index", "minhash", signature_version(), f"{card['sha256']}.parquet")
     if not store.exists(path):
         folder = publish.dataset_dir(store, card["name"], card["version"])
 
@@ -105,18 +107,18 @@ def dataset_signatures(store: Store, card: dict) -> str:
 
 def _add(index: dedupe.Index, batches: Iterable[pa.RecordBatch], prefix: str = "") -> None:
     """Put the kept rows of signature batches into the index (a duplicate was never added), each
-    labelled `prefix` + its stored label."""
+    labelled `prefix` + its stored label; a prefix marks a published dataset's rows."""
     for batch in batches:
         values = batch["minhash"].flatten().to_numpy().reshape(-1, dedupe.NUM_PERM)
         for label, exact, row, duplicate in zip(batch["label"].to_pylist(), batch["exact"].to_pylist(), values,
                                                 batch["duplicate"].to_pylist()):
             if duplicate is None:
-                index.add(prefix + label, exact, row)
+                index.add(prefix + label, exact, row, published=bool(prefix))
 
 
 def fingerprints(params: SynthParams, made: list[ShardRecord], against: list[dict]) -> Iterator[str]:
-    """Each shard's fingerprint: the code, the threshold, the datasets avoided, then every shard up to it."""
-    chained = stable_hash(STAGE, signature_code(), params.filter.near_duplicate_threshold,
+    """Each shard's fingerprint: the version, the threshold, the datasets avoided, then every shard up to it."""
+    chained = stable_hash(STAGE, signature_version(), params.filter.near_duplicate_threshold,
                           [c["sha256"] for c in against])
     for record in made:
         chained = stable_hash(chained, record.stage, record.key, record.sha256)
@@ -147,24 +149,27 @@ def find(params: SynthParams, run_id: str, run_token: str, made: list[ShardRecor
 def _check_shard(store: Store, out_dir: StageDir, index: dedupe.Index, record: ShardRecord, fp: str,
                  run_token: str) -> ShardRecord:
     started = time.monotonic()
-    rows = StageDir(store, out_dir.run_id, record.stage).read([record.key]).select(["example_id", "anchor", "positive"])
+    rows = StageDir(store, out_dir.run_id, record.stage).read([record.key]).select(list(READS))
     labels = rows["example_id"].to_pylist()
     texts = dedupe.identity_texts(rows)
     exacts, signatures = _signatures(texts)
     duplicates = [index.admit(*row) for row in zip(labels, exacts, signatures)]  # in order: the first copy stays
-    kinds = Counter(d.split(" ", 1)[0] for d in duplicates if d)
+    kinds = Counter(d.name for d in duplicates if d)
     done = ShardRecord(key=record.key, fingerprint=fp, rows=len(labels) - sum(kinds.values()), stage=STAGE,
                        dropped=sum(kinds.values()), rows_in=len(labels), seconds=round(time.monotonic() - started, 2),
                        run_token=run_token, extra={"duplicates_exact": kinds["exact"], "duplicates_near": kinds["near"]})
     return out_dir.commit(_signature_table(labels, exacts, signatures, duplicates), done)
 
 
-def reasons(store: Store, run_id: str, side: list[ShardRecord]) -> dict[str, str]:
+def reasons(store: Store, run_id: str, side: list[ShardRecord]) -> dict[str, Reason]:
     """example_id -> why it repeats an earlier row, for the rows of the duplicates shard in `side`
     (a verdict shard's side inputs) that do."""
     mine = [s for s in side if s.stage == STAGE]
     if len(mine) != 1:
         raise ValueError(f"a verdict shard needs its one {STAGE!r} shard among its side inputs, got {len(mine)} "
                          "(pipeline.find_duplicates makes them)")
-    table = StageDir(store, run_id, STAGE).read([mine[0].key], columns=["label", "duplicate"])
-    return {label: why for label, why in zip(table["label"].to_pylist(), table["duplicate"].to_pylist()) if why}
+    table = StageDir(store, run_id, STAGE).read(
+        [mine[0].key], columns=["label", "duplicate", "duplicate_kind", "duplicate_published"]).to_pydict()
+    return {label: Reason("duplicate", kind, text.partition(": ")[2], published)
+            for label, text, kind, published in zip(table["label"], table["duplicate"], table["duplicate_kind"],
+                                                    table["duplicate_published"]) if kind}

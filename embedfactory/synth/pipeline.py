@@ -1,14 +1,15 @@
-"""The stages wired to the store: fingerprints, idempotent shard runs, sharding. No Prefect here.
+"""The run engine: the stage registry, fingerprints, idempotent shard runs, sharding. No Prefect here.
 
-A shard's fingerprint hashes everything that shapes its rows: the stage's code, prompt versions,
-model ids, sampling, seed, sizes and the checksums of the upstream shards it reads. Run-time knobs
-(concurrency, timeouts, endpoint URLs) are left out. A shard already committed with the same
-fingerprint is returned as is, so re-running a flow redoes only what is missing or changed.
+Every stage has one shape (`Stage`): name, version, upstream, the columns it reads, its output
+schema, its config slice and its produce function. A shard's fingerprint hashes the stage's name and
+version, its config slice (prompt versions, model ids, sampling, seed, sizes, sources by content)
+and the checksums of the shards it reads. Run-time knobs (concurrency, timeouts, endpoint URLs,
+devices) are left out. A shard already committed with the same fingerprint is returned as is, so
+re-running a flow redoes only what is missing or changed.
 """
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -16,27 +17,15 @@ from typing import Callable
 import pyarrow as pa
 from pydantic import BaseModel
 
-from .. import prompts, schemas, task_types
-from ..config import Endpoint, SynthParams
-from ..filter import consistency, gates, search
-from ..ids import code_version, stable_hash
-from ..llm import client, costs, replylog
+from .. import prompts, schemas
+from ..config import Endpoint, Strict, SynthParams
+from ..ids import stable_hash
+from ..llm import costs, replylog
 from ..llm.client import ChatClient
 from ..report import economics, quality
 from ..store import ShardRecord, StageDir, Store
 from ..task_types import TASK_SPECS
-from . import (
-    brainstorm,
-    common,
-    documents,
-    duplicates,
-    generate,
-    grounded,
-    personas,
-    revise,
-    sources,
-    verdicts,
-)
+from . import brainstorm, documents, duplicates, generate, grounded, personas, revise, sources, verdicts
 from .common import ShardOutput
 from .verdicts import corpus_keys
 
@@ -118,25 +107,105 @@ def default_run_id(params: SynthParams) -> str:
 
 
 @dataclass(frozen=True)
+class Source:
+    """A file (or a shipped list's name) a stage reads: the stage gets its path, the fingerprint its
+    content's checksum (sources.source_version), so a moved file keeps its shards and an edited one
+    makes them again."""
+
+    path: str | None
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What a stage's `produce` gets: the shard (`key`, its upstream `rows`, the `side` shards it
+    consults), the stage's own config slice `cfg` (what enters its fingerprint, as `fingerprint_view`
+    reads it), `runtime` knobs that cannot change its rows, and the run's means: a role's LLM client
+    and the store. Not the run's parameters."""
+
+    key: str
+    rows: list[dict]
+    side: list[ShardRecord]
+    cfg: dict
+    runtime: dict
+    client: Callable[[str], ChatClient]
+    store: Store
+    run_id: str
+    progress: Progress | None = None
+
+    def stage_dir(self, stage: str) -> StageDir:
+        return StageDir(self.store, self.run_id, stage)
+
+
+EVERY_COLUMN = ("*",)  # `reads` of a stage that carries its upstream's rows on whole
+
+
+@dataclass(frozen=True)
 class Stage:
+    """One stage of a synth run, declared whole. A shard's fingerprint is the stage's `name` and
+    `version`, the shard key, the stage's config slice (`config(params)`, read by `fingerprint_view`)
+    and the checksums of the shards it reads: nothing else. Bump `version` when a code change can
+    change the rows (tests/test_stage_versions.py pins each stage's code to its version).
+
+    `reads`: the upstream columns `produce` uses (EVERY_COLUMN: it carries the whole upstream row on,
+    so its `schema` must hold every upstream column); `check_stages` holds them against the upstream's
+    schema when the registry is built. `runtime(params)`: knobs the stage gets that cannot change its
+    rows (devices, batch sizes)."""
+
     name: str
-    schema: pa.Schema
+    version: int
     upstream: str | None
-    inputs: Callable[[SynthParams], dict]  # the parameters that shape this stage's rows
-    produce: Callable[..., ShardOutput]  # (ctx, key, rows, side, progress)
-    code: tuple  # the modules whose source versions the stage
+    reads: tuple[str, ...]
+    schema: pa.Schema
+    config: Callable[[SynthParams], dict]
+    produce: Callable[[ShardJob], ShardOutput]
+    runtime: Callable[[SynthParams], dict] = lambda params: {}
 
 
-# What every LLM stage's rows also depend on: output schemas, task types, the client's repair loop.
-LLM_CODE = (schemas, task_types, client, common)
+def check_stages(stages: list[Stage]) -> list[Stage]:
+    """The registry, checked: unique names, each stage writing its schemas.STAGE_SCHEMAS schema, known
+    upstreams, and each stage's reads in its upstream's schema (a stage that carries rows on keeps
+    every upstream column)."""
+    by_name = {s.name: s for s in stages}
+    if len(by_name) != len(stages):
+        raise ValueError(f"stage names repeat: {[s.name for s in stages]}")
+    for stage in stages:
+        if stage.schema != schemas.STAGE_SCHEMAS.get(stage.name):
+            raise ValueError(f"stage {stage.name!r} writes another schema than schemas.STAGE_SCHEMAS gives it")
+    for stage in stages:
+        if stage.upstream is None:
+            if stage.reads:
+                raise ValueError(f"stage {stage.name!r} reads {stage.reads} but has no upstream")
+            continue
+        if stage.upstream not in by_name:
+            raise ValueError(f"stage {stage.name!r}: unknown upstream {stage.upstream!r}")
+        has = set(by_name[stage.upstream].schema.names)
+        if stage.reads == EVERY_COLUMN:
+            missing, where = has - set(stage.schema.names), f"its own schema (it carries {stage.upstream!r} rows on)"
+        else:
+            missing, where = set(stage.reads) - has, f"the schema of {stage.upstream!r}"
+        if missing:
+            raise ValueError(f"stage {stage.name!r} reads {sorted(missing)}, which are not in {where}")
+    return stages
+
+
+def fingerprint_view(value):
+    """A config slice as it enters a fingerprint: config objects by their fingerprint fields (runtime
+    knobs left out), sources by their content, the rest as it is."""
+    if isinstance(value, Source):
+        return sources.source_version(value.path)
+    if isinstance(value, Strict):
+        return value.fingerprint_fields()
+    if isinstance(value, dict):
+        return {k: fingerprint_view(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [fingerprint_view(v) for v in value]
+    return value
 
 
 def fingerprint(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
                 side: list[ShardRecord] = ()) -> str:
-    return stable_hash(stage.name, key, code_version(*stage.code), inspect.getsource(stage.produce),
-                       stage.inputs(ctx.params),
-                       sorted(u.sha256 for u in upstream), sorted(s.sha256 for s in side),
-                       None)  # where inputs from outside the run went: kept, so committed shards stay valid
+    return stable_hash(stage.name, stage.version, key, fingerprint_view(stage.config(ctx.params)),
+                       sorted(u.sha256 for u in upstream), sorted(s.sha256 for s in side))
 
 
 def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecord],
@@ -155,10 +224,12 @@ def run_shard(stage: Stage, ctx: RunContext, key: str, upstream: list[ShardRecor
     if spend is not None:
         spend.check()
     rows = [row for u in upstream for row in ctx.stage_dir(u.stage or stage.upstream).read([u.key]).to_pylist()]
+    job = ShardJob(key=key, rows=rows, side=list(side), cfg=stage.config(ctx.params),
+                   runtime=stage.runtime(ctx.params), client=ctx.client, store=out_dir.store, run_id=ctx.run_id,
+                   progress=progress)
     started = time.monotonic()
     with replylog.for_shard(out_dir.store, reply_folder(out_dir, key)), costs.active(spend):
-        out = stage.produce(ctx, key, rows, list(side), progress)
-        return commit_output(out_dir, key, fp, out, ctx.run_token, started, stage.schema)
+        return commit_output(out_dir, key, fp, stage.produce(job), ctx.run_token, started, stage.schema)
 
 
 def reply_folder(out_dir: StageDir, key: str) -> str:
@@ -203,12 +274,12 @@ def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:
 
 
 # ---- the stages ------------------------------------------------------------------------------
-def _llm_inputs(params: SynthParams, endpoint: Endpoint, prompt_names: list[str]) -> dict:
+def _llm(params: SynthParams, endpoint: Endpoint, prompt_names: list[str]) -> dict:
+    """The slice every LLM stage has: its model, sampling, attempts, seed and prompt versions (the
+    client itself comes from the run: `ShardJob.client`)."""
     synth = params.synth
-    return {"model": endpoint.fingerprint_fields(),
-            "sampling": synth.sampling.resolved().fingerprint_fields(),
-            "max_attempts": synth.max_attempts, "seed": synth.seed,
-            "prompts": {n: prompts.version(n) for n in prompt_names}}
+    return {"model": endpoint, "sampling": synth.sampling.resolved(), "max_attempts": synth.max_attempts,
+            "seed": synth.seed, "prompts": {n: prompts.version(n) for n in prompt_names}}
 
 
 def persona_chunks(params: SynthParams) -> list[str]:
@@ -220,14 +291,21 @@ def persona_chunks(params: SynthParams) -> list[str]:
     return [f"{i:05d}" for i in range((n + size - 1) // size)]
 
 
+def passage_limit(params: SynthParams) -> int | None:
+    """How many passages a grounded run writes queries for: all (None) at share 1, else as many as
+    make up that share of the rows."""
+    cfg, synth = params.grounded, params.synth
+    if cfg.share == 1:
+        return None
+    brainstormed = synth.personas * synth.tasks_per_persona * synth.examples_per_task
+    return max(1, round(brainstormed * cfg.share / (1 - cfg.share) / cfg.queries_per_passage))
+
+
 def grounded_passages(params: SynthParams) -> list[documents.Passage]:
     """The passages of a grounded run; below share 1, cut so they make up that share of the rows."""
-    cfg, synth = params.grounded, params.synth
-    limit = None
-    if cfg.share < 1:
-        brainstormed = synth.personas * synth.tasks_per_persona * synth.examples_per_task
-        limit = max(1, round(brainstormed * cfg.share / (1 - cfg.share) / cfg.queries_per_passage))
-    return documents.selected_passages(cfg.corpus, cfg.documents, cfg.passage_words, synth.seed, limit)
+    cfg = params.grounded
+    return documents.selected_passages(cfg.corpus, cfg.documents, cfg.passage_words, params.synth.seed,
+                                       passage_limit(params))
 
 
 def grounded_chunks(params: SynthParams) -> list[str]:
@@ -249,84 +327,83 @@ def needs_personas(params: SynthParams) -> bool:
     return bool(persona_chunks(params)) or (bool(params.grounded.corpus) and params.grounded.personas)
 
 
-def _personas(ctx, key, rows, side, progress):
-    synth = ctx.params.synth
-    if synth.persona_source:
-        return personas.sample_personas(sources.load_personas(synth.persona_source), synth.personas,
-                                        synth.seed, synth.persona_source)
-    return personas.expand_personas(ctx.client("brainstormer"), synth.personas, synth.seed, progress)
+def _personas(job: ShardJob) -> ShardOutput:
+    cfg, source = job.cfg, job.cfg["source"].path
+    if source:
+        return personas.sample_personas(sources.load_personas(source), cfg["count"], cfg["seed"], source)
+    return personas.expand_personas(job.client("brainstormer"), cfg["count"], cfg["seed"], job.progress)
 
 
-def _tasks(ctx, key, rows, side, progress):
-    synth = ctx.params.synth
-    start, end = int(key) * synth.personas_per_shard, (int(key) + 1) * synth.personas_per_shard
-    types = brainstorm.assign_task_types(len(rows), synth.tasks_per_persona, synth.task_mix, synth.seed)
-    topics = sources.load_topics(synth.topic_source) if synth.topic_source else None
-    dealt = brainstorm.deal_topics(types[:end], topics, synth.tasks_per_topic, synth.seed)  # the run's prefix
-    return brainstorm.brainstorm_tasks(ctx.client("brainstormer"), rows[start:end], types[start:end],
-                                       synth.seed, dealt[start:end], synth.tasks_per_topic, progress)
+def _tasks(job: ShardJob) -> ShardOutput:
+    cfg, size = job.cfg, job.cfg["personas_per_shard"]
+    start, end = int(job.key) * size, (int(job.key) + 1) * size
+    types = brainstorm.assign_task_types(len(job.rows), cfg["per_persona"], cfg["task_mix"], cfg["seed"])
+    topics = sources.load_topics(cfg["topics"].path) if cfg["topics"].path else None
+    dealt = brainstorm.deal_topics(types[:end], topics, cfg["per_topic"], cfg["seed"])  # the run's prefix
+    return brainstorm.brainstorm_tasks(job.client("brainstormer"), job.rows[start:end], types[start:end],
+                                       cfg["seed"], dealt[start:end], cfg["per_topic"], job.progress)
 
 
-def _examples(ctx, key, rows, side, progress):
-    synth = ctx.params.synth
-    return generate.generate_examples(ctx.client("generator"), rows, synth.examples_per_task,
-                                      synth.seed, synth.max_num_words, synth.languages,
-                                      progress)
+def _examples(job: ShardJob) -> ShardOutput:
+    cfg = job.cfg
+    return generate.generate_examples(job.client("generator"), job.rows, cfg["per_task"], cfg["seed"],
+                                      cfg["max_num_words"], cfg["languages"], job.progress)
 
 
-def _grounded(ctx, key, rows, side, progress):
-    cfg, size = ctx.params.grounded, ctx.params.grounded.passages_per_shard
-    chunk = grounded_passages(ctx.params)[int(key[1:]) * size:(int(key[1:]) + 1) * size]
-    return grounded.generate_queries(ctx.client("generator"), chunk, cfg.queries_per_passage,
-                                     ctx.params.synth.seed, cfg.instruction, rows if cfg.personas else (),
-                                     progress)
+def _grounded(job: ShardJob) -> ShardOutput:
+    cfg, size, i = job.cfg, job.cfg["passages_per_shard"], int(job.key[1:])
+    chunk = documents.selected_passages(cfg["corpus"].path, cfg["documents"], cfg["passage_words"], cfg["seed"],
+                                        cfg["limit"])[i * size:(i + 1) * size]
+    return grounded.generate_queries(job.client("generator"), chunk, cfg["queries_per_passage"], cfg["seed"],
+                                     cfg["instruction"], job.rows if cfg["personas"] else (), job.progress)
 
 
-def _revised(ctx, key, rows, side, progress):
-    if not ctx.params.synth.revise:
-        return revise.skip_revision(rows)
-    return revise.revise_examples(ctx.client("revisor"), rows, ctx.params.synth.seed, progress)
+def _revised(job: ShardJob) -> ShardOutput:
+    if not job.cfg["revise"]:
+        return revise.skip_revision(job.rows)
+    return revise.revise_examples(job.client("revisor"), job.rows, job.cfg["seed"], job.progress)
 
 
 PERSONAS = Stage(
-    "personas", schemas.PERSONAS, None,
-    lambda p: {"count": p.synth.personas, "source": sources.source_version(p.synth.persona_source),
-               **_llm_inputs(p, p.brainstormer or p.generator, [personas.PROMPT])},
-    _personas, (personas, sources, *LLM_CODE))
+    "personas", 1, None, (), schemas.PERSONAS,
+    lambda p: {"count": p.synth.personas, "source": Source(p.synth.persona_source),
+               **_llm(p, p.brainstormer or p.generator, [personas.PROMPT])},
+    _personas)
 TASKS = Stage(
-    "tasks", schemas.TASKS, "personas",
+    "tasks", 1, "personas", ("persona_id", "persona"), schemas.TASKS,
     lambda p: {"task_mix": p.synth.task_mix, "per_persona": p.synth.tasks_per_persona,
                "personas_per_shard": p.synth.personas_per_shard, "per_topic": p.synth.tasks_per_topic,
-               "topics": sources.source_version(p.synth.topic_source),
-               **_llm_inputs(p, p.brainstormer or p.generator, ["persona_system", "topic"] + [
+               "topics": Source(p.synth.topic_source),
+               **_llm(p, p.brainstormer or p.generator, ["persona_system", "topic"] + [
                    TASK_SPECS[t].brainstorm_prompt for t in p.synth.task_mix
                    if TASK_SPECS[t].brainstorm_prompt])},
-    _tasks, (brainstorm, sources, *LLM_CODE))
+    _tasks)
 EXAMPLES = Stage(
-    "examples", schemas.EXAMPLES, "tasks",
+    "examples", 1, "tasks", ("task_id", "persona_id", "task_type", "task", "topic"), schemas.EXAMPLES,
     lambda p: {"per_task": p.synth.examples_per_task, "max_num_words": p.synth.max_num_words,
                "languages": p.synth.languages,
-               **_llm_inputs(p, p.generator, [TASK_SPECS[t].generate_prompt for t in p.synth.task_mix])},
-    _examples, (generate, *LLM_CODE))
+               **_llm(p, p.generator, [TASK_SPECS[t].generate_prompt for t in p.synth.task_mix])},
+    _examples)
 REVISED = Stage(
-    "revised", schemas.REVISED, "examples",
+    "revised", 1, "examples", EVERY_COLUMN, schemas.REVISED,
     lambda p: {"revise": p.synth.revise,
-               **(_llm_inputs(p, p.revisor or p.generator, [revise.PROMPT]) if p.synth.revise else {})},
-    _revised, (revise, *LLM_CODE))
-GROUNDED = Stage(
-    "grounded", schemas.REVISED, "personas",
-    lambda p: {**p.grounded.fingerprint_fields(), "corpus": sources.source_version(p.grounded.corpus),
-               "passages": len(grounded_passages(p)) if p.grounded.corpus else 0,
-               **_llm_inputs(p, p.generator, [grounded.PROMPT])},
-    _grounded, (grounded, documents, *LLM_CODE))
+               **(_llm(p, p.revisor or p.generator, [revise.PROMPT]) if p.synth.revise else {})},
+    _revised)
+GROUNDED = Stage(  # its shards feed the verdicts stage beside the revised ones: the same schema
+    "grounded", 1, "personas", ("persona_id", "persona"), schemas.REVISED,
+    lambda p: {**p.grounded.fingerprint_fields(), "corpus": Source(p.grounded.corpus), "limit": passage_limit(p),
+               "passages": len(grounded_passages(p)) if p.grounded.corpus else 0,  # a folder's content counted
+               **_llm(p, p.generator, [grounded.PROMPT])},
+    _grounded)
 CORPUS = Stage(
-    "corpus", schemas.CORPUS, "revised",
-    lambda p: {"model": p.filter.model, "external": sources.source_version(p.filter.external_corpus),
-               "background": sources.source_version(p.filter.background_corpus), "min_corpus": p.filter.min_corpus,
-               "documents": sources.source_version(p.grounded.corpus), "passage_words": p.grounded.passage_words},
-    verdicts.corpus_shard, (verdicts, consistency, sources, documents))
-VERDICTS = Stage(
-    "verdicts", schemas.VERDICTS, "revised", lambda p: p.filter.fingerprint_fields(), verdicts.verdict_shard,
-    (verdicts, consistency, search, gates, grounded, duplicates))  # its duplicates shard is a side input
+    "corpus", 1, "revised", ("task_type", "positive", "negative"), schemas.CORPUS,
+    lambda p: {"model": p.filter.model, "external": Source(p.filter.external_corpus),
+               "background": Source(p.filter.background_corpus), "min_corpus": p.filter.min_corpus,
+               "documents": Source(p.grounded.corpus), "passage_words": p.grounded.passage_words},
+    verdicts.corpus_shard,
+    runtime=lambda p: {"device": p.filter.device, "batch_size": p.filter.batch_size})
+VERDICTS = Stage(  # its side inputs: the corpus shards and its duplicates shard
+    "verdicts", 1, "revised", EVERY_COLUMN, schemas.VERDICTS, lambda p: {"filter": p.filter},
+    verdicts.verdict_shard)
 
-SYNTH_STAGES = [PERSONAS, TASKS, EXAMPLES, REVISED, GROUNDED, CORPUS, VERDICTS]
+SYNTH_STAGES = check_stages([PERSONAS, TASKS, EXAMPLES, REVISED, GROUNDED, CORPUS, VERDICTS])

@@ -2,8 +2,8 @@
 the duplicates stage's reasons, each task type's round trip against its pool, revisor acceptance,
 mined negatives).
 
-`ctx` is the run's `pipeline.RunContext`; the stage definitions (fingerprints, code versions) live
-in pipeline.py, which calls `corpus_shard` and `verdict_shard`.
+Each gets the engine's `pipeline.ShardJob`; the stage definitions (config slices, versions) live in
+pipeline.py, which calls `corpus_shard` and `verdict_shard`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .. import prompts
 from ..config import FilterConfig, SynthParams
 from ..filter import consistency, gates, search
 from ..models import load_embedder
-from ..store import ShardRecord, Store
+from ..schemas import Reason
 from ..task_types import TASK_SPECS
 from . import documents, duplicates, grounded, sources
 from .common import ShardOutput
@@ -40,25 +40,30 @@ def filter_encoder(cfg: FilterConfig, role: str | None = None) -> consistency.Em
     """The filter model (loaded once per process) on its device, as an embedding function: anchors with
     its query prompt (role 'query'), documents with its document prompt ('document'), where it has them
     (EmbeddingGemma; MiniLM embeds both bare); no role: bare (the STS gate compares three texts alike)."""
-    return consistency.encoder(load_embedder(cfg.model, search.resolve_device(cfg.device)), cfg.batch_size, role)
+    return encoder(cfg.model, cfg.device, cfg.batch_size, role)
 
 
-def corpus_shard(ctx, key, rows, side, progress):
+def encoder(model: str, device: str, batch_size: int, role: str | None = None) -> consistency.Embed:
+    return consistency.encoder(load_embedder(model, search.resolve_device(device)), batch_size, role)
+
+
+def corpus_shard(job) -> ShardOutput:
     """Embed the shard's documents once; every verdict shard searches all corpus shards."""
-    cfg = ctx.params.filter
-    if key == EXTERNAL:
-        pairs = [(t, consistency.EVERY) for t in sources.load_column(cfg.external_corpus, "text")]
-    elif key == DOCUMENTS:
-        g = ctx.params.grounded
-        pairs = [(p.text, grounded.TASK_TYPE)
-                 for p in documents.passages(documents.load_documents(g.corpus), g.passage_words)]
-    elif key == BACKGROUND:
-        pairs = [(t, consistency.BACKGROUND) for t in sources.load_background(cfg.background_corpus)[:cfg.min_corpus]]
+    cfg, rows = job.cfg, job.rows
+    if job.key == EXTERNAL:
+        pairs = [(t, consistency.EVERY) for t in sources.load_column(cfg["external"].path, "text")]
+    elif job.key == DOCUMENTS:
+        pairs = [(p.text, grounded.TASK_TYPE) for p in documents.passages(
+            documents.load_documents(cfg["documents"].path), cfg["passage_words"])]
+    elif job.key == BACKGROUND:
+        pairs = [(t, consistency.BACKGROUND)
+                 for t in sources.load_background(cfg["background"].path)[:cfg["min_corpus"]]]
     else:
         pairs = consistency.grouped_corpus_of(rows)
-    vectors = filter_encoder(cfg, "document")([t for t, _ in pairs]) if pairs else []
-    if progress is not None:
-        progress(len(rows), len(rows))
+    embed = encoder(cfg["model"], job.runtime["device"], job.runtime["batch_size"], "document")
+    vectors = embed([t for t, _ in pairs]) if pairs else []
+    if job.progress is not None:
+        job.progress(len(rows), len(rows))
     return ShardOutput(rows=[{"text": t, "group": g, "embedding": v.tolist()} for (t, g), v in zip(pairs, vectors)],
                        rows_in=len(rows))
 
@@ -67,16 +72,15 @@ _corpus_cache: dict[tuple, tuple[list[str], torch.Tensor, list[frozenset]]] = {}
 _corpus_lock = threading.Lock()
 
 
-def _corpus_matrix(ctx, side: list[ShardRecord],
-                   device: str) -> tuple[list[str], torch.Tensor, list[frozenset]]:
+def _corpus_matrix(job, device: str) -> tuple[list[str], torch.Tensor, list[frozenset]]:
     """The run's corpus (each text once), its embeddings on `device` and each text's groups, read
     from the store once per process: verdict shards running side by side in one worker share one copy."""
-    shards = [s for s in side if s.stage == "corpus"]
-    key = (ctx.params.store, ctx.run_id, tuple(sorted(s.sha256 for s in shards)), device)
+    shards = [s for s in job.side if s.stage == "corpus"]
+    key = (job.store.uri, job.run_id, tuple(sorted(s.sha256 for s in shards)), device)
     with _corpus_lock:
         if key not in _corpus_cache:
             _corpus_cache.clear()
-            table = ctx.stage_dir("corpus").read([s.key for s in shards])
+            table = job.stage_dir("corpus").read([s.key for s in shards])
             first: dict[str, int] = {}
             groups: dict[str, set] = {}
             for i, (text, group) in enumerate(zip(table["text"].to_pylist(), table["group"].to_pylist())):
@@ -93,8 +97,8 @@ def _corpus_matrix(ctx, side: list[ShardRecord],
         return _corpus_cache[key]
 
 
-def gate_reasons(rows: list[dict], names: list[str], embed: consistency.Embed) -> list[str | None]:
-    """Each row's first failing quality gate (filter/gates.py) as 'gate <name>: ...', or None."""
+def gate_reasons(rows: list[dict], names: list[str], embed: consistency.Embed) -> list[Reason | None]:
+    """Each row's first failing quality gate (filter/gates.py; reads 'gate <name>: ...'), or None."""
     out = []
     for row in rows:
         attributes = json.loads(row["attributes"])
@@ -124,14 +128,14 @@ def _originals(rows: list[dict], picked: list[int]) -> dict[int, tuple]:
     return out
 
 
-def verdict_shard(ctx, key, rows, side, progress):
-    cfg = ctx.params.filter
+def verdict_shard(job) -> ShardOutput:
+    cfg, rows, progress = job.cfg["filter"], job.rows, job.progress
     embed_queries, embed_docs = filter_encoder(cfg, "query"), filter_encoder(cfg, "document")
     device = search.resolve_device(cfg.device)
-    texts, docs, groups = _corpus_matrix(ctx, side, device)
+    texts, docs, groups = _corpus_matrix(job, device)
     queries = torch.from_numpy(embed_queries([r["anchor"] for r in rows])).to(device)
     mining = consistency.Mining(cfg.mined_negatives, *cfg.mine_range, cfg.mine_relative_margin,
-                              cfg.mine_absolute_margin, cfg.mine_sampling) if cfg.mined_negatives else None
+                                cfg.mine_absolute_margin, cfg.mine_sampling) if cfg.mined_negatives else None
     verdicts: list[dict | None] = [None] * len(rows)
     reverted = 0
     for task_type in dict.fromkeys(r["task_type"] for r in rows):  # each type searches its own pool
@@ -146,20 +150,22 @@ def verdict_shard(ctx, key, rows, side, progress):
             anchors, positives = (torch.from_numpy(embed([o[c] for o in originals.values()])).to(device)
                                   for embed, c in ((embed_queries, 0), (embed_docs, 1)))
             reverted += consistency.keep_better_originals(rows, verdicts, originals, anchors, positives,
-                                                        pool_texts, pool_docs, cfg.topk)
+                                                          pool_texts, pool_docs, cfg.topk)
         if progress is not None:  # a task type's rows are searched and mined
             progress(sum(v is not None for v in verdicts), len(rows))
     gated = gate_reasons(rows, cfg.gates, filter_encoder(cfg))  # on the texts that stand, original or revision
-    found = duplicates.reasons(Store(ctx.params.store), ctx.run_id, side)
+    found = duplicates.reasons(job.store, job.run_id, job.side)
     repeats = [found.get(r["example_id"]) for r in rows]
     out = []
     for row, verdict, duplicate, gate in zip(rows, verdicts, repeats, gated):
         if gate or duplicate:  # a gate's reason first: it says what is wrong with the row itself
             verdict = {**verdict, "kept": False, "drop_reason": gate or duplicate}
-        out.append({**row, **verdict})
-    extra = {"duplicates_exact": sum(bool(d) and d.startswith("exact") for d in repeats),
-             "duplicates_near": sum(bool(d) and d.startswith("near") for d in repeats),
-             "duplicates_of_published": sum(bool(d) and ": published " in d for d in repeats),
+        reason = verdict["drop_reason"]
+        out.append({**row, **verdict, "drop_kind": reason and reason.kind, "drop_name": reason and reason.name})
+    found = [d for d in repeats if d]
+    extra = {"duplicates_exact": sum(d.name == "exact" for d in found),
+             "duplicates_near": sum(d.name == "near" for d in found),
+             "duplicates_of_published": sum(d.published for d in found),
              "revisions_reverted_by_rank": reverted,
-             **{f"gate_{name}": n for name, n in Counter(g.split(":")[0][5:] for g in gated if g).items()}}
+             **{f"gate_{name}": n for name, n in Counter(g.name for g in gated if g).items()}}
     return ShardOutput(rows=out, rows_in=len(rows), dropped=sum(not r["kept"] for r in out), extra=extra)
