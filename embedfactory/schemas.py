@@ -52,6 +52,17 @@ class Reason(str):
         return Reason, (self.kind, self.name, self.detail, self.published)
 
 
+def count_reasons(reasons) -> dict[str, dict[str, int]]:
+    """Kind -> name -> how many of `reasons` (Reasons, None skipped) it was: what a shard set aside,
+    by type, as its record's `extra["reasons"]` keeps it."""
+    out: dict[str, dict[str, int]] = {}
+    for reason in reasons:
+        if reason:
+            out.setdefault(reason.kind, {}).setdefault(reason.name, 0)
+            out[reason.kind][reason.name] += 1
+    return out
+
+
 def heading(kind: str, name: str) -> str:
     """How a kind and name of drop reason read: 'gate copy', 'ranking', 'exact duplicate'."""
     return {"gate": f"gate {name}", "ranking": "ranking", "duplicate": f"{name} duplicate"}[kind]

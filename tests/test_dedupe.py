@@ -78,16 +78,25 @@ def hashed(monkeypatch):
     return count
 
 
+def find(params: SynthParams, run_id: str, run_token: str, made: list) -> list:
+    """The stage as the run engine calls it: the store and its slice of the parameters."""
+    return duplicates.find(Store(params.store), duplicates.config(params), run_id, run_token, made)
+
+
+def against(params: SynthParams, run_id: str) -> list[dict]:
+    return duplicates.datasets_against(Store(params.store), duplicates.config(params)["avoid"], run_id)
+
+
 def test_the_stage_names_earlier_copies_and_a_rerun_hashes_nothing(tmp_path, hashed):
     params = SynthParams(store=str(tmp_path))
     made = commit_shards(str(tmp_path))
-    first = duplicates.find(params, "run-a", "t1", made)
+    first = find(params, "run-a", "t1", made)
     assert [r.dropped for r in first] == [0, 1] and hashed["n"] == 4
     assert duplicates.reasons(Store(str(tmp_path)), "run-a", first[1:]) == {"e10": "exact duplicate: e00"}
-    again = duplicates.find(params, "run-a", "t2", made)  # resumed: the index is read back, not re-hashed
+    again = find(params, "run-a", "t2", made)  # resumed: the index is read back, not re-hashed
     assert hashed["n"] == 4 and [r.run_token for r in again] == ["t1", "t1"]
     changed = commit_shards(str(tmp_path), [SHARDS[0], [SHARDS[1][1], ("Best sourdough starter!", SHARDS[0][1][1])]])
-    third = duplicates.find(params, "run-a", "t3", changed)  # shard 1 changed: it alone is checked again,
+    third = find(params, "run-a", "t3", changed)  # shard 1 changed: it alone is checked again,
     assert [r.run_token for r in third] == ["t1", "t3"] and hashed["n"] == 6  # against shard 0 read back
     assert duplicates.reasons(Store(str(tmp_path)), "run-a", third[1:]) == {"e11": "exact duplicate: e01"}
     with pytest.raises(ValueError, match="one 'duplicates' shard"):
@@ -102,12 +111,12 @@ def test_only_the_datasets_named_are_avoided_and_only_they_enter_the_fingerprint
     avoiding = SynthParams(store=str(tmp_path), filter={"dedupe_against": ["faq"]})
 
     def fingerprints(params):
-        return list(duplicates.fingerprints(params, made, duplicates.datasets_against(params, "run-a")))
+        return list(duplicates.fingerprints(duplicates.config(params), made, against(params, "run-a")))
 
     before = fingerprints(none)
     publish_rows(store, "other", "v9", [("what eats krill", "Baleen whales, penguins and seals feed on krill.")])
     assert fingerprints(none) == before and fingerprints(avoiding) != before  # only what it was told
-    records = duplicates.find(avoiding, "run-a", "t", made)
+    records = find(avoiding, "run-a", "t", made)
     (first,), (second,) = (duplicates.reasons(store, "run-a", r).items() for r in (records[:1], records[1:]))
     assert first == ("e01", "exact duplicate: published faq/v1#0") and second == ("e10", "exact duplicate: e00")
     # typed from the stored columns: counted by kind, name and whether a published row came first
@@ -115,20 +124,20 @@ def test_only_the_datasets_named_are_avoided_and_only_they_enter_the_fingerprint
     assert (second[1].kind, second[1].name, second[1].published) == ("duplicate", "exact", False)  # krill: not named
     assert records[0].extra == {"duplicates_exact": 1, "duplicates_near": 0}
     n = hashed["n"]
-    duplicates.find(avoiding, "run-b", "t", [])  # the dataset's signatures were kept in the store
+    find(avoiding, "run-b", "t", [])  # the dataset's signatures were kept in the store
     assert hashed["n"] == n
-    assert [c["version"] for c in duplicates.datasets_against(
+    assert [c["version"] for c in against(
         SynthParams(store=str(tmp_path), filter={"dedupe_against": ["other/v9", "faq"]}), "v1")] == ["v9"]
 
 
 def test_by_default_a_run_avoids_the_earlier_versions_of_its_own_dataset(tmp_path):
     store = Store(str(tmp_path))
     params = SynthParams(store=str(tmp_path), dataset_name="faq")
-    assert duplicates.datasets_against(params, "run-a") == [] and not [
+    assert against(params, "run-a") == [] and not [
         p for p in preflight.problems(params) if p.startswith("filter.dedupe_against")]  # a new store: none
     publish_rows(store, "faq", "v1", [("q", "a")])
     publish_rows(store, "faq", "run-a", [("q", "a")])  # the run's own version is not avoided
-    assert [c["version"] for c in duplicates.datasets_against(params, "run-a")] == ["v1"]
+    assert [c["version"] for c in against(params, "run-a")] == ["v1"]
     # what it avoids is in its run id: the default (null), none ([]) and a list are three runs
     ids = {pipeline.default_run_id(SynthParams(filter={"dedupe_against": refs})) for refs in (None, [], ["x"])}
     assert len(ids) == 3

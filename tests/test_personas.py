@@ -42,4 +42,4 @@ def test_a_persona_that_restates_the_prompt_is_kept_as_a_rejected_row_and_asked_
     [gated] = [r for r in out.rows if r["status"] == "rejected"]
     assert kept == ["A cook who bakes bread daily", "A pilot who flies cargo at night"]
     assert gated["persona"].startswith("An elderly woman") and gated["reject_reason"].startswith("gate echo")
-    assert gated["raw_response"] and out.extra["gate_persona"] == 1
+    assert gated["raw_response"] and out.extra["reasons"] == {"gate": {"echo": 1}}

@@ -41,14 +41,14 @@ WATCHED = {
                    schemas),
 }
 PINNED = {  # stage: (version, code hash)
-    "personas": (1, "56ac4fc1b65d"),
-    "tasks": (1, "fb703d4fb5d5"),
-    "examples": (1, "1302a3b5fea7"),
-    "revised": (1, "c23479a3d7d8"),
-    "grounded": (1, "c56d32c5ac81"),
-    "corpus": (1, "efe2dfebbaa9"),
-    "verdicts": (1, "bef7bff7e132"),
-    "duplicates": (1, "5eb46562e0b0"),
+    "personas": (1, "94123523e0b3"),
+    "tasks": (1, "f5a75a1f804b"),
+    "examples": (1, "bd10df23bafb"),
+    "revised": (1, "c13a24eb4a7a"),
+    "grounded": (1, "aef47ec8b244"),
+    "corpus": (1, "05e5d5bfde82"),
+    "verdicts": (1, "edc5a169e3de"),
+    "duplicates": (1, "d4fe667e4e42"),
 }
 
 

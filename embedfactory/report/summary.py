@@ -2,6 +2,7 @@
 tokens, seconds); shards reused from an earlier run count their rows but cost nothing now."""
 from __future__ import annotations
 
+from ..schemas import heading
 from ..store import ShardRecord
 
 
@@ -33,17 +34,15 @@ def stage_summary(records: dict[str, list[ShardRecord]], run_token: str,
 
 
 def reasons(shards: list[ShardRecord]) -> str:
-    """What the stage's shards dropped or rejected, by quality gate, duplicates and ranking: e.g.
-    'gate copy 8, gate length 5, duplicate 1, ranking 3' ('' when nothing)."""
+    """What the stage's shards dropped or rejected, by quality gate, duplicates and ranking, from the
+    typed counts each shard's record keeps (`extra["reasons"]`: kind -> name -> rows): e.g.
+    'gate copy 8, gate length 5, ranking 3, duplicate 1' ('' when nothing)."""
     counts: dict[str, int] = {}
     for record in shards:
-        for name, n in record.extra.items():
-            label = ("gate " + name[5:] if name.startswith("gate_") else
-                     "duplicate" if name in ("duplicates_exact", "duplicates_near") else None)
-            if label and n:
+        for kind, names in record.extra.get("reasons", {}).items():
+            for name, n in names.items():
+                label = "duplicate" if kind == "duplicate" else heading(kind, name)
                 counts[label] = counts.get(label, 0) + n
-    if shards and shards[0].stage == "verdicts":  # what neither a gate nor a duplicate explains
-        counts["ranking"] = sum(r.dropped for r in shards) - sum(counts.values())
     return ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n)
 
 

@@ -37,10 +37,16 @@ def avoided(params: SynthParams) -> list[str]:
     return [params.dataset_name] if refs is None else refs
 
 
-def datasets_against(params: SynthParams, run_id: str) -> list[dict]:
-    """The cards of the published datasets the run avoids (its own version left out)."""
-    store, cards = Store(params.store), {}
-    for ref in avoided(params):
+def config(params: SynthParams) -> dict:
+    """The stage's config slice, all it gets of the run's parameters: the near-duplicate threshold
+    and the dataset references it avoids."""
+    return {"threshold": params.filter.near_duplicate_threshold, "avoid": avoided(params)}
+
+
+def datasets_against(store: Store, avoid: list[str], run_id: str) -> list[dict]:
+    """The cards of the published datasets named in `avoid` (the run's own version left out)."""
+    cards = {}
+    for ref in avoid:
         name, _, version = ref.partition("/")
         if version:
             found = [store.read_json(f"{publish.dataset_dir(store, name, version)}/card.json")]
@@ -116,26 +122,27 @@ def _add(index: dedupe.Index, batches: Iterable[pa.RecordBatch], prefix: str = "
                 index.add(prefix + label, exact, row, published=bool(prefix))
 
 
-def fingerprints(params: SynthParams, made: list[ShardRecord], against: list[dict]) -> Iterator[str]:
-    """Each shard's fingerprint: the version, the threshold, the datasets avoided, then every shard up to it."""
-    chained = stable_hash(STAGE, signature_version(), params.filter.near_duplicate_threshold,
-                          [c["sha256"] for c in against])
+def fingerprints(cfg: dict, made: list[ShardRecord], against: list[dict]) -> Iterator[str]:
+    """Each shard's fingerprint: the version, the threshold, the datasets avoided (their checksums),
+    then every shard up to it."""
+    chained = stable_hash(STAGE, signature_version(), cfg["threshold"], [c["sha256"] for c in against])
     for record in made:
         chained = stable_hash(chained, record.stage, record.key, record.sha256)
         yield chained
 
 
-def find(params: SynthParams, run_id: str, run_token: str, made: list[ShardRecord],
+def find(store: Store, cfg: dict, run_id: str, run_token: str, made: list[ShardRecord],
          progress: Callable[[int, int], None] | None = None) -> list[ShardRecord]:
     """One record per shard of `made` (revised and grounded shards, in the order they count), each
-    committed with its rows' signatures and duplicate reasons; shards already committed are reused."""
-    store, against = Store(params.store), datasets_against(params, run_id)
-    out_dir, index = StageDir(store, run_id, STAGE), dedupe.Index(params.filter.near_duplicate_threshold)
+    committed with its rows' signatures and duplicate reasons; shards already committed are reused.
+    `cfg`: the stage's slice (`config`)."""
+    against = datasets_against(store, cfg["avoid"], run_id)
+    out_dir, index = StageDir(store, run_id, STAGE), dedupe.Index(cfg["threshold"])
     for card in against:
         _add(index, store.batches(dataset_signatures(store, card), SIGNATURES.names, BATCH_ROWS),
              prefix=f"published {card['name']}/{card['version']}#")
     records = []
-    for i, (record, fp) in enumerate(zip(made, fingerprints(params, made, against))):
+    for i, (record, fp) in enumerate(zip(made, fingerprints(cfg, made, against))):
         if (done := out_dir.committed(record.key, fp)) is None:
             done = _check_shard(store, out_dir, index, record, fp, run_token)
         else:  # its signatures back into the index: nothing hashed again

@@ -11,7 +11,7 @@ from .. import prompts
 from ..filter import gates
 from ..ids import seed_of, stable_hash
 from ..llm.client import ChatClient, Request
-from ..schemas import persona_list
+from ..schemas import count_reasons, persona_list
 from .common import ShardOutput, exchange, no_exchange, usage_of
 from .sources import seed_personas
 
@@ -43,7 +43,7 @@ def expand_personas(client: ChatClient, count: int, seed: int, progress=None) ->
     kept: dict[str, dict] = {}
     rejected: list[dict] = []
     replies = []
-    duplicates = gated = 0
+    duplicates, gated = 0, []  # gated: the gates' reasons
     for round_no in range(MAX_ROUNDS):
         missing = count - len(kept)
         if missing <= 0:
@@ -68,12 +68,12 @@ def expand_personas(client: ChatClient, count: int, seed: int, progress=None) ->
                     duplicates += 1
                     continue
                 if reason := gates.persona(persona, gates.Asked(prompts.fixed_part(PROMPT), seed_persona, {})):
-                    gated += 1
+                    gated.append(reason)
                     rejected.append({**_row(persona, "llm", seed_persona, meta), "status": "rejected",
                                      "reject_reason": reason})
                     continue
                 kept[key] = _row(persona, "llm", seed_persona, meta)
     rows = list(kept.values())[:count] + rejected
     return ShardOutput(rows=rows, rows_in=len(seeds), usage=usage_of(replies),
-                       extra={"duplicates_removed": duplicates, "gate_persona": gated,
+                       extra={"duplicates_removed": duplicates, "reasons": count_reasons(gated),
                               "distinct": min(len(kept), count)})

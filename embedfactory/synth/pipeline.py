@@ -253,7 +253,8 @@ def commit_output(out_dir: StageDir, key: str, fp: str, out: ShardOutput, run_to
 def find_duplicates(ctx: RunContext, made: list[ShardRecord], progress: Progress | None = None) -> list[ShardRecord]:
     """The duplicates stage (duplicates.py) over the example shards, in their order: one
     record per shard, a side input of its verdict shard."""
-    return duplicates.find(ctx.params, ctx.run_id, ctx.run_token, made, progress)
+    return duplicates.find(Store(ctx.params.store), duplicates.config(ctx.params), ctx.run_id, ctx.run_token, made,
+                           progress)
 
 
 def run_quality(ctx: RunContext, records: dict[str, list[ShardRecord]]) -> dict:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import threading
 import warnings
-from collections import Counter
 
 import torch
 
@@ -19,7 +18,7 @@ from .. import prompts
 from ..config import FilterConfig, SynthParams
 from ..filter import consistency, gates, search
 from ..models import load_embedder
-from ..schemas import Reason
+from ..schemas import Reason, count_reasons
 from ..task_types import TASK_SPECS
 from . import documents, duplicates, grounded, sources
 from .common import ShardOutput
@@ -167,5 +166,5 @@ def verdict_shard(job) -> ShardOutput:
              "duplicates_near": sum(d.name == "near" for d in found),
              "duplicates_of_published": sum(d.published for d in found),
              "revisions_reverted_by_rank": reverted,
-             **{f"gate_{name}": n for name, n in Counter(g.name for g in gated if g).items()}}
+             "reasons": count_reasons(r["drop_reason"] for r in out)}
     return ShardOutput(rows=out, rows_in=len(rows), dropped=sum(not r["kept"] for r in out), extra=extra)
