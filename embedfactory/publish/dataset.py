@@ -95,23 +95,19 @@ def published_cards(store: Store, exclude_version: str | None = None) -> list[di
                   key=lambda c: (c["name"], c["version"]))
 
 
-def _data_file(store: Store, path: str) -> str:
-    return f"{path}/{DATA_FILE}"
-
-
 def read_dataset(store: Store, path: str) -> pa.Table:
-    return store.read_table(_data_file(store, path))
+    return store.read_table(f"{path}/{DATA_FILE}")
 
 
 def dataset_batches(store: Store, path: str, columns: list[str], batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
     """A published dataset's columns a record batch at a time."""
-    return store.batches(_data_file(store, path), columns, batch_size)
+    return store.batches(f"{path}/{DATA_FILE}", columns, batch_size)
 
 
 def data_files(store: Store, path: str, expires_s: int = 3600) -> list[str]:
     """What `datasets.load_dataset("parquet", data_files=...)` reads a published set from: local file
     paths, or for a bucket presigned HTTPS URLs (no s3fs needed; boto3 signs with the store's settings)."""
-    files = [p for p in (f"{path}/{DATA_FILE}",) if store.exists(p)]
+    files = [f"{path}/{DATA_FILE}"] if store.exists(f"{path}/{DATA_FILE}") else []
     if store.is_local:
         return files
     import boto3
